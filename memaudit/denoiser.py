@@ -1,0 +1,92 @@
+"""The one interface between checkpoint loaders and everything else.
+
+A Denoiser knows its vocabulary size, sequence length, tokenizer (if any) and noise schedule, and
+maps (tokens [B, L] int64, t [B] float in [0, 1]) to x0 log-probabilities [B, L, V] float32.
+The probe, recovery, sampler and trainer never look at checkpoint formats.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .diffusion import LogLinearSchedule
+from .model import DDiT
+
+
+@dataclass
+class Denoiser:
+    """A DDiT-family network behind the Denoiser contract.
+
+    time_input says what the wrapped network takes as its time argument: 'sigma' (σ_t = −log α_t,
+    Duo/UDLM/memaudit), 't' (raw diffusion time, GIDD) or 'none' (time conditioning off: zeros).
+    output_vocab_slice drops extra output classes (a GIDD mask logit) before the log-softmax.
+    """
+
+    model: DDiT
+    schedule: LogLinearSchedule
+    vocab_size: int
+    seq_len: int
+    tokenizer: Any = None              # tokenizers.Tokenizer or None (token ids only)
+    family: str = "memaudit"
+    weights: str = "raw"               # which weights are loaded: 'ema' or 'raw'
+    time_input: str = "sigma"
+    output_vocab_slice: int | None = None
+    provenance: dict = field(default_factory=dict)   # path / hub id, file hashes, config
+    config: dict = field(default_factory=dict)       # the checkpoint's own config, for reports
+
+    def __post_init__(self):
+        self.model.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device) -> "Denoiser":
+        self.model.to(device)
+        return self
+
+    def time_features(self, t: torch.Tensor) -> torch.Tensor:
+        if self.time_input == "sigma":
+            return self.schedule.sigma(t.float())
+        if self.time_input == "t":
+            return t.float()
+        if self.time_input == "none":
+            return torch.zeros_like(t, dtype=torch.float32)
+        raise ValueError(f"unknown time input {self.time_input!r}")
+
+    @torch.inference_mode()
+    def __call__(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """tokens [B, L] int64, t [B] (or scalar) → log p_θ(x_0 | x_t) [B, L, V] float32."""
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must be [batch, length], got shape {tuple(tokens.shape)}")
+        device = self.device
+        tokens = tokens.to(device)
+        t = torch.as_tensor(t, dtype=torch.float32, device=device)
+        if t.dim() == 0:
+            t = t.expand(tokens.shape[0])
+        logits = self.model(tokens, self.time_features(t))
+        if self.output_vocab_slice is not None:
+            logits = logits[..., : self.output_vocab_slice]
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    def decode(self, ids) -> str | None:
+        if self.tokenizer is None:
+            return None
+        ids = [int(i) for i in ids]
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def describe(self) -> dict:
+        """Provenance for reports: family, weights, shapes, parameter count, source."""
+        return {
+            "family": self.family,
+            "weights": self.weights,
+            "vocab_size": self.vocab_size,
+            "seq_len": self.seq_len,
+            "time_input": self.time_input,
+            "schedule": self.schedule.to_dict(),
+            "n_parameters": self.model.num_parameters(),
+            "has_tokenizer": self.tokenizer is not None,
+            **self.provenance,
+        }

@@ -1,0 +1,182 @@
+"""Uniform-state discrete diffusion: schedule, corruption, exact posterior, reverse steps, NELBO.
+
+Pure tensor math: no network, no I/O, no loops over time. The sampler that chains these steps
+lives in `memaudit.sampling`; the network in `memaudit.model`.
+
+Notation (V = vocabulary size, x̂ = model's x0 probabilities, t ∈ [0, 1]):
+
+    forward   q(x_t | x_0) = α_t · δ(x_0) + (1 − α_t) / V        (uniform over all V tokens)
+    schedule  α_t = 1 − (1 − ε) t,   σ_t = −log α_t  (log-linear, ε = 1e-3 by default)
+
+The model's reverse kernel p_θ(x_s | x_t) is the posterior q(x_s | x_t, x_0) with the one-hot x_0
+replaced by x̂ (UDLM/Duo parameterisation): numerator and denominator are both linear in x_0, so it
+is Bayes' rule with x̂ as the distribution of x_0 (research/paper.md §2.1; checked by enumeration
+in tests/test_diffusion.py).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+T_MIN = 1e-5  # time of the final noise-removal step, as in the reference code
+
+
+@dataclass(frozen=True)
+class LogLinearSchedule:
+    """α_t = 1 − (1 − ε) t. At t = 1 a fraction ε of tokens survives."""
+
+    eps: float = 1e-3
+    name: str = "loglinear"
+
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        return 1.0 - (1.0 - self.eps) * t
+
+    def dalpha_dt(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(t, -(1.0 - self.eps))
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        # −log α_t, the time input of Duo/UDLM networks; log1p keeps precision near t = 0.
+        return -torch.log1p(-(1.0 - self.eps) * t)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "eps": self.eps}
+
+
+def schedule_from_dict(d: dict | None) -> LogLinearSchedule:
+    d = d or {}
+    name = d.get("name", "loglinear")
+    if name not in ("loglinear", "log-linear", "log_linear"):
+        raise ValueError(f"unsupported noise schedule {name!r} (only the log-linear schedule is implemented)")
+    return LogLinearSchedule(eps=float(d.get("eps", 1e-3)))
+
+
+def corrupt(x0: torch.Tensor, alpha: torch.Tensor, vocab_size: int,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw x_t ~ q(x_t | x_0). x0 [B, L] int64, alpha [B] → [B, L] int64.
+
+    A replaced token is drawn uniformly from all V tokens, so it may equal the original.
+    """
+    keep_draw = torch.rand(x0.shape, generator=generator, device=x0.device)
+    noise = torch.randint(0, vocab_size, x0.shape, generator=generator, device=x0.device)
+    keep = keep_draw < alpha.to(keep_draw.dtype)[:, None]
+    return torch.where(keep, x0, noise)
+
+
+def posterior(x_t: torch.Tensor, x0_probs: torch.Tensor, alpha_t: torch.Tensor,
+              alpha_s: torch.Tensor) -> torch.Tensor:
+    """p_θ(x_s | x_t) = q(x_s | x_t, x_0 = x̂) for s < t.
+
+    x_t [B, L] int64, x0_probs [B, L, V], alpha_t/alpha_s [B] → probabilities [B, L, V] in the
+    dtype of x0_probs (pass float64 for the reference-exact computation).
+
+    numerator(j) = V α_t x̂_j [j = x_t] + (α_{t|s} − α_t)[j = x_t] + (α_s − α_t) x̂_j
+                   + (1 − α_{t|s})(1 − α_s) / V
+    denominator  = V α_t x̂_{x_t} + (1 − α_t)       (= Σ_j numerator(j))
+    """
+    vocab_size = x0_probs.shape[-1]
+    dtype = x0_probs.dtype
+    a_t = alpha_t.to(dtype)[:, None, None]
+    a_s = alpha_s.to(dtype)[:, None, None]
+    a_ts = a_t / a_s
+    is_xt = torch.nn.functional.one_hot(x_t, vocab_size).to(dtype)
+    x0_at_xt = torch.gather(x0_probs, -1, x_t[..., None])  # [B, L, 1]
+    numerator = (vocab_size * a_t * x0_probs * is_xt + (a_ts - a_t) * is_xt
+                 + (a_s - a_t) * x0_probs + (1 - a_ts) * (1 - a_s) / vocab_size)
+    denominator = vocab_size * a_t * x0_at_xt + (1 - a_t)
+    return numerator / denominator
+
+
+def final_posterior(x_t: torch.Tensor, x0_probs: torch.Tensor, alpha_t: torch.Tensor) -> torch.Tensor:
+    """The posterior with α_s = 1 (noise removal at the last step): ∝ x̂_j (V α_t [j = x_t] + 1 − α_t)."""
+    vocab_size = x0_probs.shape[-1]
+    a_t = alpha_t.to(x0_probs.dtype)[:, None, None]
+    is_xt = torch.nn.functional.one_hot(x_t, vocab_size).to(x0_probs.dtype)
+    unnormalised = x0_probs * (vocab_size * a_t * is_xt + (1 - a_t))
+    return unnormalised / unnormalised.sum(-1, keepdim=True)
+
+
+def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One draw per row of probs [..., V] by the exponential race (Gumbel-max form): argmax p / E.
+
+    Exact for any float dtype and deterministic under a seeded generator.
+    """
+    exponential = torch.empty_like(probs).exponential_(generator=generator)
+    return (probs / exponential).argmax(-1)
+
+
+def reverse_step(x_t: torch.Tensor, x0_probs: torch.Tensor, alpha_t: torch.Tensor,
+                 alpha_s: torch.Tensor, greedy: bool = False,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """One ancestral (or greedy: argmax of the posterior) step from t to s. → x_s [B, L]."""
+    probs = posterior(x_t, x0_probs, alpha_t, alpha_s)
+    if greedy:
+        return probs.argmax(-1)
+    return sample_categorical(probs, generator)
+
+
+def noise_removal_step(x_t: torch.Tensor, x0_probs: torch.Tensor, alpha_t: torch.Tensor,
+                       mode: str = "greedy", generator: torch.Generator | None = None) -> torch.Tensor:
+    """Final step to t = 0. 'greedy': argmax x̂ (Duo's greedy tail). 'ancestral': a draw from the
+    α_s = 1 posterior (the reference recovery evaluation)."""
+    if mode == "greedy":
+        return x0_probs.argmax(-1)
+    if mode == "ancestral":
+        return sample_categorical(final_posterior(x_t, x0_probs, alpha_t), generator)
+    raise ValueError(f"unknown noise-removal mode {mode!r}; use 'greedy' or 'ancestral'")
+
+
+def nelbo_per_token(log_x0_probs: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor,
+                    alpha_t: torch.Tensor, dalpha_dt: torch.Tensor) -> torch.Tensor:
+    """UDLM continuous-time NELBO integrand per token. → [B, L] (≥ 0, 0 iff x̂ = δ(x_0)).
+
+    With x̄ = V α_t δ(x_0) + (1 − α_t) and x̄_θ = V α_t x̂ + (1 − α_t), i = x_t:
+
+        loss = α'_t / (V α_t) · [ V / x̄_i − V / x̄_θ,i − Σ_j (x̄_j / x̄_i) log( x̄_θ,i x̄_j / (x̄_θ,j x̄_i) ) ]
+
+    It is the dt → 0 limit of KL(q(x_s | x_t, x_0) ‖ p_θ(x_s | x_t)) / dt (tests check this by
+    enumeration). Computed in float32 or better from log-probabilities for stability at small t.
+    """
+    vocab_size = log_x0_probs.shape[-1]
+    log_x0_probs = log_x0_probs.float() if log_x0_probs.dtype in (torch.float16, torch.bfloat16) else log_x0_probs
+    dtype = log_x0_probs.dtype
+    a = alpha_t.to(dtype)[:, None, None]
+    # log x̄_θ = logaddexp(log(V α) + log x̂, log(1 − α)): no cancellation when α → 1.
+    log_xbar_theta = torch.logaddexp(torch.log(vocab_size * a) + log_x0_probs,
+                                     torch.log1p(-a).expand_as(log_x0_probs))
+    log_xbar_theta_i = torch.gather(log_xbar_theta, -1, x_t[..., None])  # [B, L, 1]
+
+    same = (x0 == x_t)[..., None].to(dtype)  # f = [x_0 = x_t]
+    a2 = a[..., 0]  # [B, 1]
+    is_x0 = torch.nn.functional.one_hot(x0, vocab_size).to(dtype)
+    # x̄_j / x̄_i: (V α [j = x0] + 1 − α) / (V α f + 1 − α)
+    xbar = vocab_size * a * is_x0 + (1 - a)
+    xbar_i = vocab_size * a * same + (1 - a)
+    ratio = xbar / xbar_i
+    log_ratio = torch.log(ratio)
+    kl_like = (ratio * (log_xbar_theta_i - log_xbar_theta + log_ratio)).sum(-1)  # [B, L]
+    inv_terms = vocab_size / xbar_i[..., 0] - vocab_size * torch.exp(-log_xbar_theta_i[..., 0])
+    weight = dalpha_dt.to(dtype)[:, None] / (vocab_size * a2)  # negative
+    return weight * (inv_terms - kl_like)
+
+
+def sample_times(batch_size: int, t_min: float = 1e-3, generator: torch.Generator | None = None,
+                 device: torch.device | str = "cpu", antithetic: bool = True) -> torch.Tensor:
+    """t ~ U[t_min, 1]; antithetic (stratified) across the batch to lower the loss variance."""
+    u = torch.rand(1 if antithetic else batch_size, generator=generator, device=device)
+    if antithetic:
+        u = (u + torch.arange(batch_size, device=device) / batch_size) % 1.0
+    return t_min + (1.0 - t_min) * u
+
+
+def entropy(log_probs: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in nats of the distributions on the last axis, in float32 or better."""
+    log_probs = log_probs.float() if log_probs.dtype in (torch.float16, torch.bfloat16) else log_probs
+    probs = log_probs.exp()
+    # 0 · log 0 = 0; the where keeps −inf logits from producing NaN.
+    return -torch.where(probs > 0, probs * log_probs, torch.zeros_like(probs)).sum(-1)
+
+
+def max_entropy(vocab_size: int) -> float:
+    return math.log(vocab_size)

@@ -1,0 +1,76 @@
+"""The reverse-process loop: chains the steps of `memaudit.diffusion` with a Denoiser.
+
+Generation starts at t = 1 from uniform random tokens; recovery starts at t0 from a corrupted
+sequence. Both walk a linear time grid down to T_MIN = 1e-5 and finish with one noise-removal
+step (greedy argmax of x̂, or an ancestral draw from the α_s = 1 posterior).
+"""
+from __future__ import annotations
+
+import torch
+
+from . import diffusion as D
+from .denoiser import Denoiser
+from .progress import progress_bar
+
+
+def time_grid(t_start: float, steps: int, t_min: float = D.T_MIN) -> torch.Tensor:
+    """steps + 1 times from t_start down to t_min (float64)."""
+    if steps < 1:
+        raise ValueError("steps must be ≥ 1")
+    return torch.linspace(float(t_start), t_min, steps + 1, dtype=torch.float64)
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def reverse_process(denoiser: Denoiser, x_t: torch.Tensor, t_start: float, steps: int, *,
+                    greedy: bool = False, final: str = "greedy", generator: torch.Generator | None = None,
+                    posterior_dtype: torch.dtype = torch.float64, on_step=None) -> torch.Tensor:
+    """Run the reverse chain from x_t [B, L] at t_start to t ≈ 0. → x_0 [B, L] int64.
+
+    greedy=True uses the argmax of the posterior at every step (the deterministic dynamics of
+    the fixed-point test). The posterior is computed in float64 by default, as in the reference.
+    """
+    schedule = denoiser.schedule
+    grid = time_grid(t_start, steps)
+    x = x_t.to(denoiser.device)
+    batch = x.shape[0]
+    for i in range(steps):
+        t, s = grid[i], grid[i + 1]
+        alpha_t = schedule.alpha(t).expand(batch).to(x.device)
+        alpha_s = schedule.alpha(s).expand(batch).to(x.device)
+        x0_probs = denoiser(x, t.float().expand(batch)).to(posterior_dtype).exp()
+        x = D.reverse_step(x, x0_probs, alpha_t, alpha_s, greedy=greedy, generator=generator)
+        if on_step is not None:
+            on_step()
+    t_last = grid[-1]
+    x0_probs = denoiser(x, t_last.float().expand(batch)).to(posterior_dtype).exp()
+    return D.noise_removal_step(x, x0_probs, schedule.alpha(t_last).expand(batch).to(x.device),
+                                mode=final, generator=generator)
+
+
+@torch.no_grad()
+def generate(denoiser: Denoiser, n: int, steps: int = 128, seed: int = 0, batch_size: int = 128,
+             greedy: bool = False, final: str = "greedy", posterior_dtype: torch.dtype = torch.float64,
+             show_progress: bool | None = None) -> torch.Tensor:
+    """Draw n sequences from the model's own reverse process, starting from uniform noise at t = 1.
+
+    Batch b uses its own generator seeded from (seed, b), so the result does not depend on what
+    ran before it. → [n, L] int64 on the CPU.
+    """
+    if n < 1:
+        raise ValueError("number of samples must be ≥ 1")
+    device = denoiser.device
+    out = []
+    n_batches = (n + batch_size - 1) // batch_size
+    with progress_bar("sampling", total=n_batches * steps, enabled=show_progress) as task:
+        for b in range(n_batches):
+            size = min(batch_size, n - b * batch_size)
+            generator = make_generator(seed * 100_003 + b, device)
+            noise = torch.randint(0, denoiser.vocab_size, (size, denoiser.seq_len), generator=generator,
+                                  device=device)
+            out.append(reverse_process(denoiser, noise, 1.0, steps, greedy=greedy, final=final,
+                                       generator=generator, posterior_dtype=posterior_dtype,
+                                       on_step=task.advance).cpu())
+    return torch.cat(out)

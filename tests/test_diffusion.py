@@ -1,0 +1,154 @@
+"""The diffusion math, checked against brute-force enumeration on tiny vocabularies."""
+import itertools
+
+import pytest
+import torch
+
+from memaudit import diffusion as D
+
+V = 4
+
+
+def q_step(a: float, vocab: int) -> torch.Tensor:
+    """Transition matrix M[x_prev, x_next] of 'keep with prob a, else uniform over all V'."""
+    return a * torch.eye(vocab, dtype=torch.float64) + (1 - a) / vocab
+
+
+def brute_posterior(x_t: int, x0_probs: torch.Tensor, a_t: float, a_s: float) -> torch.Tensor:
+    """p(x_s | x_t) by enumeration of Bayes' rule, with x_0 ~ x̂, x_s ~ q(· | x_0), x_t ~ q(· | x_s).
+
+    For a one-hot x̂ this is the true posterior q(x_s | x_t, x_0)."""
+    vocab = x0_probs.numel()
+    m_s = q_step(a_s, vocab)            # q(x_s | x_0)
+    m_ts = q_step(a_t / a_s, vocab)     # q(x_t | x_s)
+    joint = torch.zeros(vocab, dtype=torch.float64)  # p(x_s, x_t) for the observed x_t
+    for x0 in range(vocab):
+        for xs in range(vocab):
+            joint[xs] += x0_probs[x0] * m_s[x0, xs] * m_ts[xs, x_t]
+    return joint / joint.sum()
+
+
+@pytest.mark.parametrize("a_t,a_s", [(0.3, 0.6), (0.9, 0.95), (0.001, 0.01), (0.5, 0.9999)])
+def test_posterior_equals_bayes_by_enumeration(a_t, a_s):
+    gen = torch.Generator().manual_seed(0)
+    x0_probs = torch.softmax(torch.randn(2, 3, V, generator=gen, dtype=torch.float64) * 2, -1)
+    x_t = torch.randint(0, V, (2, 3), generator=gen)
+    post = D.posterior(x_t, x0_probs, torch.full((2,), a_t, dtype=torch.float64),
+                       torch.full((2,), a_s, dtype=torch.float64))
+    assert torch.allclose(post.sum(-1), torch.ones(2, 3, dtype=torch.float64), atol=1e-12)
+    for b, i in itertools.product(range(2), range(3)):
+        expected = brute_posterior(int(x_t[b, i]), x0_probs[b, i], a_t, a_s)
+        assert torch.allclose(post[b, i], expected, atol=1e-12)
+
+
+def test_final_posterior_is_posterior_with_alpha_s_one():
+    gen = torch.Generator().manual_seed(1)
+    x0_probs = torch.softmax(torch.randn(1, 3, V, generator=gen, dtype=torch.float64), -1)
+    x_t = torch.randint(0, V, (1, 3), generator=gen)
+    a_t = torch.tensor([0.7], dtype=torch.float64)
+    final = D.final_posterior(x_t, x0_probs, a_t)
+    general = D.posterior(x_t, x0_probs, a_t, torch.ones(1, dtype=torch.float64))
+    assert torch.allclose(final, general, atol=1e-12)
+
+
+def test_corruption_frequencies_match_alpha():
+    gen = torch.Generator().manual_seed(2)
+    n = 200_000
+    x0 = torch.zeros(1, n, dtype=torch.long)
+    alpha = 0.3
+    x_t = D.corrupt(x0, torch.tensor([alpha]), V, generator=gen)
+    # P(x_t = x0) = α + (1 − α)/V; each other token (1 − α)/V.
+    expected_same = alpha + (1 - alpha) / V
+    freq = torch.bincount(x_t[0], minlength=V).double() / n
+    tol = 4 * (expected_same * (1 - expected_same) / n) ** 0.5
+    assert abs(freq[0].item() - expected_same) < tol
+    for v in range(1, V):
+        assert abs(freq[v].item() - (1 - alpha) / V) < 4 * ((1 - alpha) / V / n) ** 0.5
+
+
+def test_schedule_values():
+    s = D.LogLinearSchedule()
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    assert torch.allclose(s.alpha(t), torch.tensor([1.0, 1 - 0.999 * 0.5, 1e-3], dtype=torch.float64))
+    assert torch.allclose(s.sigma(t), -torch.log(s.alpha(t)))
+    assert torch.allclose(s.dalpha_dt(t), torch.full_like(t, -0.999))
+
+
+def discrete_kl_rate(x0: int, x_t: int, x0_probs: torch.Tensor, t: float, dt: float,
+                     sched: D.LogLinearSchedule) -> float:
+    """KL(q(x_s | x_t, x0) ‖ p_θ(x_s | x_t)) / dt with s = t − dt, by enumeration."""
+    a_t = float(sched.alpha(torch.tensor(t, dtype=torch.float64)))
+    a_s = float(sched.alpha(torch.tensor(t - dt, dtype=torch.float64)))
+    onehot = torch.zeros(V, dtype=torch.float64)
+    onehot[x0] = 1
+    q = brute_posterior(x_t, onehot, a_t, a_s)
+    p = brute_posterior(x_t, x0_probs, a_t, a_s)
+    return float((q * (q / p).log()).sum()) / dt
+
+
+@pytest.mark.parametrize("t", [0.05, 0.3, 0.8])
+def test_nelbo_is_continuous_time_limit_of_kl(t):
+    sched = D.LogLinearSchedule()
+    gen = torch.Generator().manual_seed(3)
+    x0_probs = torch.softmax(torch.randn(V, generator=gen, dtype=torch.float64), -1)
+    alpha = sched.alpha(torch.tensor([t], dtype=torch.float64))
+    dalpha = sched.dalpha_dt(torch.tensor([t], dtype=torch.float64))
+    for x0, x_t in itertools.product(range(V), range(V)):
+        loss = D.nelbo_per_token(x0_probs.log()[None, None], torch.tensor([[x0]]), torch.tensor([[x_t]]),
+                                 alpha, dalpha)
+        rate = discrete_kl_rate(x0, x_t, x0_probs, t, 1e-6, sched)
+        assert loss.item() == pytest.approx(rate, rel=1e-3, abs=1e-6)
+
+
+def test_nelbo_nonnegative_finite_and_minimal_at_truth():
+    sched = D.LogLinearSchedule()
+    gen = torch.Generator().manual_seed(4)
+    B, L = 64, 3
+    x0 = torch.randint(0, V, (B, L), generator=gen)
+    t = D.sample_times(B, generator=gen).double()
+    x_t = D.corrupt(x0, sched.alpha(t), V, generator=gen)
+    truth = torch.nn.functional.one_hot(x0, V).double() * (1 - 1e-9 * V) + 1e-9
+    random_pred = torch.softmax(torch.randn(B, L, V, generator=gen, dtype=torch.float64), -1)
+    loss_truth = D.nelbo_per_token(truth.log(), x0, x_t, sched.alpha(t), sched.dalpha_dt(t))
+    loss_random = D.nelbo_per_token(random_pred.log(), x0, x_t, sched.alpha(t), sched.dalpha_dt(t))
+    assert torch.isfinite(loss_random).all() and torch.isfinite(loss_truth).all()
+    assert (loss_random >= -1e-9).all()
+    assert (loss_truth >= -1e-9).all()
+    assert (loss_truth <= loss_random + 1e-9).all()
+    assert loss_truth.mean() < 1e-3 < loss_random.mean()
+    # float32 path stays finite near the smallest training time
+    t_small = torch.full((B,), 1e-3)
+    x_small = D.corrupt(x0, sched.alpha(t_small), V, generator=gen)
+    loss32 = D.nelbo_per_token(random_pred.float().log(), x0, x_small, sched.alpha(t_small),
+                               sched.dalpha_dt(t_small))
+    assert torch.isfinite(loss32).all() and (loss32 >= -1e-3).all()
+
+
+def test_antithetic_times_cover_range():
+    gen = torch.Generator().manual_seed(5)
+    t = D.sample_times(8, t_min=1e-3, generator=gen)
+    assert ((t >= 1e-3) & (t <= 1)).all()
+    # one sample per stratum of width 1/8
+    strata = torch.sort(((t - 1e-3) / (1 - 1e-3) * 8).floor()).values
+    assert strata.unique().numel() == 8
+
+
+def test_reverse_steps_and_entropy():
+    gen = torch.Generator().manual_seed(6)
+    x0_probs = torch.softmax(torch.randn(3, 5, V, generator=gen, dtype=torch.float64) * 3, -1)
+    x_t = torch.randint(0, V, (3, 5), generator=gen)
+    a_t, a_s = torch.full((3,), 0.4, dtype=torch.float64), torch.full((3,), 0.6, dtype=torch.float64)
+    greedy = D.reverse_step(x_t, x0_probs, a_t, a_s, greedy=True)
+    assert torch.equal(greedy, D.posterior(x_t, x0_probs, a_t, a_s).argmax(-1))
+    # ancestral draws follow the posterior
+    many = torch.stack([D.reverse_step(x_t[:1, :1], x0_probs[:1, :1], a_t[:1], a_s[:1], generator=gen)
+                        for _ in range(4000)]).flatten()
+    freq = torch.bincount(many, minlength=V).double() / many.numel()
+    assert torch.allclose(freq, D.posterior(x_t, x0_probs, a_t, a_s)[0, 0], atol=0.03)
+    assert torch.equal(D.noise_removal_step(x_t, x0_probs, a_t, "greedy"), x0_probs.argmax(-1))
+    with pytest.raises(ValueError):
+        D.noise_removal_step(x_t, x0_probs, a_t, "bogus")
+    uniform = torch.full((2, V), 1.0 / V).log()
+    assert torch.allclose(D.entropy(uniform), torch.full((2,), torch.log(torch.tensor(float(V)))))
+    delta = torch.tensor([[0.0, float("-inf"), float("-inf"), float("-inf")]])
+    assert D.entropy(delta).item() == 0.0
