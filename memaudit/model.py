@@ -161,7 +161,9 @@ class EmbeddingLayer(nn.Module):
         nn.init.kaiming_uniform_(self.embedding, a=math.sqrt(5))
 
     def forward(self, tokens):
-        return self.embedding[tokens]
+        # F.embedding, not self.embedding[tokens]: the indexing backward accumulates with
+        # multithreaded scatter on CPU and is not bitwise reproducible.
+        return F.embedding(tokens, self.embedding)
 
 
 class DDiTFinalLayer(nn.Module):

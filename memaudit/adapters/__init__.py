@@ -94,3 +94,4 @@ def load(path_or_id: str | Path, weights: str | None = None, trust_remote_code: 
 
 # Registration order is detection order: specific layouts first.
 from . import native  # noqa: E402,F401
+from . import lightning, sedd, hf  # noqa: E402,F401  (Lightning .ckpt, SEDD runs, HF directories)

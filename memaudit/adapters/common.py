@@ -1,0 +1,423 @@
+"""Helpers shared by the adapters for foreign DDiT checkpoints (Duo, UDLM, UNI-D2, SEDD, GIDD).
+
+Everything here works on plain data: state dicts of tensors, plain-dict configs, `Inert` records
+from the restricted unpickler. Nothing imports or runs code from a checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..diffusion import LogLinearSchedule
+from ..model import DDiT, DDiTConfig
+from . import LoadError
+from .native import load_state_into
+from .safe_pickle import Inert, global_name, iter_inert
+
+MASKED_REASON = ("masked (absorbing-state) diffusion: its x0 prediction copies every unmasked token, so "
+                 "the entropy memaudit measures is zero off-mask by construction, not by memorization")
+
+# Buffers some backbones keep in their state dicts; never parameters, never in EMA lists.
+ROTARY_BUFFERS = ("rotary_emb.inv_freq", "rotary_emb.cos_cached", "rotary_emb.sin_cached")
+
+
+# ---------------------------------------------------------------------------------------- config
+def cfg_get(cfg: Any, dotted: str, default: Any = None) -> Any:
+    node = cfg
+    for part in dotted.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return default
+    return node
+
+
+def as_bool(value: Any, what: str, source: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise LoadError(f"{source}: {what} must be true or false, found {value!r}")
+
+
+def as_int(value: Any, what: str, source: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise LoadError(f"{source}: {what} must be an integer, found {value!r}")
+    try:
+        out = int(str(value).replace("_", "")) if not isinstance(value, float) else int(value)
+    except ValueError:
+        raise LoadError(f"{source}: {what} must be an integer, found {value!r}") from None
+    if isinstance(value, float) and value != out:
+        raise LoadError(f"{source}: {what} must be an integer, found {value!r}")
+    return out
+
+
+def as_float(value: Any, what: str, source: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise LoadError(f"{source}: {what} must be a number, found {value!r}") from None
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LoadError(f"{path}: file missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LoadError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise LoadError(f"{path}: expected a JSON object")
+    return data
+
+
+# ------------------------------------------------------------------------------------- schedules
+@dataclass(frozen=True)
+class CosineSchedule:
+    """Duo's cosine schedule (CIFAR-10 configs): α_t = 1 − cos(π/2 · (1 − (1 − ε) t)), σ_t = −log α_t."""
+
+    eps: float = 1e-3
+    name: str = "cosine"
+
+    def _u(self, t):
+        return (math.pi / 2) * (1 - (1 - self.eps) * t)
+
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        return 1 - torch.cos(self._u(t))
+
+    def dalpha_dt(self, t: torch.Tensor) -> torch.Tensor:
+        return -torch.sin(self._u(t)) * (math.pi / 2) * (1 - self.eps)
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        return -torch.log(self.alpha(t))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "eps": self.eps}
+
+
+@dataclass(frozen=True)
+class GeometricSchedule:
+    """SEDD's geometric total noise σ_t = σ_min^(1−t) σ_max^t; α_t = exp(−σ_t) for the uniform graph."""
+
+    sigma_min: float = 1e-4
+    sigma_max: float = 20.0
+    name: str = "geometric"
+
+    @property
+    def eps(self) -> float:  # the fraction of tokens that survive at t = 1, for reports
+        return math.exp(-self.sigma_max)
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=torch.float32)
+        return self.sigma_min ** (1 - t) * self.sigma_max ** t
+
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-self.sigma(t))
+
+    def dalpha_dt(self, t: torch.Tensor) -> torch.Tensor:
+        s = self.sigma(t)
+        return -torch.exp(-s) * s * math.log(self.sigma_max / self.sigma_min)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
+
+
+def loglinear(eps: Any, source: str) -> LogLinearSchedule:
+    eps = 1e-3 if eps is None else as_float(eps, "noise eps", source)
+    if not 0 <= eps < 1:
+        raise LoadError(f"{source}: noise eps must be in [0, 1), found {eps}")
+    return LogLinearSchedule(eps=eps)
+
+
+# ----------------------------------------------------------------------------------- state dicts
+def is_tensor_dict(d: Any) -> bool:
+    return isinstance(d, dict) and bool(d) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                   for k, v in d.items())
+
+
+def strip_prefix(state: dict, prefix: str) -> dict:
+    """Entries under `prefix` with the prefix removed, in the checkpoint's own order."""
+    return {k[len(prefix):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return (a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a.dtype == b.dtype
+            and a.storage_offset() == b.storage_offset() and a.shape == b.shape and a.stride() == b.stride())
+
+
+def parameter_names(state: dict) -> list[str]:
+    """Parameters of the backbone in `backbone.parameters()` order: the state dict's order without
+    buffers and without tied duplicates (a tied weight appears twice in a state dict, once in
+    parameters())."""
+    names: list[str] = []
+    for name, tensor in state.items():
+        if name in ROTARY_BUFFERS:
+            continue
+        if any(_same_tensor(tensor, state[n]) for n in names):
+            continue
+        names.append(name)
+    return names
+
+
+def ema_state(ema: Any, backbone: dict, source: str) -> tuple[dict, int]:
+    """Zip an EMA `shadow_params` list onto the backbone's parameter names.
+
+    → (named EMA state, number of trailing shadow entries that belong to other modules, e.g. the
+    noise schedule's parameters in `itertools.chain(backbone.parameters(), noise.parameters())`).
+    """
+    shadow = ema.get("shadow_params") if isinstance(ema, dict) else None
+    if not isinstance(shadow, (list, tuple)) or not all(isinstance(t, torch.Tensor) for t in shadow):
+        raise LoadError(f"{source}: EMA state has no list of shadow_params; use --weights raw")
+    names = parameter_names(backbone)
+    if len(shadow) < len(names):
+        raise LoadError(f"{source}: EMA has {len(shadow)} shadow parameters but the backbone has "
+                        f"{len(names)}; use --weights raw")
+    out: dict[str, torch.Tensor] = {}
+    for i, name in enumerate(names):
+        if tuple(shadow[i].shape) != tuple(backbone[name].shape):
+            raise LoadError(f"{source}: EMA shadow parameter {i} has shape {tuple(shadow[i].shape)} but "
+                            f"{name} has {tuple(backbone[name].shape)} (positional EMA does not match the "
+                            f"parameter order); use --weights raw")
+        out[name] = shadow[i]
+    for name, tensor in backbone.items():  # tied duplicates share their twin's EMA
+        if name not in out and name not in ROTARY_BUFFERS:
+            twin = next(n for n in names if _same_tensor(tensor, backbone[n]))
+            out[name] = out[twin]
+    return out, len(shadow) - len(names)
+
+
+def drop_rotary_buffers(state: dict, arch: DDiTConfig, source: str) -> dict:
+    """Remove rotary buffers after checking they hold the standard base-10000 frequencies."""
+    head_dim = arch.hidden_size // arch.n_heads
+    inv_freq = 1.0 / (10_000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    if "rotary_emb.inv_freq" in state:
+        got = state["rotary_emb.inv_freq"].float()
+        if got.shape != inv_freq.shape or not torch.allclose(got, inv_freq, rtol=1e-4, atol=1e-6):
+            raise LoadError(f"{source}: rotary_emb.inv_freq does not match a base-10000 rotary embedding "
+                            f"with head size {head_dim} (check n_heads)")
+    if "rotary_emb.cos_cached" in state:  # GIDD: [1, L_max, 3, 1, head_dim] with v set to identity
+        cos = state["rotary_emb.cos_cached"].float()
+        if cos.dim() != 5 or cos.shape[-1] != head_dim:
+            raise LoadError(f"{source}: rotary_emb.cos_cached has shape {tuple(cos.shape)}, expected head size "
+                            f"{head_dim} (check the number of attention heads)")
+        n = min(cos.shape[1], 64)
+        pos = torch.arange(n, dtype=torch.float32)
+        freqs = torch.outer(pos, inv_freq)
+        ref = torch.cat([freqs, freqs], dim=-1).cos()
+        if not torch.allclose(cos[0, :n, 0, 0, :], ref, atol=1e-4):
+            raise LoadError(f"{source}: rotary_emb.cos_cached is not a base-10000 rotary embedding")
+    return {k: v for k, v in state.items() if k not in ROTARY_BUFFERS}
+
+
+def arch_from_state(state: dict, *, n_heads: Any, seq_len: Any, time_conditioning: bool, source: str,
+                    declared: dict | None = None) -> DDiTConfig:
+    """The DDiT shape implied by the weights, cross-checked against what the config declares."""
+    for key in ("vocab_embed.embedding", "sigma_map.mlp.0.weight", "output_layer.linear.weight"):
+        if key not in state:
+            raise LoadError(f"{source}: missing weights {key}")
+    emb = state["vocab_embed.embedding"]
+    if emb.dim() != 2:
+        raise LoadError(f"{source}: vocab_embed.embedding has shape {tuple(emb.shape)}, expected [V, d]")
+    vocab, hidden = emb.shape
+    sig = state["sigma_map.mlp.0.weight"]
+    if sig.dim() != 2 or sig.shape[1] != 256:
+        raise LoadError(f"{source}: sigma_map.mlp.0.weight has shape {tuple(sig.shape)}, expected [cond_dim, 256]")
+    cond_dim = sig.shape[0]
+    block_ids = sorted({int(m.group(1)) for k in state for m in [re.match(r"blocks\.(\d+)\.", k)] if m})
+    if not block_ids or block_ids != list(range(len(block_ids))):
+        raise LoadError(f"{source}: transformer blocks missing or not numbered 0..N-1")
+    n_blocks = len(block_ids)
+    mlp0 = state.get("blocks.0.mlp.0.weight")
+    if mlp0 is None:
+        raise LoadError(f"{source}: missing weights blocks.0.mlp.0.weight")
+    if mlp0.dim() != 2 or mlp0.shape[1] != hidden or mlp0.shape[0] % hidden:
+        raise LoadError(f"{source}: blocks.0.mlp.0.weight has shape {tuple(mlp0.shape)}, inconsistent with "
+                        f"hidden size {hidden}")
+    mlp_ratio = mlp0.shape[0] // hidden
+    n_heads = as_int(n_heads, "number of attention heads", source)
+    seq_len = as_int(seq_len, "sequence length", source)
+    if n_heads <= 0 or hidden % n_heads:
+        raise LoadError(f"{source}: hidden size {hidden} is not divisible by n_heads {n_heads}")
+    if seq_len <= 0:
+        raise LoadError(f"{source}: invalid sequence length {seq_len}")
+    found = {"hidden_size": hidden, "cond_dim": cond_dim, "n_blocks": n_blocks}
+    for key, value in (declared or {}).items():
+        if value is None:
+            continue
+        value = as_int(value, key, source)
+        if value != found[key]:
+            raise LoadError(f"{source}: config says {key} = {value} but the weights have {found[key]} "
+                            f"(wrong shapes for this config)")
+    return DDiTConfig(vocab_size=int(vocab), seq_len=seq_len, hidden_size=int(hidden), cond_dim=int(cond_dim),
+                      n_blocks=n_blocks, n_heads=n_heads, mlp_ratio=int(mlp_ratio), dropout=0.0,
+                      time_conditioning=bool(time_conditioning))
+
+
+def build_model(arch: DDiTConfig, state: dict, source: str) -> DDiT:
+    try:
+        model = DDiT(arch)
+    except ValueError as e:
+        raise LoadError(f"{source}: {e}") from None
+    load_state_into(model, {k: v for k, v in state.items()}, source)
+    return model
+
+
+# ------------------------------------------------------------------------------------ tokenizers
+def _json_tokenizer(inert: Inert):
+    from tokenizers import Tokenizer
+
+    raw = inert.state
+    if isinstance(raw, (bytes, bytearray)):
+        raw = bytes(raw).decode("utf-8", errors="strict")
+    if not isinstance(raw, str):
+        return None
+    return Tokenizer.from_str(raw)  # parses JSON into the Rust structs; nothing is executed
+
+
+def _added_tokens(state: dict) -> dict[int, str]:
+    out: dict[int, str] = {}
+    decoder = state.get("_added_tokens_decoder")
+    if isinstance(decoder, dict):
+        for i, tok in decoder.items():
+            content = tok.state.get("content") if isinstance(tok, Inert) and isinstance(tok.state, dict) else tok
+            if isinstance(i, int) and isinstance(content, str):
+                out[i] = content
+    encoder = state.get("added_tokens_encoder")
+    if isinstance(encoder, dict):
+        for content, i in encoder.items():
+            if isinstance(i, int) and isinstance(content, str):
+                out.setdefault(i, content)
+    return out
+
+
+def _wordpiece_tokenizer(state: dict):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    vocab = state.get("vocab")
+    if not isinstance(vocab, dict) or not vocab or not all(isinstance(k, str) and isinstance(v, int)
+                                                           for k, v in vocab.items()):
+        return None
+    lower = True
+    for holder in (state.get("basic_tokenizer"), state.get("init_kwargs")):
+        st = holder.state if isinstance(holder, Inert) else holder
+        if isinstance(st, dict) and isinstance(st.get("do_lower_case"), bool):
+            lower = st["do_lower_case"]
+            break
+    unk = "[UNK]" if "[UNK]" in vocab else next(iter(vocab))
+    tok = Tokenizer(models.WordPiece(dict(vocab), unk_token=unk, max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lower)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    return tok
+
+
+def _bytelevel_bpe_tokenizer(state: dict):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    encoder, ranks = state.get("encoder"), state.get("bpe_ranks")
+    if not isinstance(encoder, dict) or not isinstance(ranks, dict) or not encoder:
+        return None
+    pairs = sorted(((r, p) for p, r in ranks.items() if isinstance(p, tuple) and len(p) == 2 and isinstance(r, int)))
+    tok = Tokenizer(models.BPE(dict(encoder), [p for _, p in pairs]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def tokenizer_from_pickle(obj: Any) -> tuple[Any, str]:
+    """Rebuild a `tokenizers.Tokenizer` from a pickled tokenizer record, when it carries enough state.
+
+    → (tokenizer or None, how it was obtained / why not). Fast tokenizers carry their full
+    `tokenizers` JSON; slow BERT (WordPiece vocab) and GPT-2 (BPE encoder + ranks) tokenizers are
+    rebuilt from their vocabularies. Anything else: None, and the scan runs on token ids.
+    """
+    if obj is None:
+        return None, "no tokenizer in the checkpoint"
+    if not isinstance(obj, Inert):
+        return None, f"tokenizer entry is a {type(obj).__name__}, not a tokenizer object"
+    try:
+        if obj.global_name == "tokenizers.Tokenizer":
+            tok = _json_tokenizer(obj)
+            if tok is not None:
+                return tok, "tokenizers JSON"
+        for rec in iter_inert(obj, max_depth=3):
+            if rec.global_name == "tokenizers.Tokenizer":
+                tok = _json_tokenizer(rec)
+                if tok is not None:
+                    return tok, f"tokenizers JSON inside {obj.global_name}"
+        state = obj.state if isinstance(obj.state, dict) else {}
+        for builder, how in ((_wordpiece_tokenizer, "WordPiece vocabulary"), (_bytelevel_bpe_tokenizer, "byte-level BPE")):
+            tok = builder(state)
+            if tok is not None:
+                added = _added_tokens(state)
+                base = tok.get_vocab_size(with_added_tokens=True)
+                for i in sorted(added):
+                    if i >= base:
+                        from tokenizers import AddedToken
+
+                        if i != tok.get_vocab_size(with_added_tokens=True):
+                            return None, f"added tokens of {obj.global_name} are not contiguous"
+                        tok.add_special_tokens([AddedToken(added[i], special=True)])
+                return tok, f"{how} of {obj.global_name}"
+    except Exception as e:  # noqa: BLE001 - a tokenizer we cannot rebuild is not fatal
+        return None, f"could not rebuild {obj.global_name} ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    return None, f"{obj.global_name} carries no vocabulary memaudit can rebuild"
+
+
+def check_tokenizer_vocab(tokenizer, vocab_size: int, source: str, extra_ok: int = 1) -> None:
+    """A tokenizer may have up to `extra_ok` fewer tokens than the model (a mask slot the model
+    carries but the tokenizer does not); more tokens, or far fewer, is a vocabulary mismatch."""
+    if tokenizer is None:
+        return
+    n = tokenizer.get_vocab_size(with_added_tokens=True)
+    if n > vocab_size or n < vocab_size - extra_ok:
+        raise LoadError(f"{source}: vocabulary mismatch: tokenizer has {n} tokens, model has {vocab_size}")
+
+
+# -------------------------------------------------------------------------------- provenance, misc
+def hub_provenance(path: Path) -> dict:
+    """If `path` is a huggingface_hub cache snapshot (…/models--org--name/snapshots/<sha>/…), the
+    repo id and resolved revision it came from."""
+    parts = Path(path).resolve().parts
+    for i in range(len(parts) - 2):
+        if parts[i].startswith("models--") and parts[i + 1] == "snapshots":
+            repo = parts[i][len("models--"):].replace("--", "/")
+            return {"hub_id": repo, "revision": parts[i + 2]}
+    return {}
+
+
+def remote_code_note(trust_remote_code: bool) -> list[str]:
+    if not trust_remote_code:
+        return []
+    from ..progress import console
+
+    note = ("--trust-remote-code ignored: memaudit loads this family natively and never runs "
+            "modeling code shipped with a checkpoint")
+    console.print(f"[yellow]memaudit:[/] {note}", highlight=False)
+    return [note]
+
+
+def jsonable(obj: Any, depth: int = 0) -> Any:
+    """A JSON-safe copy of a plain config: records and tensors become short strings."""
+    if depth > 50:
+        return "…"
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v, depth + 1) for v in obj]
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    name = global_name(obj)
+    if name:
+        return f"<{name}>"
+    if isinstance(obj, torch.Tensor):
+        return f"<tensor {list(obj.shape)}>"
+    return f"<{type(obj).__name__}>"

@@ -1,0 +1,660 @@
+"""Read PyTorch / Lightning checkpoint files without executing anything they contain.
+
+A `.ckpt` written by Lightning is a `torch.save` archive: a pickle (`data.pkl`) that names Python
+callables, plus raw tensor storages. `torch.load(weights_only=False)` imports and calls whatever the
+pickle names; this module never does. Its unpickler resolves every global the pickle mentions
+through one policy:
+
+* **allowed** — a short list of rebuild functions that memaudit implements itself (tensor rebuilds
+  from storages, `OrderedDict`, `set`, bytes via `_codecs.encode`, `torch.Size`, dtypes …). These
+  are the only callables ever called, and each checks its arguments.
+* **inert** — everything else becomes an `Inert` record: a placeholder class created on the fly
+  that remembers the global's dotted name, its constructor arguments and its pickled state as plain
+  data. The named module is never imported, the named callable never called.
+* **refused** — a pickle that *calls* (REDUCE / INST / OBJ) a global that is not a known, inert
+  data class is refused with `UnsafePickle` naming the global ("the pickle calls posix.system").
+  Instantiating a class through NEWOBJ never calls its `__init__`, so config and tokenizer objects
+  (`omegaconf.*`, `transformers.*`, `tokenizers.*`, Lightning's `AttributeDict`, enum members …)
+  are recorded, not refused.
+
+`safe_load(path)` handles both the zip format (torch ≥ 1.6) and the legacy format. Storages of the
+zip format are memory-mapped, so only the tensors a caller touches are read from disk.
+"""
+from __future__ import annotations
+
+import _compat_pickle
+import collections
+import io
+import pickle
+import struct
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import LoadError
+
+
+class UnsafePickle(LoadError):
+    """The checkpoint's pickle would execute code when loaded with torch.load."""
+
+
+# --------------------------------------------------------------------------------- inert records
+class Inert:
+    """A record of an object a pickle describes; never the object itself.
+
+    Subclasses are created per global name by `inert_class`. Instances keep, as plain data:
+    `args` (constructor / NEWOBJ arguments), `state` (what BUILD passed), `items` (SETITEMS on a
+    dict-like object) and `list_items` (APPENDS on a list-like object).
+    """
+
+    _memaudit_global = "?"
+    _memaudit_refuse = False
+
+    def __new__(cls, *args, **kwargs):
+        obj = object.__new__(cls)
+        d = obj.__dict__
+        d["args"] = args
+        d["kwargs"] = kwargs
+        d["state"] = None
+        d["items"] = {}
+        d["list_items"] = []
+        return obj
+
+    def __init__(self, *args, **kwargs):
+        # Reached only through REDUCE / INST / OBJ, i.e. when the pickle *calls* the global.
+        if type(self)._memaudit_refuse:
+            raise UnsafePickle(f"refusing to load: the pickle calls {type(self)._memaudit_global} "
+                               f"(a checkpoint must not run code when it is loaded)")
+
+    def __setstate__(self, state):
+        self.__dict__["state"] = state
+
+    def __setitem__(self, key, value):
+        self.__dict__["items"][key] = value
+
+    def append(self, value):
+        self.__dict__["list_items"].append(value)
+
+    def extend(self, values):
+        self.__dict__["list_items"].extend(values)
+
+    @property
+    def global_name(self) -> str:
+        return type(self)._memaudit_global
+
+    def __repr__(self) -> str:
+        return f"<inert {self.global_name}>"
+
+
+_INERT_CLASSES: dict[tuple[str, bool], type] = {}
+
+
+def inert_class(dotted: str, refuse: bool) -> type:
+    key = (dotted, refuse)
+    cls = _INERT_CLASSES.get(key)
+    if cls is None:
+        cls = type(f"Inert[{dotted}]", (Inert,), {"_memaudit_global": dotted, "_memaudit_refuse": refuse})
+        _INERT_CLASSES[key] = cls
+    return cls
+
+
+def global_name(obj) -> str | None:
+    """Dotted name of an Inert record or Inert class, else None."""
+    if isinstance(obj, Inert):
+        return obj.global_name
+    if isinstance(obj, type) and issubclass(obj, Inert):
+        return obj._memaudit_global
+    return None
+
+
+def _is_inert_class(obj) -> bool:
+    return isinstance(obj, type) and issubclass(obj, Inert)
+
+
+# ------------------------------------------------------------------------------- storages, tensors
+_STORAGE_DTYPES = {
+    "DoubleStorage": torch.float64, "FloatStorage": torch.float32, "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
+    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool, "ComplexFloatStorage": torch.complex64,
+    "ComplexDoubleStorage": torch.complex128, "UntypedStorage": torch.uint8,
+}
+
+
+class StorageType:
+    """What `torch.FloatStorage` & co. resolve to: only a dtype."""
+
+    def __init__(self, name: str, dtype: torch.dtype):
+        self.name, self.dtype = name, dtype
+
+    def __repr__(self):
+        return f"<storage type {self.name}>"
+
+
+class Storage:
+    """A storage from the archive: untyped bytes + the dtype the pickle declared."""
+
+    def __init__(self, untyped: torch.UntypedStorage, dtype: torch.dtype):
+        self.untyped, self.dtype = untyped, dtype
+
+
+def _check_int_tuple(x, what: str) -> tuple:
+    if isinstance(x, torch.Size):
+        x = tuple(x)
+    if not isinstance(x, (tuple, list)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in x):
+        raise pickle.UnpicklingError(f"malformed tensor {what}")
+    return tuple(x)
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
+    if not isinstance(storage, Storage):
+        raise pickle.UnpicklingError("tensor rebuild without a storage from this archive")
+    if not isinstance(storage_offset, int):
+        raise pickle.UnpicklingError("malformed tensor offset")
+    size = _check_int_tuple(size, "size")
+    stride = _check_int_tuple(stride, "stride")
+    if len(size) != len(stride) or storage_offset < 0 or any(s < 0 for s in size) or any(s < 0 for s in stride):
+        raise pickle.UnpicklingError("malformed tensor geometry")
+    t = torch.empty((0,), dtype=storage.dtype)
+    try:
+        return t.set_(storage.untyped, storage_offset, size, stride)
+    except RuntimeError as e:  # geometry outside the storage: truncated or corrupt archive
+        raise pickle.UnpicklingError(f"tensor data out of bounds ({str(e).splitlines()[0]})") from None
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
+                       metadata=None):
+    return _rebuild_tensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype,
+                       metadata=None):
+    if not isinstance(dtype, torch.dtype):
+        raise pickle.UnpicklingError("malformed tensor dtype")
+    t = _rebuild_tensor(storage, storage_offset, size, stride)
+    return t.view(dtype) if t.dtype != dtype else t
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *_state):
+    if not isinstance(data, torch.Tensor):
+        raise pickle.UnpicklingError("parameter rebuild without a tensor")
+    return data
+
+
+def _rebuild_from_type_v2(func, new_type, args, state):
+    # Tensor subclasses (nn.Parameter) pickle as (rebuild function, subclass, args, state). Only our
+    # own rebuild functions may be called; the result stays a plain tensor.
+    if func not in (_rebuild_tensor_v2, _rebuild_tensor_v3, _rebuild_parameter, _rebuild_tensor):
+        name = global_name(func) or type(func).__name__
+        raise UnsafePickle(f"refusing to load: the pickle calls {name} through torch._tensor._rebuild_from_type_v2")
+    if not isinstance(args, tuple):
+        raise pickle.UnpicklingError("malformed tensor subclass rebuild")
+    return func(*args)
+
+
+def _codecs_encode(obj, encoding="utf-8", errors="strict"):
+    # How protocol-2 pickles store bytes: _codecs.encode(str, 'latin1').
+    if isinstance(obj, str) and isinstance(encoding, str) and encoding.lower().replace("-", "") in ("latin1", "iso88591"):
+        return obj.encode("latin1")
+    raise UnsafePickle("refusing to load: the pickle calls _codecs.encode with unexpected arguments")
+
+
+def _defaultdict(*args):
+    return {}  # the default factory is never kept (or called); SETITEMS fills it like a dict
+
+
+def _ordered_dict(*args):
+    return collections.OrderedDict(*args)
+
+
+def _torch_size(*args):
+    if len(args) != 1:
+        raise pickle.UnpicklingError("malformed torch.Size")
+    return torch.Size(_check_int_tuple(args[0], "size"))
+
+
+def _torch_device(*args):
+    if not all(isinstance(a, (str, int)) for a in args) or not 1 <= len(args) <= 2:
+        raise pickle.UnpicklingError("malformed torch.device")
+    return torch.device(*args)
+
+
+def _reconstructor(cls, base, state):
+    # copyreg._reconstructor (protocol 0/1 objects): record the class, call nothing.
+    if not _is_inert_class(cls):
+        raise UnsafePickle("refusing to load: the pickle calls copyreg._reconstructor on a non-data class")
+    obj = cls.__new__(cls)
+    obj.__dict__["args"] = (state,) if state is not None else ()
+    return obj
+
+
+def _getattr(obj, name, *default):
+    # Python ≥ 3.12 pickles some enum members as getattr(EnumClass, 'NAME'): record, never look up.
+    if _is_inert_class(obj) and not obj._memaudit_refuse and isinstance(name, str):
+        member = inert_class(f"{obj._memaudit_global}.{name}", refuse=False)
+        return member.__new__(member, name)
+    target = global_name(obj) or type(obj).__name__
+    raise UnsafePickle(f"refusing to load: the pickle calls builtins.getattr on {target}")
+
+
+def _getitem(obj, key):
+    # typing generics pickle as operator.getitem(typing.Dict, (str, Any)): record, never index.
+    if _is_inert_class(obj) and not obj._memaudit_refuse:
+        rec = inert_class(f"{obj._memaudit_global}[...]", refuse=False)
+        return rec.__new__(rec, key)
+    target = global_name(obj) or type(obj).__name__
+    raise UnsafePickle(f"refusing to load: the pickle calls operator.getitem on {target}")
+
+
+def _safe_builtin(fn):
+    def call(*args):
+        for a in args:
+            if isinstance(a, (Inert, Storage)) or _is_inert_class(a):
+                raise pickle.UnpicklingError(f"malformed {fn.__name__}() in pickle")
+        if fn in (bytes, bytearray) and args and isinstance(args[0], int):
+            raise UnsafePickle(f"refusing to load: the pickle calls builtins.{fn.__name__} with a size")
+        return fn(*args)
+    call.__name__ = fn.__name__
+    return call
+
+
+_ALLOWED = {
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
+    ("torch", "Size"): _torch_size,
+    ("torch", "device"): _torch_device,
+    ("collections", "OrderedDict"): _ordered_dict,
+    ("collections", "defaultdict"): _defaultdict,
+    ("_codecs", "encode"): _codecs_encode,
+    ("copyreg", "_reconstructor"): _reconstructor,
+    ("builtins", "getattr"): _getattr,
+    ("operator", "getitem"): _getitem,
+    ("_operator", "getitem"): _getitem,
+}
+for _fn in (set, frozenset, tuple, list, dict, complex, slice, int, float, str, bool, bytes, bytearray):
+    _ALLOWED[("builtins", _fn.__name__)] = _safe_builtin(_fn)
+
+# Namespaces whose *classes* are plain data holders in checkpoints (configs, tokenizers, enums,
+# Lightning containers). Calling such a class is recorded, not executed. Functions (lower-case
+# names) in these namespaces are refused unless listed in _INERT_CALLABLES.
+_DATA_NAMESPACES = (
+    "omegaconf", "transformers", "tokenizers", "lightning", "pytorch_lightning", "lightning_fabric",
+    "lightning_utilities", "typing", "enum", "pathlib", "collections", "numpy", "datetime", "argparse",
+    "decimal", "fractions", "uuid", "hydra",
+)
+_INERT_CALLABLES = {
+    "functools.partial", "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
+    "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.dtype", "numpy.ndarray",
+    "numpy.random._pickle.__randomstate_ctor", "numpy.random._pickle.__bit_generator_ctor",
+    "numpy.random._pickle.__generator_ctor", "builtins.object", "datetime.datetime", "datetime.date",
+    "datetime.time", "datetime.timedelta", "datetime.timezone", "collections.deque", "collections.Counter",
+    "pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.Path", "pathlib.PurePosixPath",
+    "pathlib.PureWindowsPath",
+}
+
+
+def _policy(module: str, name: str):
+    """→ a real callable (allowed), or an Inert class (recorded; refuse=True if calling it is unsafe)."""
+    if (module, name) in _ALLOWED:
+        return _ALLOWED[(module, name)]
+    dotted = f"{module}.{name}"
+    if module in ("torch", "torch.storage") and name in _STORAGE_DTYPES:
+        return StorageType(name, _STORAGE_DTYPES[name])
+    if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+        return getattr(torch, name)
+    if dotted in _INERT_CALLABLES:
+        return inert_class(dotted, refuse=False)
+    root = module.split(".")[0]
+    if root in _DATA_NAMESPACES and name[:1].isupper() and "." not in name:
+        return inert_class(dotted, refuse=False)
+    if root == "torch" and name[:1].isupper():
+        # torch classes named in a checkpoint (nn.Parameter as a tensor subclass, optimizers …)
+        return inert_class(dotted, refuse=True)
+    return inert_class(dotted, refuse=True)
+
+
+def _map_py2_name(module: str, name: str, proto: int) -> tuple[str, str]:
+    if proto < 3:  # pickle's own fix_imports mapping, names only, nothing imported
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
+    return module, name
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file, persistent_load):
+        super().__init__(file, fix_imports=False, encoding="utf-8")
+        self._persistent = persistent_load
+        self._proto = 2
+
+    def find_class(self, module, name):
+        if not isinstance(module, str) or not isinstance(name, str):
+            raise pickle.UnpicklingError("malformed global")
+        module, name = _map_py2_name(module, name, self._proto)
+        return _policy(module, name)
+
+    def persistent_load(self, pid):
+        return self._persistent(pid)
+
+
+def _run_unpickler(data: bytes | io.BufferedReader, persistent_load) -> Any:
+    f = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    return _Unpickler(f, persistent_load).load()
+
+
+# --------------------------------------------------------------------------------------- loaders
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def _pid_parts(pid, legacy: bool):
+    if not isinstance(pid, tuple) or not pid:
+        raise pickle.UnpicklingError("malformed persistent id")
+    kind = pid[0].decode("ascii") if isinstance(pid[0], bytes) else pid[0]
+    if kind == "module" and legacy:
+        return "module", None
+    if kind != "storage" or len(pid) < 5:
+        raise pickle.UnpicklingError(f"unsupported persistent id {kind!r}")
+    storage_type, key, _location, numel = pid[1:5]
+    view = pid[5] if len(pid) > 5 else None
+    if isinstance(storage_type, StorageType):
+        dtype = storage_type.dtype
+    elif isinstance(storage_type, torch.dtype):
+        dtype = storage_type
+    else:
+        raise pickle.UnpicklingError(f"unsupported storage type {global_name(storage_type) or storage_type!r}")
+    if not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
+        raise pickle.UnpicklingError("malformed storage id")
+    return key, (dtype, numel, view)
+
+
+def _element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def _load_zip(path: Path) -> Any:
+    try:
+        reader = torch._C.PyTorchFileReader(str(path))
+    except Exception as e:  # noqa: BLE001 - the C++ reader raises RuntimeError subclasses
+        raise LoadError(f"{path}: unreadable or truncated PyTorch archive ({str(e).splitlines()[0]})") from None
+    try:
+        data = reader.get_record("data.pkl")
+        byteorder = reader.get_record("byteorder").decode() if reader.has_record("byteorder") else "little"
+    except Exception as e:  # noqa: BLE001
+        raise LoadError(f"{path}: not a PyTorch checkpoint archive ({str(e).splitlines()[0]})") from None
+    if byteorder not in ("little", "big"):
+        raise LoadError(f"{path}: unknown byte order {byteorder!r}")
+    file_size = path.stat().st_size
+    whole: list[torch.UntypedStorage] = []
+    storages: dict[str, Storage] = {}
+
+    def get_bytes(key: str, nbytes: int) -> torch.UntypedStorage:
+        name = f"data/{key}"
+        if not reader.has_record(name):
+            raise pickle.UnpicklingError(f"storage {key} missing from the archive")
+        size = reader.get_record_size(name) if hasattr(reader, "get_record_size") else None
+        if size is not None and size < nbytes:
+            raise pickle.UnpicklingError(f"storage {key} is truncated ({size} < {nbytes} bytes)")
+        if hasattr(reader, "get_record_offset"):
+            offset = reader.get_record_offset(name)
+            if offset + nbytes > file_size:
+                raise pickle.UnpicklingError(f"storage {key} runs past the end of the file")
+            if not whole:
+                whole.append(torch.UntypedStorage.from_file(str(path), shared=False, nbytes=file_size))
+            return whole[0][offset: offset + nbytes]
+        return reader.get_storage_from_record(name, nbytes, torch.uint8).untyped_storage()
+
+    def persistent_load(pid):
+        key, (dtype, numel, _view) = _pid_parts(pid, legacy=False)
+        if key in storages:
+            return storages[key]
+        elsize = _element_size(dtype)
+        untyped = get_bytes(key, numel * elsize)
+        if byteorder == "big" and elsize > 1:
+            swapped = torch.frombuffer(bytearray(bytes(untyped)), dtype=torch.uint8).view(-1, elsize).flip(1)
+            untyped = swapped.contiguous().untyped_storage()
+        storages[key] = Storage(untyped, dtype)
+        return storages[key]
+
+    return _run_unpickler(data, persistent_load)
+
+
+def _load_legacy(path: Path) -> Any:
+    file_size = path.stat().st_size
+    with open(path, "rb") as f:
+        def no_storage(pid):
+            raise pickle.UnpicklingError("unexpected storage reference")
+
+        def small(what):
+            try:
+                return _run_unpickler(f, no_storage)
+            except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+                raise LoadError(f"{path}: corrupt legacy PyTorch file ({what}: {e})") from None
+
+        if small("magic number") != LEGACY_MAGIC:
+            raise LoadError(f"{path}: not a PyTorch checkpoint (bad magic number)")
+        if small("protocol version") != 1001:
+            raise LoadError(f"{path}: unsupported legacy PyTorch protocol version")
+        sys_info = small("system info")
+        little = not isinstance(sys_info, dict) or sys_info.get("little_endian", True)
+        pending: dict[str, tuple[torch.dtype, int, torch.UntypedStorage]] = {}
+        storages: dict[str, Storage] = {}
+
+        def persistent_load(pid):
+            key, info = _pid_parts(pid, legacy=True)
+            if key == "module":
+                module_record = inert_class("legacy.module", refuse=False)
+                return module_record.__new__(module_record)
+            dtype, numel, view = info
+            if view is not None:
+                raise pickle.UnpicklingError("legacy storage views are not supported")
+            if key not in storages:
+                nbytes = numel * _element_size(dtype)
+                if nbytes > file_size:
+                    raise pickle.UnpicklingError(f"storage {key} larger than the file")
+                untyped = torch.UntypedStorage(nbytes)
+                pending[key] = (dtype, numel, untyped)
+                storages[key] = Storage(untyped, dtype)
+            return storages[key]
+
+        result = _run_unpickler(f, persistent_load)
+        keys = small("storage keys")
+        if not isinstance(keys, list):
+            raise LoadError(f"{path}: corrupt legacy PyTorch file (storage keys)")
+        for key in keys:
+            if key not in pending:
+                raise LoadError(f"{path}: corrupt legacy PyTorch file (unknown storage {key})")
+            dtype, numel, untyped = pending[key]
+            header = f.read(8)
+            if len(header) != 8:
+                raise LoadError(f"{path}: truncated legacy PyTorch file")
+            count = struct.unpack("<q" if little else ">q", header)[0]
+            elsize = _element_size(dtype)
+            if count != numel:
+                raise LoadError(f"{path}: corrupt legacy PyTorch file (storage {key} size)")
+            raw = f.read(count * elsize)
+            if len(raw) != count * elsize:
+                raise LoadError(f"{path}: truncated legacy PyTorch file")
+            buf = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
+            if not little and elsize > 1:
+                buf = buf.view(-1, elsize).flip(1).reshape(-1)
+            torch.empty(0, dtype=torch.uint8).set_(untyped).copy_(buf)
+    return result
+
+
+def safe_load(path: str | Path) -> Any:
+    """Unpickle a torch.save / Lightning file with the restricted policy above.
+
+    Tensors come back as CPU tensors (zip format: memory-mapped, read on first use); every object
+    that is not a tensor or plain container comes back as an `Inert` record. Raises `UnsafePickle`
+    when the pickle would call code, `LoadError` for anything unreadable — always one line.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise LoadError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        if head.startswith(b"PK"):
+            if not zipfile.is_zipfile(path):
+                raise LoadError(f"{path}: truncated or corrupt zip archive")
+            return _load_zip(path)
+        if head.startswith(b"\x80\x02\x8a\x0a"):
+            return _load_legacy(path)
+    except UnsafePickle as e:
+        raise UnsafePickle(f"{path}: {e}") from None
+    except LoadError:
+        raise
+    except RecursionError:
+        raise LoadError(f"{path}: pickle nested too deeply") from None
+    except MemoryError:
+        raise LoadError(f"{path}: pickle needs too much memory") from None
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a corrupt file
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LoadError(f"{path}: corrupt or truncated checkpoint ({msg})") from None
+    raise LoadError(f"{path}: not a PyTorch checkpoint (neither a torch zip archive nor a legacy torch file)")
+
+
+# ------------------------------------------------------------------------------ plain-data views
+_OMEGA_CONTAINERS = ("omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig")
+
+
+def to_plain(obj: Any, _depth: int = 0) -> Any:
+    """Inert config objects → plain dicts / lists / scalars (OmegaConf DictConfig/ListConfig and
+    value nodes, Lightning AttributeDict, argparse Namespace); tensors and other records unchanged."""
+    if _depth > 200:
+        raise LoadError("config nested too deeply")
+    d = _depth + 1
+    if isinstance(obj, Inert):
+        name = obj.global_name
+        state = obj.state if isinstance(obj.state, dict) else {}
+        if name in _OMEGA_CONTAINERS or name.endswith(".DictConfig") or name.endswith(".ListConfig"):
+            content = state.get("_content")
+            if isinstance(content, dict):
+                return {to_plain(k, d): to_plain(v, d) for k, v in content.items()}
+            if isinstance(content, (list, tuple)):
+                return [to_plain(v, d) for v in content]
+            return content  # None, "???" or an unresolved "${...}" string
+        if name.startswith("omegaconf.nodes.") or name.startswith("omegaconf.") and "_val" in state:
+            return to_plain(state.get("_val"), d)
+        if obj.items or name.endswith("AttributeDict"):
+            out = {to_plain(k, d): to_plain(v, d) for k, v in obj.items.items()}
+            for k, v in state.items():
+                out.setdefault(k, to_plain(v, d))
+            return out
+        if name == "argparse.Namespace":
+            return {k: to_plain(v, d) for k, v in state.items()}
+        if obj.list_items and not state:
+            return [to_plain(v, d) for v in obj.list_items]
+        if name.startswith("enum.") or name.split(".")[-1][:1].isupper() and len(obj.args) == 1 and not state:
+            # enum member or simple value wrapper: keep the value
+            return to_plain(obj.args[0], d) if obj.args else name
+        return obj
+    if isinstance(obj, dict):
+        return {to_plain(k, d) if isinstance(k, Inert) else k: to_plain(v, d) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_plain(v, d) for v in obj) if isinstance(obj, list) else tuple(to_plain(v, d) for v in obj)
+    return obj
+
+
+def resolve_interpolations(cfg: Any) -> Any:
+    """Resolve plain OmegaConf node interpolations (`${a.b}`, relative `${.x}`) in a plain config.
+
+    Resolver calls (`${eval:...}`, `${cwd:}` …) are left as strings: they are code, never run.
+    """
+    import re
+
+    pattern = re.compile(r"\$\{([^${}:]+)\}")
+
+    def lookup(path: list, ref: str):
+        if ref.startswith("."):
+            up = len(ref) - len(ref.lstrip("."))  # one dot: the containing node, two: its parent …
+            base = path[: max(0, len(path) - (up - 1))]
+            parts = base + ref.lstrip(".").split(".")
+        else:
+            parts = ref.split(".")
+        node = cfg
+        for p in parts:
+            if isinstance(node, dict) and p in node:
+                node = node[p]
+            elif isinstance(node, list) and p.isdigit() and int(p) < len(node):
+                node = node[int(p)]
+            else:
+                return None, False
+        return node, True
+
+    def resolve_value(value, path, seen=0):
+        if not isinstance(value, str) or "${" not in value or seen > 20:
+            return value
+        m = pattern.fullmatch(value.strip())
+        if m:
+            target, ok = lookup(path[:-1], m.group(1).strip())
+            return resolve_value(target, path, seen + 1) if ok else value
+
+        def sub(mm):
+            target, ok = lookup(path[:-1], mm.group(1).strip())
+            target = resolve_value(target, path, seen + 1) if ok else None
+            return str(target) if ok and isinstance(target, (str, int, float, bool)) else mm.group(0)
+        return pattern.sub(sub, value)
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            return {k: walk(v, path + [str(k)]) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, path + [str(i)]) for i, v in enumerate(node)]
+        return resolve_value(node, path)
+
+    return walk(cfg, [])
+
+
+def iter_inert(obj: Any, max_depth: int = 8):
+    """Yield every Inert record reachable from obj through containers and record state."""
+    seen: set[int] = set()
+    stack = [(obj, 0)]
+    while stack:
+        cur, depth = stack.pop()
+        if id(cur) in seen or depth > max_depth:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, Inert):
+            yield cur
+            stack.extend((v, depth + 1) for v in (cur.state, cur.args, cur.items, cur.list_items))
+        elif isinstance(cur, dict):
+            stack.extend((v, depth + 1) for v in cur.values())
+        elif isinstance(cur, (list, tuple)):
+            stack.extend((v, depth + 1) for v in cur)
+
+
+def zip_member_names(path: Path) -> list[str]:
+    """Names inside a torch zip archive (cheap; used for detection)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return []
+
+
+def pickle_bytes(path: Path, limit: int = 64 << 20) -> bytes | None:
+    """The raw data.pkl of a torch zip archive, for cheap detection (no unpickling)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            for name in z.namelist():
+                if name.endswith("/data.pkl") or name == "data.pkl":
+                    info = z.getinfo(name)
+                    if info.file_size > limit:
+                        return None
+                    return z.read(name)
+    except (zipfile.BadZipFile, OSError, KeyError, EOFError):
+        return None
+    return None
+
+
+__all__ = ["Inert", "UnsafePickle", "safe_load", "to_plain", "resolve_interpolations", "iter_inert",
+           "global_name"]

@@ -1,0 +1,448 @@
+"""The data-free probe: sample from the model, measure the conditional entropy of its predictions.
+
+    1. Draw N sequences with the model's own sampler (`memaudit.sampling.generate`: uniform noise at
+       t = 1, S ancestral steps, greedy noise removal).
+    2. Re-noise each sample at t_eval with one seeded corruption draw (at the default 1e-5 this
+       changes ~0.001 % of tokens: the input is effectively the clean sample) and take
+       H_i = −Σ_v x̂_i(v) ln x̂_i(v), in nats, from the network's x0 prediction x̂ (the softmax of
+       its output, not the reverse posterior), computed in float32. Optionally at several t.
+    3. Supporting data-free signals: exact duplicates among samples; whether each sample is a
+       fixed point of the greedy reverse dynamics (argmax of the exact posterior at every step,
+       started from the clean sample at t_fp); mean entropy relative to ln V.
+    4. Summaries with seeded bootstrap confidence intervals over samples, then the verdict of a
+       documented rule (`memaudit.verdict`).
+
+Everything is a pure function of (checkpoint, settings, seed): no wall-clock values enter the
+statistics, so reports are byte-identical between runs (timings live in `ScanResult.timings`
+and never reach a report file).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from . import diffusion as D
+from .denoiser import Denoiser
+from .progress import progress_bar
+from .sampling import generate, time_grid
+
+# Default number of reverse steps of the sampler. Chosen by measurement on the reference models
+# (benchmarks/bench_scan.py --steps-sweep; figures in docs/scan.md): the smallest S whose mean
+# entropy lies inside the 1000-step confidence interval and gives the same verdict.
+DEFAULT_STEPS = 64
+DEFAULT_SAMPLES = 256
+DEFAULT_BATCH_SIZE = 128
+# Fixed-point test: the clean sample is placed at t_fp and run through FIXED_POINT_STEPS greedy
+# posterior steps plus the greedy α_s = 1 step.
+FIXED_POINT_T = 0.25
+FIXED_POINT_STEPS = 8
+BOOTSTRAP_RESAMPLES = 1000
+CONFIDENCE = 0.95
+
+
+class ScanError(Exception):
+    """Bad scan settings (CLI exit code 2)."""
+
+
+def derive_seed(seed: int, *stream: Any) -> int:
+    """A 63-bit seed for one named random stream of a scan (sampling, corruption, bootstrap)."""
+    blob = repr((int(seed),) + tuple(stream)).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") >> 1
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    samples: int = DEFAULT_SAMPLES
+    steps: int = DEFAULT_STEPS
+    seed: int = 0
+    t_eval: float = D.T_MIN
+    t_profile: tuple[float, ...] = ()
+    tau: float = 0.1
+    batch_size: int = DEFAULT_BATCH_SIZE
+    final: str = "greedy"
+    posterior_dtype: str = "float64"
+    fixed_point_t: float = FIXED_POINT_T
+    fixed_point_steps: int = FIXED_POINT_STEPS
+    bootstrap_resamples: int = BOOTSTRAP_RESAMPLES
+    confidence: float = CONFIDENCE
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        if self.samples < 1:
+            raise ScanError(f"--samples must be ≥ 1 (got {self.samples})")
+        if self.steps < 1:
+            raise ScanError(f"--steps must be ≥ 1 (got {self.steps})")
+        if self.batch_size < 1:
+            raise ScanError(f"--batch-size must be ≥ 1 (got {self.batch_size})")
+        for t in (self.t_eval, *self.t_profile):
+            if not (0.0 < t <= 1.0) or not math.isfinite(t):
+                raise ScanError(f"evaluation times must lie in (0, 1] (got {t})")
+        if not 0.0 < self.fixed_point_t <= 1.0:
+            raise ScanError(f"fixed-point time must lie in (0, 1] (got {self.fixed_point_t})")
+        if self.fixed_point_steps < 1:
+            raise ScanError("fixed-point steps must be ≥ 1")
+        if self.final not in ("greedy", "ancestral"):
+            raise ScanError(f"final must be 'greedy' or 'ancestral' (got {self.final!r})")
+        if self.posterior_dtype not in ("float64", "float32"):
+            raise ScanError(f"posterior dtype must be float64 or float32 (got {self.posterior_dtype!r})")
+        if not 0.5 < self.confidence < 1.0:
+            raise ScanError(f"confidence must lie in (0.5, 1) (got {self.confidence})")
+        if self.bootstrap_resamples < 10:
+            raise ScanError("at least 10 bootstrap resamples are needed")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["t_profile"] = list(self.t_profile)
+        return d
+
+
+@dataclass
+class ScanResult:
+    """Everything a scan measured. Arrays are numpy; statistics are plain floats (nats)."""
+
+    verdict: str
+    reason: str
+    explanation: str
+    settings: ScanSettings
+    rule: Any                              # memaudit.verdict.Rule
+    model: dict                            # denoiser.describe(): family, weights, files, hashes …
+    tokens: np.ndarray                     # [N, L] int64, the generated samples
+    t_values: list[float]                  # evaluation times; t_values[0] is t_eval
+    entropy: np.ndarray                    # [T, N, L] float32, nats
+    top1_prob: np.ndarray                  # [T, N, L] float32
+    texts: list[str | None]                # decoded samples (None without a tokenizer)
+    is_duplicate: np.ndarray               # [N] bool: equal to an earlier sample
+    duplicate_of: np.ndarray               # [N] int64: id of the first equal sample, −1 if none
+    is_fixed_point: np.ndarray             # [N] bool
+    stats: dict                            # the summary statistics (see `summarize`)
+    timings: dict = field(default_factory=dict)   # seconds; never written to report files
+
+    # -- convenience accessors ----------------------------------------------------------------
+    def __getattr__(self, name):
+        stats = self.__dict__.get("stats")
+        if stats is not None and name in stats:
+            return stats[name]
+        raise AttributeError(name)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def sample_mean_entropy(self) -> np.ndarray:
+        return self.entropy[0].mean(axis=1, dtype=np.float64).astype(np.float32)
+
+    @property
+    def sample_low_entropy_fraction(self) -> np.ndarray:
+        return (self.entropy[0] < self.settings.tau).mean(axis=1, dtype=np.float64).astype(np.float32)
+
+    def provenance(self) -> dict:
+        """The `memaudit` metadata blob of every report file (no timestamps, no temp paths)."""
+        return {
+            "memaudit_version": __version__,
+            "torch_version": torch.__version__,
+            "numpy_version": np.__version__,
+            "python_version": platform.python_version(),
+            "model": self.model,
+            "sampler": {"steps": self.settings.steps, "final": self.settings.final,
+                        "posterior_dtype": self.settings.posterior_dtype,
+                        "batch_size": self.settings.batch_size, "start": "uniform noise at t=1",
+                        "time_grid": "linear from 1 to 1e-5"},
+            "seeds": {"seed": self.settings.seed,
+                      "sampling": f"batch b: {self.settings.seed}*100003+b",
+                      "corruption": "derive_seed(seed, 'eval', k)",
+                      "bootstrap": "derive_seed(seed, 'bootstrap')"},
+            "settings": self.settings.to_dict(),
+            "t_eval": self.settings.t_eval,
+            "tau": self.settings.tau,
+            "rule": self.rule.describe(),
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "units": "nats",
+        }
+
+    def summary(self, include_timings: bool = False) -> dict:
+        """The one JSON document of `memaudit scan --json` (and of summary.json, without timings)."""
+        doc = {
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "explanation": self.explanation,
+            **self.stats,
+            "rule": self.rule.describe(),
+            "checkpoint": self.model.get("checkpoint") or self.model.get("hub_id"),
+            "model": self.model,
+            "settings": self.settings.to_dict(),
+            "units": "nats",
+            "memaudit_version": __version__,
+        }
+        if include_timings:
+            doc["timings"] = self.timings
+        return doc
+
+    def to_pandas(self):
+        """One row per sample (the samples.parquet table)."""
+        from .report import samples_table
+
+        return samples_table(self).to_pandas()
+
+    def tokens_frame(self):
+        """One row per sample × position [× t] (the tokens.parquet table)."""
+        from .report import tokens_table
+
+        return tokens_table(self).to_pandas()
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        from .report import write_report
+
+        return write_report(self, out_dir)
+
+
+# --------------------------------------------------------------------------------- measurement
+@torch.no_grad()
+def evaluate_entropy(denoiser: Denoiser, tokens: torch.Tensor, t: float, seed: int, stream: int = 0,
+                     batch_size: int = DEFAULT_BATCH_SIZE, task=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """H_i (nats) and the top-1 probability of x̂ at time t on one seeded corruption of `tokens`.
+
+    tokens [N, L] int64 (CPU) → (entropy [N, L] float32, top1 [N, L] float32), both on the CPU.
+    The corruption is drawn on the CPU, so it does not depend on the device.
+    """
+    n = tokens.shape[0]
+    generator = torch.Generator().manual_seed(derive_seed(seed, "eval", stream))
+    alpha = denoiser.schedule.alpha(torch.full((n,), float(t), dtype=torch.float64))
+    x_t = D.corrupt(tokens, alpha, denoiser.vocab_size, generator=generator)
+    entropies, top1 = [], []
+    for start in range(0, n, batch_size):
+        x = x_t[start:start + batch_size]
+        log_probs = denoiser(x, torch.full((x.shape[0],), float(t)))   # float32 [b, L, V]
+        entropies.append(D.entropy(log_probs).float().cpu())
+        top1.append(log_probs.max(-1).values.exp().float().cpu())
+        if task is not None:
+            task.advance(1)
+    return torch.cat(entropies), torch.cat(top1)
+
+
+@torch.no_grad()
+def fixed_points(denoiser: Denoiser, tokens: torch.Tensor, t_start: float = FIXED_POINT_T,
+                 steps: int = FIXED_POINT_STEPS, batch_size: int = DEFAULT_BATCH_SIZE,
+                 posterior_dtype: torch.dtype = torch.float64, task=None) -> torch.Tensor:
+    """Whether each clean sequence is returned unchanged by the greedy reverse dynamics.
+
+    The clean sequence is placed at t_start (no corruption, as in the reference fixed-point
+    evaluation) and run through `steps` argmax-of-posterior steps and the argmax of the α_s = 1
+    posterior. Deterministic. tokens [N, L] → [N] bool (CPU).
+    """
+    schedule = denoiser.schedule
+    grid = time_grid(t_start, steps)
+    out = []
+    for start in range(0, tokens.shape[0], batch_size):
+        x0 = tokens[start:start + batch_size].to(denoiser.device)
+        x = x0
+        b = x.shape[0]
+        for i in range(steps):
+            t, s = grid[i], grid[i + 1]
+            probs = denoiser(x, t.float().expand(b)).to(posterior_dtype).exp()
+            x = D.reverse_step(x, probs, schedule.alpha(t).expand(b).to(x.device),
+                               schedule.alpha(s).expand(b).to(x.device), greedy=True)
+            if task is not None:
+                task.advance(1)
+        t_last = grid[-1]
+        probs = denoiser(x, t_last.float().expand(b)).to(posterior_dtype).exp()
+        x = D.final_posterior(x, probs, schedule.alpha(t_last).expand(b).to(x.device)).argmax(-1)
+        if task is not None:
+            task.advance(1)
+        out.append((x == x0).all(dim=1).cpu())
+    return torch.cat(out)
+
+
+def find_duplicates(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(is_duplicate [N] bool, duplicate_of [N] int64): a sample is a duplicate when it equals an
+    earlier sample; duplicate_of names the first one (−1 otherwise)."""
+    first: dict[bytes, int] = {}
+    dup_of = np.full(tokens.shape[0], -1, dtype=np.int64)
+    for i, row in enumerate(np.ascontiguousarray(tokens, dtype=np.int64)):
+        key = row.tobytes()
+        if key in first:
+            dup_of[i] = first[key]
+        else:
+            first[key] = i
+    return dup_of >= 0, dup_of
+
+
+def bootstrap_ci(per_sample: dict[str, np.ndarray], resamples: int, confidence: float,
+                 seed: int) -> dict[str, list[float]]:
+    """Percentile bootstrap over samples of the mean of each per-sample statistic.
+
+    One shared set of resampled indices (seeded) serves every statistic. → {name: [lo, hi]}.
+    """
+    n = len(next(iter(per_sample.values())))
+    rng = np.random.Generator(np.random.PCG64(derive_seed(seed, "bootstrap")))
+    means: dict[str, list[np.ndarray]] = {k: [] for k in per_sample}
+    chunk = max(1, min(resamples, (1 << 22) // max(1, n)))
+    done = 0
+    while done < resamples:
+        m = min(chunk, resamples - done)
+        idx = rng.integers(0, n, size=(m, n))
+        for k, v in per_sample.items():
+            means[k].append(np.asarray(v, dtype=np.float64)[idx].mean(axis=1))
+        done += m
+    lo_q, hi_q = (1 - confidence) / 2, 1 - (1 - confidence) / 2
+    out = {}
+    for k, parts in means.items():
+        values = np.concatenate(parts)
+        out[k] = [float(np.quantile(values, lo_q)), float(np.quantile(values, hi_q))]
+    return out
+
+
+def summarize(entropy: np.ndarray, top1: np.ndarray, is_duplicate: np.ndarray, is_fixed_point: np.ndarray,
+              vocab_size: int, settings: ScanSettings, t_values: list[float]) -> dict:
+    """Summary statistics of the primary evaluation (entropy[0]) with bootstrap CIs."""
+    h = entropy[0].astype(np.float64)                     # [N, L]
+    sample_mean = h.mean(axis=1)                          # per-sample mean entropy
+    sample_low = (h < settings.tau).mean(axis=1)          # per-sample share of tokens below τ
+    sample_near_zero = (sample_mean < settings.tau).astype(np.float64)
+    ci = bootstrap_ci({"mean_entropy": sample_mean, "low_entropy_fraction": sample_low,
+                       "near_zero_sample_fraction": sample_near_zero},
+                      settings.bootstrap_resamples, settings.confidence, settings.seed)
+    max_h = math.log(vocab_size)
+    mean_h = float(sample_mean.mean())
+    quantiles = np.quantile(sample_mean, [0.05, 0.25, 0.5, 0.75, 0.95])
+    stats = {
+        "n_samples": int(h.shape[0]),
+        "seq_len": int(h.shape[1]),
+        "vocab_size": int(vocab_size),
+        "mean_entropy": mean_h,
+        "mean_entropy_ci": ci["mean_entropy"],
+        "max_entropy": max_h,
+        "entropy_ratio": mean_h / max_h,
+        "entropy_ratio_ci": [v / max_h for v in ci["mean_entropy"]],
+        "low_entropy_fraction": float(sample_low.mean()),
+        "low_entropy_fraction_ci": ci["low_entropy_fraction"],
+        "near_zero_sample_fraction": float(sample_near_zero.mean()),
+        "near_zero_sample_fraction_ci": ci["near_zero_sample_fraction"],
+        "sample_entropy_quantiles": {k: float(v) for k, v in zip(("p05", "p25", "p50", "p75", "p95"), quantiles)},
+        "mean_top1_prob": float(top1[0].astype(np.float64).mean()),
+        "duplicate_rate": float(is_duplicate.mean()),
+        "fixed_point_fraction": float(is_fixed_point.mean()),
+        "tau": settings.tau,
+        "t_eval": settings.t_eval,
+    }
+    if len(t_values) > 1:
+        stats["profile"] = [{"t": float(t), "mean_entropy": float(entropy[k].astype(np.float64).mean()),
+                             "low_entropy_fraction": float((entropy[k] < settings.tau).mean()),
+                             "mean_top1_prob": float(top1[k].astype(np.float64).mean())}
+                            for k, t in enumerate(t_values)]
+    return stats
+
+
+# ---------------------------------------------------------------------------------------- scan
+def _as_denoiser(checkpoint_or_denoiser, weights, device) -> Denoiser:
+    if isinstance(checkpoint_or_denoiser, Denoiser):
+        if device is not None:
+            checkpoint_or_denoiser.to(device)
+        return checkpoint_or_denoiser
+    from .adapters import load
+
+    return load(checkpoint_or_denoiser, weights=weights, device=device)
+
+
+def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | None = None, seed: int = 0,
+         t_eval: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE, weights: str | None = None,
+         device: str | None = None, rule=None, final: str = "greedy", show_progress: bool | None = None,
+         t_profile: tuple[float, ...] | list[float] = (), posterior_dtype: str = "float64",
+         fixed_point_t: float = FIXED_POINT_T, fixed_point_steps: int = FIXED_POINT_STEPS,
+         bootstrap_resamples: int | None = None) -> ScanResult:
+    """Probe a checkpoint (path, hub id or Denoiser) without training data and classify its regime.
+
+    steps: reverse steps of the sampler (default DEFAULT_STEPS, chosen by measurement).
+    t_eval: time of the entropy evaluation (default: the rule's, 1e-5). t_profile: extra times
+    reported alongside (the verdict always uses t_eval). rule: a Rule, a path to a rule file, or
+    None for the default rule (memaudit/calibration/provisional.json until calibration lands).
+    """
+    from .verdict import Evidence, load_rule
+
+    started = time.perf_counter()
+    rule = load_rule(rule)
+    denoiser = _as_denoiser(checkpoint_or_denoiser, weights, device)
+    t_eval = float(rule.t_eval if t_eval is None else t_eval)
+    profile = tuple(float(t) for t in t_profile)
+    t_values = [t_eval] + sorted({t for t in profile if t != t_eval})
+    settings = ScanSettings(
+        samples=int(samples), steps=int(DEFAULT_STEPS if steps is None else steps), seed=int(seed),
+        t_eval=t_eval, t_profile=tuple(t_values[1:]), tau=float(rule.tau), batch_size=int(batch_size),
+        final=final, posterior_dtype=posterior_dtype, fixed_point_t=float(fixed_point_t),
+        fixed_point_steps=int(fixed_point_steps),
+        bootstrap_resamples=int(rule.bootstrap_resamples if bootstrap_resamples is None else bootstrap_resamples),
+        confidence=float(rule.confidence), device=str(denoiser.device))
+    settings.validate()
+    p_dtype = torch.float64 if posterior_dtype == "float64" else torch.float32
+
+    timings = {}
+    t0 = time.perf_counter()
+    tokens = generate(denoiser, settings.samples, steps=settings.steps, seed=settings.seed,
+                      batch_size=settings.batch_size, final=final, posterior_dtype=p_dtype,
+                      show_progress=show_progress)
+    timings["sampling_s"] = time.perf_counter() - t0
+
+    n_batches = (settings.samples + settings.batch_size - 1) // settings.batch_size
+    t0 = time.perf_counter()
+    with progress_bar("entropy", total=n_batches * (len(t_values) + settings.fixed_point_steps + 1),
+                      enabled=show_progress) as task:
+        evaluated = [evaluate_entropy(denoiser, tokens, t, settings.seed, stream=k,
+                                      batch_size=settings.batch_size, task=task)
+                     for k, t in enumerate(t_values)]
+        timings["entropy_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fixed = fixed_points(denoiser, tokens, settings.fixed_point_t, settings.fixed_point_steps,
+                             batch_size=settings.batch_size, posterior_dtype=p_dtype, task=task)
+    timings["fixed_point_s"] = time.perf_counter() - t0
+
+    entropy = torch.stack([e for e, _ in evaluated]).numpy()
+    top1 = torch.stack([p for _, p in evaluated]).numpy()
+    if not np.isfinite(entropy).all():
+        raise FloatingPointError("the model produced non-finite probabilities on its own samples")
+    tokens_np = tokens.numpy()
+    is_dup, dup_of = find_duplicates(tokens_np)
+    is_fp = fixed.numpy()
+    stats = summarize(entropy, top1, is_dup, is_fp, denoiser.vocab_size, settings, t_values)
+    decision = rule.decide(Evidence.from_stats(stats, steps=settings.steps))
+    texts = [denoiser.decode(row) for row in tokens_np] if denoiser.tokenizer is not None else [None] * len(tokens_np)
+    model = _model_provenance(denoiser)
+    timings["total_s"] = time.perf_counter() - started
+    return ScanResult(verdict=decision.verdict, reason=decision.reason, explanation=decision.explanation,
+                      settings=settings, rule=rule, model=model, tokens=tokens_np, t_values=t_values,
+                      entropy=entropy, top1_prob=top1, texts=texts, is_duplicate=is_dup, duplicate_of=dup_of,
+                      is_fixed_point=is_fp, stats=stats, timings=timings)
+
+
+def _model_provenance(denoiser: Denoiser) -> dict:
+    info = denoiser.describe()
+    # JSON-safe copy (describe() may hold Paths or tensors' items).
+    return _jsonable(info)
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, (np.generic,)):
+        return o.item()
+    if isinstance(o, (str, int, float, bool)) or o is None:
+        return o
+    return str(o)
+
+
+def environment() -> dict:
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__}

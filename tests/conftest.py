@@ -1,0 +1,32 @@
+"""Shared fixtures. The two reference models train once per test session (in parallel, one
+process per core) and every test file reuses them. Set MEMAUDIT_TEST_CACHE to a directory to keep
+them between sessions while developing."""
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MEMAUDIT_NO_PROGRESS", "1")
+
+
+@pytest.fixture(scope="session")
+def reference_root(tmp_path_factory) -> Path:
+    cached = os.environ.get("MEMAUDIT_TEST_CACHE")
+    return Path(cached) if cached else tmp_path_factory.mktemp("reference-models")
+
+
+@pytest.fixture(scope="session")
+def reference_checkpoints(reference_root) -> dict:
+    from memaudit.reference import ensure_reference_models
+
+    return ensure_reference_models(["memorizing", "generalizing"], root=reference_root)
+
+
+@pytest.fixture(scope="session")
+def memorizing_checkpoint(reference_checkpoints) -> Path:
+    return reference_checkpoints["memorizing"]
+
+
+@pytest.fixture(scope="session")
+def generalizing_checkpoint(reference_checkpoints) -> Path:
+    return reference_checkpoints["generalizing"]
