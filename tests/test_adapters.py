@@ -133,7 +133,7 @@ def assert_close(got, ref, tol=1e-4):
 
 
 # ------------------------------------------------- throwaway packages that pickles can name (save only)
-FAKE_OMEGACONF = {
+FAKE_PACKAGES = {
     "omegaconf/__init__.py": "",
     "omegaconf/base.py": '''
         import collections, dataclasses, typing
@@ -243,7 +243,7 @@ class FakePackages:
 
     def __init__(self, root: Path):
         self.root = root / "fakepkgs"
-        for rel, src in FAKE_OMEGACONF.items():
+        for rel, src in FAKE_PACKAGES.items():
             f = self.root / rel
             f.parent.mkdir(parents=True, exist_ok=True)
             f.write_text(textwrap.dedent(src))
@@ -262,8 +262,6 @@ class FakePackages:
 def real_fast_tokenizer(n_tokens):
     from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 
-    vocab = {f"w{i}": i for i in range(n_tokens - 1)}
-    vocab["[UNK]"] = 0
     vocab = {t: i for i, t in enumerate(["[UNK]"] + [f"w{i}" for i in range(1, n_tokens - 1)])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -629,6 +627,20 @@ def test_sedd_loglinear_noise(tmp_path):
     assert_sedd_close(den, sd, x, loglinear_sigma)
 
 
+def test_sedd_hf_mixin_folder(tmp_path):
+    from memaudit.adapters.yaml_lite import parse_block_yaml
+
+    sd = random_state(seed=32)
+    cfg = parse_block_yaml(SEDD_YAML.format(tokens=V, graph="uniform", noise="geometric", d=D, cond=COND, length=L,
+                                            nb=NB, h=H))
+    (tmp_path / "config.json").write_text(json.dumps(cfg))  # PyTorchModelHubMixin stores the whole config
+    write_safetensors(tmp_path / "model.safetensors", sd)
+    den = memaudit.load(tmp_path)
+    assert den.family == "sedd-uniform" and den.weights == "raw"
+    assert den.provenance["format"] == "sedd-hf"
+    assert_sedd_close(den, sd, tokens_for(seed=12), lambda t: 1e-4 ** (1 - t) * 20.0 ** t)
+
+
 def test_yaml_lite_matches_pyyaml_on_a_hydra_config():
     from memaudit.adapters.yaml_lite import parse_block_yaml
 
@@ -735,6 +747,45 @@ def test_hub_id_offline_without_cache_is_a_load_error(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(LoadError, match="could not resolve hub id"):
         memaudit.load("memaudit-test/definitely-not-cached")
+
+
+def test_inspect_json_for_gidd_reports_slice_and_raw_time(tmp_path):
+    from typer.testing import CliRunner
+
+    from memaudit.cli import app
+
+    gidd_dir(tmp_path / "g", random_state(seed=44))
+    result = CliRunner().invoke(app, ["inspect", str(tmp_path / "g"), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["family"] == "gidd" and doc["time_input"] == "t" and doc["output_vocab_slice"] == V - 1
+    assert doc["architecture"]["output_classes"] == V and doc["vocab_size"] == V - 1
+    assert any("approximated as uniform" in n for n in doc["notes"])
+
+
+def test_slow_gpt2_tokenizer_rebuilt_from_encoder_and_ranks():
+    from memaudit.adapters.common import tokenizer_from_pickle
+    from memaudit.adapters.safe_pickle import inert_class
+
+    cls = inert_class("transformers.models.gpt2.tokenization_gpt2.GPT2Tokenizer", refuse=False)
+    rec = cls.__new__(cls)
+    encoder = {"h": 0, "i": 1, "hi": 2, "\u0120": 3, "\u0120hi": 4}
+    encoder = {"h": 0, "i": 1, "hi": 2, "Ġ": 3, "Ġhi": 4}
+    rec.__setstate__({"encoder": encoder, "bpe_ranks": {("h", "i"): 0, ("Ġ", "hi"): 1},
+                      "added_tokens_encoder": {"[PAD]": 5}})
+    tok, how = tokenizer_from_pickle(rec)
+    assert tok is not None and "byte-level BPE" in how
+    assert tok.get_vocab_size() == 6 and tok.token_to_id("[PAD]") == 5
+    assert tok.encode("hi hi").ids == [2, 4]
+
+
+def test_checkpoint_without_tokenizer_runs_on_ids(tmp_path, fakes):
+    sd = random_state(seed=45)
+    with fakes:
+        torch.save(lightning_ckpt(prefixed(sd), duo_config()), tmp_path / "n.ckpt")
+    den = memaudit.load(tmp_path / "n.ckpt")
+    assert den.tokenizer is None and den.decode([1, 2]) is None
+    assert den.provenance["tokenizer_source"] == "no tokenizer in the checkpoint"
 
 
 # ------------------------------------------------------------------------ masked families refused

@@ -31,7 +31,7 @@ import torch
 from ..denoiser import Denoiser
 from ..diffusion import LogLinearSchedule
 from . import Adapter, LoadError, UnsupportedCheckpoint, file_sha256, register
-from .common import (MASKED_REASON, jsonable, arch_from_state, as_bool, as_float, as_int, build_model, check_tokenizer_vocab,
+from .common import (MASKED_REASON, jsonable, arch_from_state, as_bool, as_float, build_model, check_tokenizer_vocab,
                      drop_rotary_buffers, hub_provenance, read_json, remote_code_note, strip_prefix)
 
 SUPPORTED_MODEL_TYPES = ("udlm", "duo", "dit")
@@ -179,7 +179,7 @@ class HFAdapter(Adapter):
                      "included)" if cfg.get("auto_map") or trust_remote_code else "")
             raise LoadError(f"{source}: model_type {model_type or '(none)'!r} is not a supported family "
                             f"(supported: udlm, duo, dit (GIDD)){extra}")
-        notes = remote_code_note(trust_remote_code)
+        notes: list[str] = []
         raw, weight_file = load_hf_weights(path)
         files = {"config.json": file_sha256(path / "config.json"), weight_file.name: file_sha256(weight_file)}
         tokenizer = None
@@ -249,6 +249,7 @@ class HFAdapter(Adapter):
         if tokenizer is not None:
             check_tokenizer_vocab(tokenizer, arch.vocab_size, source, extra_ok=1 if output_slice is None else 0)
         model = build_model(arch, drop_rotary_buffers(state, arch, source), source)
+        notes += remote_code_note(trust_remote_code)  # printed only once the load succeeded
         provenance = {
             "checkpoint": str(path.resolve()),
             "files": files,

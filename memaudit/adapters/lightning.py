@@ -141,7 +141,7 @@ class LightningAdapter(Adapter):
 
     def load(self, path: Path, weights: str | None, trust_remote_code: bool) -> Denoiser:
         source = str(path)
-        notes = remote_code_note(trust_remote_code)
+        notes: list[str] = []
         ckpt = safe_load(path)
         if not isinstance(ckpt, dict):
             raise LoadError(f"{source}: not a Lightning checkpoint (top level is {global_name(ckpt) or type(ckpt).__name__})")
@@ -215,6 +215,7 @@ class LightningAdapter(Adapter):
         tokenizer, tokenizer_source = tokenizer_from_pickle(hp.get("tokenizer"))
         check_tokenizer_vocab(tokenizer, arch.vocab_size, source)
         family = {"duo": "duo", "udlm": "udlm", "uni-d2": f"uni-d2:{algorithm}"}.get(info["codebase"], algorithm)
+        notes += remote_code_note(trust_remote_code)  # printed only once the load succeeded
         provenance = {
             "checkpoint": str(path.resolve()),
             "files": {path.name: file_sha256(path)},

@@ -65,7 +65,11 @@ class Inert:
     def __init__(self, *args, **kwargs):
         # Reached only through REDUCE / INST / OBJ, i.e. when the pickle *calls* the global.
         if type(self)._memaudit_refuse:
-            raise UnsafePickle(f"refusing to load: the pickle calls {type(self)._memaudit_global} "
+            name = type(self)._memaudit_global
+            if name.split(".")[0] == "torch":
+                raise UnsafePickle(f"refusing to load: the pickle calls {name}, which memaudit does not "
+                                   f"rebuild (only dense tensors, dicts, lists and plain data are read)")
+            raise UnsafePickle(f"refusing to load: the pickle calls {name} "
                                f"(a checkpoint must not run code when it is loaded)")
 
     def __setstate__(self, state):
@@ -313,9 +317,8 @@ def _policy(module: str, name: str):
     root = module.split(".")[0]
     if root in _DATA_NAMESPACES and name[:1].isupper() and "." not in name:
         return inert_class(dotted, refuse=False)
-    if root == "torch" and name[:1].isupper():
-        # torch classes named in a checkpoint (nn.Parameter as a tensor subclass, optimizers …)
-        return inert_class(dotted, refuse=True)
+    # Anything else (functions anywhere, classes outside the data namespaces, torch internals that
+    # memaudit does not implement): naming it is harmless, calling it is refused.
     return inert_class(dotted, refuse=True)
 
 

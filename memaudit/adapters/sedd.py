@@ -118,7 +118,7 @@ class SEDDAdapter(Adapter):
         return False
 
     def load(self, path: Path, weights: str | None, trust_remote_code: bool) -> Denoiser:
-        notes = remote_code_note(trust_remote_code)
+        notes: list[str] = []
         run = self._run_root(path)
         files: dict[str, str] = {}
         if run is not None:
@@ -186,6 +186,7 @@ class SEDDAdapter(Adapter):
 
             tokenizer = load_tokenizer(root / "tokenizer.json")
             check_tokenizer_vocab(tokenizer, arch.vocab_size, source, extra_ok=0)
+        notes += remote_code_note(trust_remote_code)  # printed only once the load succeeded
         provenance = {
             "checkpoint": str(path.resolve()),
             "files": files,
