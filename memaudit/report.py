@@ -4,7 +4,8 @@ Composable pieces:
 
     samples_table(result) / tokens_table(result)   → pyarrow.Table (with the provenance metadata)
     parquet_bytes(table) / json_bytes(document)     → bytes, deterministic
-    REPORT_FILES                                    name → render(result) -> bytes
+    REPORT_FILES                                    name → render(result) -> bytes (report.html
+                                                    comes from memaudit.html_report)
     write_files(out_dir, {name: bytes})             all-or-nothing, atomic per file
     write_report(result, out_dir, names=None)       renders REPORT_FILES (or the named subset)
 
@@ -26,6 +27,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 METADATA_KEY = b"memaudit"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()   # what open() would give; mkstemp alone makes 0600 files
 
 
 def provenance_metadata(result) -> dict[bytes, bytes]:
@@ -100,10 +110,18 @@ def summary_document(result) -> dict:
     return {**result.summary(include_timings=False), "provenance": result.provenance()}
 
 
+def html_bytes(result) -> bytes:
+    """report.html (memaudit.html_report), rendered from the same tables as the files beside it."""
+    from .html_report import render_scan_html
+
+    return render_scan_html(result, decode=getattr(result, "decode", None))
+
+
 REPORT_FILES: dict[str, Callable[[object], bytes]] = {
     "samples.parquet": lambda r: parquet_bytes(samples_table(r)),
     "tokens.parquet": lambda r: parquet_bytes(tokens_table(r)),
     "summary.json": lambda r: json_bytes(summary_document(r)),
+    "report.html": html_bytes,
 }
 
 
@@ -126,6 +144,7 @@ def write_files(out_dir: str | Path, files: dict[str, bytes]) -> dict[str, Path]
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+            os.chmod(tmp, _FILE_MODE)
         written = {}
         for name, tmp in staged:
             os.replace(tmp, out_dir / name)
@@ -156,3 +175,9 @@ def _json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def fmt_ci(ci, pattern: str = "{:.4f}") -> str:
+    """"[lo, hi]" for tables."""
+    lo, hi = ci
+    return "[" + pattern.format(lo) + ", " + pattern.format(hi) + "]"

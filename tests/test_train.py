@@ -35,11 +35,11 @@ def test_generalizing_model_does_not_copy(generalizing_checkpoint):
     samples = generate(memaudit.load(generalizing_checkpoint), 64, steps=64, seed=1)
     copies = sum(tuple(row.tolist()) in stored for row in samples) / len(samples)
     assert copies < 0.1
-    # it learned the language: its samples are likely under the true Markov chain
-    log_prob = corpus.source.log_prob(samples)
-    uniform = samples.shape[1] * torch.log(torch.tensor(1.0 / corpus.vocab_size))
-    assert torch.isfinite(log_prob).float().mean() > 0.5
-    assert (log_prob[torch.isfinite(log_prob)] > uniform).all()
+    # It learned the language: most adjacent pairs in its samples are transitions the Markov
+    # chain allows (8 of 32 successors, so a model that learned nothing scores ≈ 0.25).
+    transition = torch.as_tensor(corpus.source.transition)
+    allowed = (transition[samples[:, :-1], samples[:, 1:]] > 0).float().mean().item()
+    assert allowed > 0.7, f"only {allowed:.0%} of adjacent pairs are allowed transitions"
 
 
 def tiny_cfg(**kw):

@@ -1,0 +1,271 @@
+"""CI outputs of a scan: JUnit XML (one test case per gate) and a Markdown job summary.
+
+Both writers take the scan's summary document (the `--json` document, or `summary.json` of an
+`--out` directory, or `ScanResult.summary()`), so they work from a finished report as well as from
+a live scan, and both write atomically (temporary file in the target's directory, then rename).
+
+JUnit mapping of the memorization gate (the test case "memorization gate"):
+
+    generalizing  → passed
+    memorizing    → <failure type="memorizing">        (the model failed the gate)
+    inconclusive  → <error type="inconclusive">        (default: the check could not decide, which
+                                                        CI reporters show as red, like exit code 3)
+                    or <skipped> with inconclusive="skipped" (for pipelines run with a gate that
+                                                        tolerates inconclusive results)
+
+No timestamps or durations are written unless the summary carries `timings` (the `--json`
+document does, summary.json does not), so the same summary gives the same bytes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Iterable
+
+GATE_NAME = "memorization gate"
+SUITE_NAME = "memaudit scan"
+VERDICT_ICONS = {"generalizing": "✅", "memorizing": "❌", "inconclusive": "⚠️"}
+INCONCLUSIVE_AS = ("error", "skipped", "failure")
+
+# Statistics shown in summaries: (key, label, unit, format). A key absent from the summary is skipped.
+KEY_STATISTICS: tuple[tuple[str, str, str, str], ...] = (
+    ("mean_entropy", "mean conditional entropy H̄", "nats", "{:.4g}"),
+    ("entropy_ratio", "H̄ / ln V", "", "{:.1%}"),
+    ("low_entropy_fraction", "tokens with H < τ", "", "{:.1%}"),
+    ("near_zero_sample_fraction", "samples with mean H < τ", "", "{:.1%}"),
+    ("duplicate_rate", "duplicate samples", "", "{:.1%}"),
+    ("fixed_point_fraction", "samples that are fixed points", "", "{:.1%}"),
+    ("mean_top1_prob", "mean top-1 probability", "", "{:.3g}"),
+    ("max_entropy", "ln V (entropy of a uniform guess)", "nats", "{:.4g}"),
+)
+
+
+# ------------------------------------------------------------------------------------ writing
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to a temporary file next to `path`, then rename it into place."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_summary(path_or_dir: str | Path) -> dict:
+    """The summary document of a report directory (its summary.json) or of a JSON file."""
+    p = Path(path_or_dir)
+    if p.is_dir():
+        p = p / "summary.json"
+    return json.loads(p.read_text(encoding="utf-8"))
+
+
+# ------------------------------------------------------------------------------------ helpers
+def ci_level(summary: dict) -> str:
+    conf = (summary.get("rule") or {}).get("confidence") or (summary.get("settings") or {}).get("confidence")
+    return f"{float(conf):.0%} CI" if conf else "CI"
+
+
+def fmt_value(value, pattern: str = "{:.4g}") -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        return pattern.format(value)
+    return str(value)
+
+
+def fmt_ci(ci, pattern: str = "{:.4g}") -> str:
+    if not ci or len(ci) != 2:
+        return ""
+    return f"[{fmt_value(ci[0], pattern)}, {fmt_value(ci[1], pattern)}]"
+
+
+def key_statistics(summary: dict) -> list[dict]:
+    """The statistics a reviewer reads first, as rows {key, label, value, ci, unit}."""
+    rows = []
+    for key, label, unit, pattern in KEY_STATISTICS:
+        if key not in summary:
+            continue
+        rows.append({"key": key, "label": label, "unit": unit, "value": fmt_value(summary[key], pattern),
+                     "ci": fmt_ci(summary.get(f"{key}_ci"), pattern)})
+    return rows
+
+
+def checkpoint_name(summary: dict) -> str:
+    model = summary.get("model") or {}
+    return str(summary.get("checkpoint") or model.get("checkpoint") or model.get("hub_id") or "(in-memory model)")
+
+
+def rule_line(summary: dict, max_source: int | None = 160) -> str:
+    """"name vN (status), source: …" — the source cut to `max_source` characters (None: in full)."""
+    rule = summary.get("rule") or {}
+    if not rule:
+        return "(no rule recorded)"
+    text = f"{rule.get('name', '?')} v{rule.get('version', '?')} ({rule.get('status', '?')})"
+    source = str(rule.get("source") or "").strip()
+    if source:
+        if max_source is not None and len(source) > max_source:
+            source = source[:max_source].rstrip() + "…"
+        text += f", source: {source}"
+    return text.rstrip(".")
+
+
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_text(value) -> str:
+    return _XML_BAD.sub("\ufffd", str(value))
+
+
+# -------------------------------------------------------------------------------------- JUnit
+def junit_xml(summary: dict, inconclusive: str = "error") -> bytes:
+    """The JUnit XML document of one scan (see the module docstring for the mapping)."""
+    if inconclusive not in INCONCLUSIVE_AS:
+        raise ValueError(f"inconclusive must be one of {', '.join(INCONCLUSIVE_AS)} (got {inconclusive!r})")
+    verdict = str(summary.get("verdict", "inconclusive"))
+    reason = str(summary.get("reason", ""))
+    explanation = str(summary.get("explanation", ""))
+    checkpoint = checkpoint_name(summary)
+
+    outcome = "passed"
+    if verdict == "memorizing":
+        outcome = "failure"
+    elif verdict != "generalizing":
+        outcome = inconclusive
+
+    suite = ET.Element("testsuite", {
+        "name": SUITE_NAME, "tests": "1",
+        "failures": "1" if outcome == "failure" else "0",
+        "errors": "1" if outcome == "error" else "0",
+        "skipped": "1" if outcome == "skipped" else "0",
+    })
+    timings = summary.get("timings") or {}
+    if "total_s" in timings:
+        suite.set("time", f"{float(timings['total_s']):.3f}")
+    props = ET.SubElement(suite, "properties")
+    prop_values = [("checkpoint", checkpoint), ("verdict", verdict), ("reason", reason)]
+    for key, _, _, pattern in KEY_STATISTICS:
+        if key in summary:
+            prop_values.append((key, fmt_value(summary[key], "{:.6g}")))
+            if f"{key}_ci" in summary:
+                prop_values.append((f"{key}_ci", fmt_ci(summary[f"{key}_ci"], "{:.6g}")))
+    for key in ("n_samples", "t_eval", "tau", "units", "memaudit_version"):
+        if key in summary:
+            prop_values.append((key, fmt_value(summary[key], "{:.6g}")))
+    rule = summary.get("rule") or {}
+    for key in ("name", "version", "status", "source", "sha256"):
+        if key in rule:
+            prop_values.append((f"rule.{key}", str(rule[key])))
+    for name, value in prop_values:
+        ET.SubElement(props, "property", {"name": name, "value": _xml_text(value)})
+
+    case = ET.SubElement(suite, "testcase", {"classname": f"memaudit.scan.{_classname(checkpoint)}",
+                                             "name": GATE_NAME})
+    message = _xml_text(f"{verdict}: {explanation}" if explanation else verdict)
+    if outcome == "failure":
+        el = ET.SubElement(case, "failure", {"type": verdict, "message": message})
+        el.text = _xml_text(_plain_summary(summary))
+    elif outcome == "error":
+        el = ET.SubElement(case, "error", {"type": verdict, "message": message})
+        el.text = _xml_text(_plain_summary(summary))
+    elif outcome == "skipped":
+        ET.SubElement(case, "skipped", {"message": message})
+    out = ET.SubElement(case, "system-out")
+    out.text = _xml_text(_plain_summary(summary))
+    ET.indent(suite, space="  ")
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="utf-8") + b"\n"
+
+
+def write_junit(summary: dict, path: str | Path, inconclusive: str = "error") -> Path:
+    """Write the JUnit XML of a scan summary to `path` atomically."""
+    return atomic_write_bytes(path, junit_xml(summary, inconclusive=inconclusive))
+
+
+def _classname(checkpoint: str) -> str:
+    name = Path(checkpoint.rstrip("/")).name or checkpoint
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
+
+
+def _plain_summary(summary: dict) -> str:
+    lines = [f"checkpoint: {checkpoint_name(summary)}",
+             f"verdict: {summary.get('verdict', '?')} ({summary.get('reason', '')})"]
+    if summary.get("explanation"):
+        lines.append(f"why: {summary['explanation']}")
+    level = ci_level(summary)
+    for row in key_statistics(summary):
+        ci = f"  {level} {row['ci']}" if row["ci"] else ""
+        unit = f" {row['unit']}" if row["unit"] else ""
+        lines.append(f"{row['label']}: {row['value']}{unit}{ci}")
+    if "n_samples" in summary:
+        lines.append(f"samples: {summary['n_samples']}")
+    lines.append(f"rule: {rule_line(summary)}")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------- Markdown
+def _md(text) -> str:
+    """Escape text for a Markdown table cell or line (pipes, HTML, emphasis characters)."""
+    s = str(text).replace("\\", "\\\\")
+    for ch in "|*_`[]<>#":
+        s = s.replace(ch, "\\" + ch)
+    return s.replace("\r", " ").replace("\n", " ")
+
+
+def summary_markdown(summary: dict, artifacts: Iterable[str] | None = None) -> str:
+    """A Markdown summary of one scan, fit for $GITHUB_STEP_SUMMARY."""
+    verdict = str(summary.get("verdict", "inconclusive"))
+    icon = VERDICT_ICONS.get(verdict, "⚠️")
+    gate = {"generalizing": "gate passed", "memorizing": "gate failed"}.get(verdict, "could not decide")
+    lines = [f"## {icon} memaudit scan: **{_md(verdict)}** ({gate})", ""]
+    lines.append(f"Checkpoint: `{checkpoint_name(summary).replace('`', '')}`")
+    lines.append("")
+    if summary.get("explanation"):
+        lines += [f"> {_md(summary['explanation'])} (reason: `{str(summary.get('reason', '')).replace('`', '')}`)", ""]
+    rule = summary.get("rule") or {}
+    if rule.get("status") == "provisional":
+        lines += ["> [!WARNING]",
+                  "> The decision rule is **provisional**: its thresholds are not yet calibrated on reference "
+                  "models of known regime.", ""]
+    level = ci_level(summary)
+    lines += [f"| statistic | value | {level} |", "| --- | ---: | --- |"]
+    for row in key_statistics(summary):
+        unit = f" {row['unit']}" if row["unit"] else ""
+        lines.append(f"| {_md(row['label'])} | {_md(row['value'] + unit)} | {_md(row['ci'])} |")
+    for key, label in (("n_samples", "samples"), ("seq_len", "sequence length"), ("vocab_size", "vocabulary V"),
+                       ("t_eval", "t_eval"), ("tau", "τ (nats)")):
+        if key in summary:
+            lines.append(f"| {label} | {_md(fmt_value(summary[key], '{:.4g}'))} | |")
+    lines.append("")
+    lines.append(f"Rule: {_md(rule_line(summary))}  ")
+    lines.append("Entropies are in nats.  ")
+    settings = summary.get("settings") or {}
+    if settings:
+        keep = ("samples", "steps", "seed", "final", "t_eval", "device")
+        lines.append("Settings: " + ", ".join(f"{k}={_md(settings[k])}" for k in keep if k in settings))
+    names = [str(a) for a in (artifacts or [])]
+    if names:
+        lines += ["", "Artifacts: " + ", ".join(f"`{n.replace('`', '')}`" for n in names)]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary_md(summary: dict, path: str | Path, artifacts: Iterable[str] | None = None) -> Path:
+    """Write the Markdown summary to `path` atomically (it replaces the file: to add to a file that
+    other steps also write, write elsewhere and append it, e.g. `cat s.md >> $GITHUB_STEP_SUMMARY`)."""
+    return atomic_write_bytes(path, summary_markdown(summary, artifacts).encode("utf-8"))

@@ -1,0 +1,646 @@
+"""Token recovery: the ground truth of the memorizing / generalizing regime when data is available.
+
+Protocol (research/paper.md §4.1), for one split (train or test) and one corruption level t0:
+
+    1. x_t = corrupt(x_0, α_{t0}): every token is kept with probability α_{t0} and otherwise
+       redrawn uniformly from all V tokens (one seeded draw, on the CPU).
+    2. Run the model's reverse process from t0 down to t = 1e-5: round(steps_per_unit · t0)
+       ancestral steps (the reference uses 1000 · t0; see DEFAULT_STEPS_PER_UNIT), then the
+       ancestral noise-removal step (a draw from the α_s = 1 posterior), as in the reference.
+    3. Per sequence, with corrupted = (x_t ≠ x_0) (a redraw that returned the original token is
+       *not* corrupted) and correct = (x_final = x_0):
+
+           recovery_rate = #(corrupted ∧ correct) / #corrupted        NaN when nothing corrupted
+           unstable_rate = #(¬corrupted ∧ ¬correct) / #¬corrupted     NaN when all corrupted
+           exact_match   = every position correct
+
+       and the mean final-state entropy H(x̂ | x_final) at t = 1e-5 (nats) of the recovered,
+       stable (untouched and still correct), unstable and failed tokens (NaN when a category is
+       empty).
+
+Summaries per split × t0: NaN-skipping means with seeded percentile-bootstrap confidence
+intervals over sequences; the train − test gap of the recovery rate with a bootstrap CI that
+resamples both splits independently.
+
+Verdict (the ground truth used to calibrate the data-free scan; docs/calibration.md):
+
+    Only t0 levels with ≥ MIN_CORRUPTED_TOKENS (4) corrupted tokens per sequence on average count
+    (the largest t0 when none has); all levels are reported.
+
+    memorizing    at some t0, the gap's CI lower bound exceeds GAP_MEMORIZING (0.25):
+                  training examples are recovered far better than held-out ones;
+    inconclusive  ("low_recovery") otherwise, when neither split's mean recovery reaches
+                  RECOVERY_FLOOR (0.1) at any t0: the model restores almost nothing (chance is 1/V),
+                  so train ≈ test says nothing (an undertrained model);
+    generalizing  the gap's CI lies inside ±EQUIVALENCE_MARGIN (0.1) at every t0: held-out text
+                  is as stable as training text;
+    inconclusive  otherwise: "transition" (a gap between the margin and the memorizing
+                  threshold) or "ci_too_wide" (point estimates equal but too few sequences).
+
+Everything is a pure function of (checkpoint, data, settings, seed): byte-identical reports.
+"""
+from __future__ import annotations
+
+import math
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from . import diffusion as D
+from .denoiser import Denoiser
+from .progress import progress_bar
+from .sampling import make_generator, reverse_process
+
+DEFAULT_T0 = (0.05, 0.1, 0.25, 0.5)
+DEFAULT_N = 256
+# Reverse steps per unit of time: t0 = 0.25 runs 25 steps. The reference runs 1000 per unit;
+# on the reference models recovery rates at 100 per unit lie within the bootstrap CI of the
+# 1000-per-unit rates (docs/transition.md, "Steps of the reverse process").
+DEFAULT_STEPS_PER_UNIT = 100
+DEFAULT_BATCH_SIZE = 256
+BOOTSTRAP_RESAMPLES = 1000
+CONFIDENCE = 0.95
+
+GAP_MEMORIZING = 0.25
+EQUIVALENCE_MARGIN = 0.1
+RECOVERY_FLOOR = 0.1
+# The verdict only reads t0 levels at which an average sequence has at least this many corrupted
+# tokens: below it the per-sequence rate is 0/1, 1/2 … and its mean too noisy to compare
+# (t0 = 0.05 on 32-token sequences corrupts 1.5 tokens on average).
+MIN_CORRUPTED_TOKENS = 4.0
+
+SPLITS = ("train", "test")
+CATEGORIES = ("recovered", "stable", "unstable", "failed")
+
+
+class RecoveryError(Exception):
+    """Bad recovery settings or data (CLI exit code 2)."""
+
+
+def derive_seed(seed: int, *stream: Any) -> int:
+    """A 63-bit seed for one named random stream (same construction as the scan's)."""
+    import hashlib
+
+    blob = repr((int(seed),) + tuple(stream)).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") >> 1
+
+
+def steps_for(t0: float, steps_per_unit: int) -> int:
+    """Reverse steps from t0: proportional to t0, at least one."""
+    return max(1, int(round(float(t0) * steps_per_unit)))
+
+
+# ----------------------------------------------------------------------------- per-sequence math
+def sequence_metrics(x0, x_t, x_final, entropy=None) -> dict[str, np.ndarray]:
+    """Recovery metrics of each sequence. x0, x_t, x_final: [N, L] integer arrays (or tensors);
+    entropy: optional [N, L] final-state entropies (nats). → dict of [N] arrays."""
+    x0, x_t, x_final = (np.asarray(a.cpu() if isinstance(a, torch.Tensor) else a) for a in (x0, x_t, x_final))
+    if not (x0.shape == x_t.shape == x_final.shape) or x0.ndim != 2:
+        raise RecoveryError(f"x0, x_t and x_final must share one [N, L] shape, got {x0.shape}, {x_t.shape}, "
+                            f"{x_final.shape}")
+    corrupted = x_t != x0
+    correct = x_final == x0
+    masks = {"recovered": corrupted & correct, "failed": corrupted & ~correct,
+             "stable": ~corrupted & correct, "unstable": ~corrupted & ~correct}
+    n_corrupted = corrupted.sum(1)
+    n_untouched = x0.shape[1] - n_corrupted
+    n_recovered = masks["recovered"].sum(1)
+    n_unstable = masks["unstable"].sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = {
+            "n_corrupted": n_corrupted.astype(np.int32),
+            "n_recovered": n_recovered.astype(np.int32),
+            "n_untouched": n_untouched.astype(np.int32),
+            "n_unstable": n_unstable.astype(np.int32),
+            "recovery_rate": np.where(n_corrupted > 0, n_recovered / np.maximum(n_corrupted, 1), np.nan),
+            "unstable_rate": np.where(n_untouched > 0, n_unstable / np.maximum(n_untouched, 1), np.nan),
+            "exact_match": correct.all(1),
+        }
+        if entropy is not None:
+            h = np.asarray(entropy.cpu() if isinstance(entropy, torch.Tensor) else entropy, dtype=np.float64)
+            out["entropy_mean"] = h.mean(1)
+            for name, m in masks.items():
+                count = m.sum(1)
+                out[f"entropy_{name}"] = np.where(count > 0, (h * m).sum(1) / np.maximum(count, 1), np.nan)
+                out[f"_entropy_sum_{name}"] = (h * m).sum(1)
+                out[f"_count_{name}"] = count
+    return out
+
+
+# ------------------------------------------------------------------------------------ statistics
+def _valid(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    return values[~np.isnan(values)]
+
+
+def bootstrap_mean_ci(values, resamples: int, confidence: float, seed: int) -> tuple[float, float]:
+    """Percentile-bootstrap CI of the NaN-skipping mean. (NaN, NaN) without valid values."""
+    v = _valid(values)
+    if v.size == 0:
+        return (math.nan, math.nan)
+    rng = np.random.Generator(np.random.PCG64(seed))
+    means = v[rng.integers(0, v.size, size=(resamples, v.size))].mean(1)
+    q = (1 - confidence) / 2
+    return (float(np.quantile(means, q)), float(np.quantile(means, 1 - q)))
+
+
+def bootstrap_gap_ci(a, b, resamples: int, confidence: float, seed: int) -> tuple[float, float]:
+    """CI of mean(a) − mean(b), NaN-skipping, the two samples resampled independently."""
+    va, vb = _valid(a), _valid(b)
+    if va.size == 0 or vb.size == 0:
+        return (math.nan, math.nan)
+    rng = np.random.Generator(np.random.PCG64(seed))
+    diff = (va[rng.integers(0, va.size, size=(resamples, va.size))].mean(1)
+            - vb[rng.integers(0, vb.size, size=(resamples, vb.size))].mean(1))
+    q = (1 - confidence) / 2
+    return (float(np.quantile(diff, q)), float(np.quantile(diff, 1 - q)))
+
+
+def _nanmean(values) -> float:
+    v = _valid(values)
+    return float(v.mean()) if v.size else math.nan
+
+
+# ------------------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class RecoverySettings:
+    t0: tuple[float, ...] = DEFAULT_T0
+    n: int = DEFAULT_N
+    steps_per_unit: int = DEFAULT_STEPS_PER_UNIT
+    seed: int = 0
+    batch_size: int = DEFAULT_BATCH_SIZE
+    final: str = "ancestral"
+    posterior_dtype: str = "float64"
+    bootstrap_resamples: int = BOOTSTRAP_RESAMPLES
+    confidence: float = CONFIDENCE
+    gap_memorizing: float = GAP_MEMORIZING
+    equivalence_margin: float = EQUIVALENCE_MARGIN
+    recovery_floor: float = RECOVERY_FLOOR
+    min_corrupted_tokens: float = MIN_CORRUPTED_TOKENS
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        if not self.t0:
+            raise RecoveryError("give at least one corruption level --t0")
+        for t in self.t0:
+            if not (0.0 < t <= 1.0) or not math.isfinite(t):
+                raise RecoveryError(f"--t0 values must lie in (0, 1] (got {t})")
+        if len(set(self.t0)) != len(self.t0):
+            raise RecoveryError("--t0 values must be distinct")
+        if self.n < 1:
+            raise RecoveryError(f"--n must be ≥ 1 (got {self.n})")
+        if self.steps_per_unit < 1:
+            raise RecoveryError(f"--steps-per-unit must be ≥ 1 (got {self.steps_per_unit})")
+        if self.batch_size < 1:
+            raise RecoveryError(f"--batch-size must be ≥ 1 (got {self.batch_size})")
+        if self.final not in ("ancestral", "greedy"):
+            raise RecoveryError(f"final must be 'ancestral' or 'greedy' (got {self.final!r})")
+        if self.posterior_dtype not in ("float64", "float32"):
+            raise RecoveryError(f"posterior dtype must be float64 or float32 (got {self.posterior_dtype!r})")
+        if self.bootstrap_resamples < 10:
+            raise RecoveryError("at least 10 bootstrap resamples are needed")
+        if not 0.5 < self.confidence < 1.0:
+            raise RecoveryError(f"confidence must lie in (0.5, 1) (got {self.confidence})")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["t0"] = list(self.t0)
+        d["steps"] = {repr(float(t)): steps_for(t, self.steps_per_unit) for t in self.t0}
+        return d
+
+
+# ---------------------------------------------------------------------------------------- result
+@dataclass
+class RecoveryResult:
+    """What a recovery run measured. `rows` holds one entry per split × t0 × sequence."""
+
+    verdict: str
+    reason: str
+    explanation: str
+    settings: RecoverySettings
+    model: dict
+    data: dict                               # per split: how the examples were chosen
+    rows: dict[str, np.ndarray]              # columns of the per-sequence table
+    summaries: list[dict]                    # one per split × t0
+    gaps: list[dict]                         # one per t0: train − test recovery
+    timings: dict = field(default_factory=dict)   # seconds; never written to report files
+
+    def summary_for(self, split: str, t0: float) -> dict:
+        for s in self.summaries:
+            if s["split"] == split and math.isclose(s["t0"], t0):
+                return s
+        raise KeyError((split, t0))
+
+    def recovery(self, split: str, t0: float) -> float:
+        return self.summary_for(split, t0)["recovery_rate"]
+
+    def provenance(self) -> dict:
+        return {
+            "memaudit_version": __version__,
+            "torch_version": torch.__version__,
+            "numpy_version": np.__version__,
+            "python_version": platform.python_version(),
+            "model": self.model,
+            "data": self.data,
+            "settings": self.settings.to_dict(),
+            "protocol": {"corruption": "uniform redraw from all V tokens, kept with probability alpha_t0",
+                         "reverse": "round(steps_per_unit*t0) ancestral steps on a linear grid t0 -> 1e-5, "
+                                    f"then a {self.settings.final} noise-removal step",
+                         "entropy": "H of x0-prediction on the final state at t=1e-5",
+                         "verdict_rule": {"gap_memorizing": self.settings.gap_memorizing,
+                                          "equivalence_margin": self.settings.equivalence_margin,
+                                          "recovery_floor": self.settings.recovery_floor,
+                                          "min_corrupted_tokens": self.settings.min_corrupted_tokens}},
+            "seeds": {"seed": self.settings.seed,
+                      "corruption": "derive_seed(seed, 'corrupt', split, t0, batch) on the CPU",
+                      "reverse": "derive_seed(seed, 'reverse', split, t0, batch) on the model's device",
+                      "bootstrap": "derive_seed(seed, 'bootstrap', split, t0) / ('gap', t0)"},
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "units": {"entropy": "nats", "rates": "fraction of tokens"},
+        }
+
+    def summary(self, include_timings: bool = False) -> dict:
+        """The one JSON document of `memaudit recover --json` (non-finite numbers become null)."""
+        doc = {"verdict": self.verdict, "reason": self.reason, "explanation": self.explanation,
+               "summaries": self.summaries, "gaps": self.gaps, "data": self.data,
+               "checkpoint": self.model.get("checkpoint") or self.model.get("hub_id"),
+               "model": self.model, "settings": self.settings.to_dict(), "memaudit_version": __version__}
+        if include_timings:
+            doc["timings"] = self.timings
+        return finite_json(doc)
+
+    def to_pandas(self):
+        """One row per split × t0 × sequence (the recovery.parquet table)."""
+        return self.table().to_pandas()
+
+    def table(self):
+        import pyarrow as pa
+
+        from .report import METADATA_KEY
+
+        r = self.rows
+        n = len(r["split"])
+        length = r["x0"].shape[1] if n else 0
+
+        def lists(a):
+            a = np.ascontiguousarray(a, dtype=np.int32)
+            offsets = np.arange(0, a.size + 1, max(length, 1), dtype=np.int32)[: n + 1]
+            return pa.ListArray.from_arrays(pa.array(offsets), pa.array(a.reshape(-1)))
+
+        f32 = lambda k: pa.array(np.asarray(r[k], dtype=np.float32))  # noqa: E731
+        i32 = lambda k: pa.array(np.asarray(r[k], dtype=np.int32))  # noqa: E731
+        columns = {
+            "split": pa.array(list(r["split"]), type=pa.string()),
+            "t0": pa.array(np.asarray(r["t0"], dtype=np.float64)),
+            "example_id": i32("example_id"),
+            "steps": i32("steps"),
+            "n_corrupted": i32("n_corrupted"), "n_recovered": i32("n_recovered"),
+            "n_untouched": i32("n_untouched"), "n_unstable": i32("n_unstable"),
+            "recovery_rate": f32("recovery_rate"), "unstable_rate": f32("unstable_rate"),
+            "exact_match": pa.array(np.asarray(r["exact_match"], dtype=bool)),
+            "entropy_mean": f32("entropy_mean"),
+            **{f"entropy_{c}": f32(f"entropy_{c}") for c in CATEGORIES},
+            "original_ids": lists(r["x0"]), "corrupted_ids": lists(r["x_t"]), "restored_ids": lists(r["x_final"]),
+        }
+        if r.get("original_text") is not None:
+            for k in ("original_text", "corrupted_text", "restored_text"):
+                columns[k] = pa.array(list(r[k]), type=pa.string())
+        blob = _json_dumps(self.provenance())
+        schema = pa.schema([pa.field(k, v.type) for k, v in columns.items()], metadata={METADATA_KEY: blob})
+        return pa.Table.from_arrays(list(columns.values()), schema=schema)
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """recovery.parquet + summary.json, atomically (temporary names, then renames)."""
+        from .report import json_bytes, parquet_bytes, write_files
+
+        doc = {**self.summary(include_timings=False), "provenance": finite_json(self.provenance())}
+        return write_files(out_dir, {"recovery.parquet": parquet_bytes(self.table()),
+                                     "summary.json": json_bytes(doc)})
+
+
+def finite_json(o):
+    """A copy of a JSON-able structure with NaN / ±inf replaced by None (strict JSON)."""
+    if isinstance(o, dict):
+        return {k: finite_json(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [finite_json(v) for v in o]
+    if isinstance(o, (float, np.floating)):
+        return float(o) if math.isfinite(o) else None
+    if isinstance(o, np.integer):
+        return int(o)
+    return o
+
+
+def _json_dumps(o) -> bytes:
+    import json
+
+    from .report import _json_default
+
+    return json.dumps(o, sort_keys=True, separators=(",", ":"), default=_json_default).encode()
+
+
+# ------------------------------------------------------------------------------------------ data
+def resolve_examples(spec, denoiser: Denoiser, split: str, n: int, seed: int = 0) -> tuple[torch.Tensor, dict]:
+    """The examples of one split. spec: 'auto' (native checkpoints: the model's own training subset
+    for train, the corpus's disjoint held-out blocks for test), a .txt/.jsonl/.parquet file
+    (tokenized with the checkpoint's tokenizer, cut into blocks of the model's length), a .npy
+    file of token ids [N, L], or a tensor/array of token ids. → (tokens [≤n, L] int64, description)."""
+    if isinstance(spec, (torch.Tensor, np.ndarray)):
+        tokens = torch.as_tensor(np.asarray(spec.cpu() if isinstance(spec, torch.Tensor) else spec))
+        desc = {"source": "array", "n_available": int(tokens.shape[0]) if tokens.dim() else 0}
+        return _check_tokens(tokens, denoiser, split)[:n], desc
+    if not isinstance(spec, (str, Path)):
+        raise RecoveryError(f"--{split} must be 'auto', a file path or token ids (got {type(spec).__name__})")
+    spec = str(spec)
+    if spec == "auto":
+        return _auto_examples(denoiser, split, n)
+    path = Path(spec).expanduser()
+    if path.suffix.lower() == ".npy":
+        if not path.is_file():
+            raise RecoveryError(f"--{split}: file not found: {path}")
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise RecoveryError(f"--{split}: {path} is not a readable .npy array ({e})") from None
+        tokens = _check_tokens(torch.as_tensor(arr), denoiser, split)
+        return _seeded_subset(tokens, n, seed, split), {"source": "npy", "path": str(path.resolve()),
+                                                        "n_available": int(tokens.shape[0])}
+    from .data import DataError, _read_user_file, _resolve_user_file
+
+    if denoiser.tokenizer is None:
+        raise RecoveryError(f"--{split} {path}: the checkpoint has no tokenizer, so text cannot be tokenized; "
+                            "pass token ids as a .npy array [N, L] instead")
+    try:
+        resolved = _resolve_user_file(str(path))
+        documents = _read_user_file(resolved)
+    except DataError as e:
+        raise RecoveryError(f"--{split}: {e}") from None
+    from .data import EOS_TOKEN
+
+    eos = denoiser.tokenizer.token_to_id(EOS_TOKEN)
+    ids: list[int] = []
+    for enc in denoiser.tokenizer.encode_batch(documents, add_special_tokens=False):
+        ids.extend(enc.ids)
+        if eos is not None:
+            ids.append(eos)
+    length = denoiser.seq_len
+    n_blocks = len(ids) // length
+    if n_blocks < 1:
+        raise RecoveryError(f"--{split} {path}: {len(ids)} tokens, fewer than one block of {length}")
+    tokens = torch.tensor(ids[: n_blocks * length], dtype=torch.int64).view(n_blocks, length)
+    tokens = _check_tokens(tokens, denoiser, split)
+    return _seeded_subset(tokens, n, seed, split), {"source": "file", "path": str(resolved),
+                                                    "n_available": int(n_blocks), "separator": EOS_TOKEN}
+
+
+def _seeded_subset(tokens: torch.Tensor, n: int, seed: int, split: str) -> torch.Tensor:
+    if tokens.shape[0] <= n:
+        return tokens
+    g = torch.Generator().manual_seed(derive_seed(seed, "examples", split))
+    idx = torch.randperm(tokens.shape[0], generator=g)[:n]
+    return tokens[idx.sort().values]
+
+
+def _auto_examples(denoiser: Denoiser, split: str, n: int) -> tuple[torch.Tensor, dict]:
+    from .data import DataError, corpus_from_spec
+
+    config = denoiser.config or {}
+    spec, training = config.get("data"), config.get("training") or {}
+    if not isinstance(spec, dict) or "n_train" not in training:
+        raise RecoveryError(f"--{split} auto needs a memaudit-trained checkpoint (its config.json records the "
+                            "corpus and training-set size); pass a data file instead")
+    try:
+        corpus = corpus_from_spec(spec, tokenizer=denoiser.tokenizer)
+        n_train = int(training["n_train"])
+        if split == "train":
+            tokens = corpus.train_blocks(min(n, n_train))
+        else:
+            available = corpus.max_test if corpus.max_test is not None else n
+            tokens = corpus.test_blocks(min(n, available))
+    except DataError as e:
+        raise RecoveryError(f"--{split} auto: {e}") from None
+    desc = {"source": "auto", "corpus": spec, "n_train": n_train,
+            "selection": "first blocks of the model's training subset (nested prefix)" if split == "train"
+            else "first held-out blocks of the model's corpus (disjoint from training blocks)"}
+    return _check_tokens(tokens, denoiser, split), desc
+
+
+def _check_tokens(tokens: torch.Tensor, denoiser: Denoiser, split: str) -> torch.Tensor:
+    if tokens.dim() != 2:
+        raise RecoveryError(f"--{split}: token ids must have shape [N, L], got {tuple(tokens.shape)}")
+    if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+        raise RecoveryError(f"--{split}: token ids must be integers, got {tokens.dtype}")
+    if tokens.shape[0] == 0:
+        raise RecoveryError(f"--{split}: no examples")
+    if tokens.shape[1] != denoiser.seq_len:
+        raise RecoveryError(f"--{split}: sequences have length {tokens.shape[1]}, the model expects "
+                            f"{denoiser.seq_len}")
+    tokens = tokens.long()
+    if int(tokens.min()) < 0 or int(tokens.max()) >= denoiser.vocab_size:
+        raise RecoveryError(f"--{split}: token ids outside [0, {denoiser.vocab_size}) (vocabulary mismatch)")
+    return tokens.contiguous()
+
+
+# ----------------------------------------------------------------------------------- measurement
+@torch.no_grad()
+def recover_tokens(denoiser: Denoiser, x0: torch.Tensor, t0: float, steps: int, seed: int, split: str = "x",
+                   batch_size: int = DEFAULT_BATCH_SIZE, final: str = "ancestral",
+                   posterior_dtype: torch.dtype = torch.float64, task=None) -> dict[str, torch.Tensor]:
+    """Corrupt x0 [N, L] at t0, run the reverse process, evaluate the final-state entropy.
+
+    → {"x_t", "x_final": [N, L] int64, "entropy": [N, L] float32} on the CPU."""
+    device = denoiser.device
+    xs_t, xs_final, entropies = [], [], []
+    key = repr(float(t0))
+    for b, start in enumerate(range(0, x0.shape[0], batch_size)):
+        batch = x0[start:start + batch_size]
+        g_cpu = torch.Generator().manual_seed(derive_seed(seed, "corrupt", split, key, b))
+        alpha = denoiser.schedule.alpha(torch.full((batch.shape[0],), float(t0), dtype=torch.float64))
+        x_t = D.corrupt(batch, alpha, denoiser.vocab_size, generator=g_cpu)
+        g_dev = make_generator(derive_seed(seed, "reverse", split, key, b), device)
+        on_step = (lambda: task.advance(1)) if task is not None else None
+        x_final = reverse_process(denoiser, x_t, float(t0), steps, greedy=False, final=final, generator=g_dev,
+                                  posterior_dtype=posterior_dtype, on_step=on_step)
+        log_probs = denoiser(x_final, torch.full((batch.shape[0],), D.T_MIN))
+        entropies.append(D.entropy(log_probs).float().cpu())
+        xs_t.append(x_t.cpu())
+        xs_final.append(x_final.cpu())
+        if task is not None:
+            task.advance(2)
+    return {"x_t": torch.cat(xs_t), "x_final": torch.cat(xs_final), "entropy": torch.cat(entropies)}
+
+
+def _as_denoiser(checkpoint_or_denoiser, weights, device) -> Denoiser:
+    if isinstance(checkpoint_or_denoiser, Denoiser):
+        if device is not None:
+            checkpoint_or_denoiser.to(device)
+        return checkpoint_or_denoiser
+    from .adapters import load
+
+    return load(checkpoint_or_denoiser, weights=weights, device=device)
+
+
+def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n: int = DEFAULT_N,
+            steps_per_unit: int = DEFAULT_STEPS_PER_UNIT, seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE,
+            weights: str | None = None, device: str | None = None, show_progress: bool | None = None,
+            final: str = "ancestral", posterior_dtype: str = "float64",
+            bootstrap_resamples: int = BOOTSTRAP_RESAMPLES, confidence: float = CONFIDENCE,
+            gap_memorizing: float = GAP_MEMORIZING, equivalence_margin: float = EQUIVALENCE_MARGIN,
+            recovery_floor: float = RECOVERY_FLOOR, min_corrupted_tokens: float = MIN_CORRUPTED_TOKENS
+            ) -> RecoveryResult:
+    """Token recovery of training vs held-out examples (the regime's ground truth).
+
+    checkpoint_or_denoiser: path, hub id or Denoiser. train/test: 'auto', a file, or token ids
+    (see `resolve_examples`). t0: corruption levels. n: examples per split (at most).
+    """
+    import time
+
+    started = time.perf_counter()
+    t0 = tuple(float(t) for t in ((t0,) if isinstance(t0, (int, float)) else t0))
+    denoiser = _as_denoiser(checkpoint_or_denoiser, weights, device)
+    settings = RecoverySettings(t0=t0, n=int(n), steps_per_unit=int(steps_per_unit), seed=int(seed),
+                                batch_size=int(batch_size), final=final, posterior_dtype=posterior_dtype,
+                                bootstrap_resamples=int(bootstrap_resamples), confidence=float(confidence),
+                                gap_memorizing=float(gap_memorizing), equivalence_margin=float(equivalence_margin),
+                                recovery_floor=float(recovery_floor),
+                                min_corrupted_tokens=float(min_corrupted_tokens), device=str(denoiser.device))
+    settings.validate()
+    p_dtype = torch.float64 if posterior_dtype == "float64" else torch.float32
+
+    examples, data = {}, {}
+    for split, spec in (("train", train), ("test", test)):
+        examples[split], data[split] = resolve_examples(spec, denoiser, split, settings.n, settings.seed)
+        data[split]["n_used"] = int(examples[split].shape[0])
+
+    cols: dict[str, list] = {}
+    total = sum(((examples[s].shape[0] + batch_size - 1) // batch_size) * (steps_for(t, steps_per_unit) + 2)
+                for s in SPLITS for t in t0)
+    with progress_bar("recovery", total=total, enabled=show_progress) as task:
+        for split in SPLITS:
+            x0 = examples[split]
+            for t in t0:
+                steps = steps_for(t, settings.steps_per_unit)
+                out = recover_tokens(denoiser, x0, t, steps, settings.seed, split=split, batch_size=batch_size,
+                                     final=final, posterior_dtype=p_dtype, task=task)
+                m = sequence_metrics(x0, out["x_t"], out["x_final"], out["entropy"])
+                k = x0.shape[0]
+                part = {"split": [split] * k, "t0": np.full(k, t), "example_id": np.arange(k),
+                        "steps": np.full(k, steps), "x0": x0.numpy(), "x_t": out["x_t"].numpy(),
+                        "x_final": out["x_final"].numpy(), **m}
+                for key, value in part.items():
+                    cols.setdefault(key, []).append(value)
+    rows = {k: (sum(v, []) if isinstance(v[0], list) else np.concatenate(v)) for k, v in cols.items()}
+    if not np.isfinite(rows["entropy_mean"]).all():
+        raise FloatingPointError("the model produced non-finite probabilities on recovered sequences")
+    if denoiser.tokenizer is not None:
+        for src, dst in (("x0", "original_text"), ("x_t", "corrupted_text"), ("x_final", "restored_text")):
+            rows[dst] = [denoiser.decode(r) for r in rows[src]]
+
+    summaries = summarize(rows, settings)
+    gaps = gap_table(rows, settings)
+    verdict, reason, explanation = decide(summaries, gaps, settings)
+    from .probe import _model_provenance
+
+    return RecoveryResult(verdict=verdict, reason=reason, explanation=explanation, settings=settings,
+                          model=_model_provenance(denoiser), data=_jsonable(data), rows=rows,
+                          summaries=summaries, gaps=gaps, timings={"total_s": time.perf_counter() - started})
+
+
+def _jsonable(o):
+    from .probe import _jsonable as j
+
+    return j(o)
+
+
+def summarize(rows: dict, settings: RecoverySettings) -> list[dict]:
+    """Per split × t0: means (NaN-skipping) with bootstrap CIs, token-pooled category entropies."""
+    out = []
+    split_arr = np.asarray(rows["split"])
+    for split in SPLITS:
+        for t in settings.t0:
+            sel = (split_arr == split) & np.isclose(rows["t0"], t)
+            if not sel.any():
+                continue
+            key = repr(float(t))
+            rec = rows["recovery_rate"][sel]
+            s = {"split": split, "t0": float(t), "steps": int(steps_for(t, settings.steps_per_unit)),
+                 "n": int(sel.sum()), "n_with_corruption": int((~np.isnan(rec)).sum()),
+                 "mean_corrupted_tokens": float(rows["n_corrupted"][sel].mean()),
+                 "mean_corrupted_fraction": float(rows["n_corrupted"][sel].mean() / rows["x0"].shape[1])}
+            for name in ("recovery_rate", "unstable_rate", "exact_match"):
+                values = np.asarray(rows[name][sel], dtype=np.float64)
+                s[name] = _nanmean(values)
+                s[f"{name}_ci"] = list(bootstrap_mean_ci(values, settings.bootstrap_resamples, settings.confidence,
+                                                         derive_seed(settings.seed, "bootstrap", split, key, name)))
+                s[f"{name}_std"] = float(np.nanstd(values)) if (~np.isnan(values)).any() else math.nan
+            s["entropy_mean"] = float(np.mean(rows["entropy_mean"][sel]))
+            for c in CATEGORIES:
+                count = int(rows[f"_count_{c}"][sel].sum())
+                s[f"entropy_{c}"] = float(rows[f"_entropy_sum_{c}"][sel].sum() / count) if count else math.nan
+                s[f"n_tokens_{c}"] = count
+            out.append(s)
+    return out
+
+
+def gap_table(rows: dict, settings: RecoverySettings) -> list[dict]:
+    """Per t0: train − test mean recovery rate and its bootstrap CI."""
+    split_arr = np.asarray(rows["split"])
+    out = []
+    for t in settings.t0:
+        at = np.isclose(rows["t0"], t)
+        tr = rows["recovery_rate"][at & (split_arr == "train")]
+        te = rows["recovery_rate"][at & (split_arr == "test")]
+        gap = _nanmean(tr) - _nanmean(te)
+        lo, hi = bootstrap_gap_ci(tr, te, settings.bootstrap_resamples, settings.confidence,
+                                  derive_seed(settings.seed, "gap", repr(float(t))))
+        out.append({"t0": float(t), "train": _nanmean(tr), "test": _nanmean(te), "gap": gap, "gap_ci": [lo, hi]})
+    return out
+
+
+def decide(summaries: list[dict], gaps: list[dict], settings: RecoverySettings) -> tuple[str, str, str]:
+    """The recovery verdict (module docstring): memorizing / generalizing / inconclusive."""
+    usable = [g for g in gaps if not math.isnan(g["gap"]) and not math.isnan(g["gap_ci"][0])]
+    corrupted = {}
+    for s in summaries:
+        if "t0" in s:
+            corrupted[s["t0"]] = min(corrupted.get(s["t0"], math.inf), s.get("mean_corrupted_tokens", math.inf))
+    enough = [g for g in usable if corrupted.get(g["t0"], math.inf) >= settings.min_corrupted_tokens]
+    usable = enough or sorted(usable, key=lambda g: g["t0"])[-1:]
+    if not usable:
+        return ("inconclusive", "no_corrupted_tokens",
+                "no sequence of one of the splits had a corrupted token at any t0; use more examples or larger t0")
+    mem = [g for g in usable if g["gap_ci"][0] > settings.gap_memorizing]
+    if mem:
+        g = max(mem, key=lambda g: g["gap_ci"][0])
+        return ("memorizing", "train_recovered_test_not",
+                f"at t0={g['t0']:g} training examples recover {g['train']:.0%} of corrupted tokens, held-out "
+                f"examples {g['test']:.0%} (gap CI [{g['gap_ci'][0]:.2f}, {g['gap_ci'][1]:.2f}] > "
+                f"{settings.gap_memorizing:g})")
+    used_t0 = {g["t0"] for g in usable}
+    means = [s["recovery_rate"] for s in summaries
+             if not math.isnan(s["recovery_rate"]) and s.get("t0", next(iter(used_t0))) in used_t0]
+    if means and max(means) < settings.recovery_floor:
+        return ("inconclusive", "low_recovery",
+                f"neither split recovers {settings.recovery_floor:.0%} of corrupted tokens at any t0 used "
+                f"(best {max(means):.1%}): the model restores almost nothing (undertrained?), so "
+                "train ≈ test is no evidence of generalization")
+    m = settings.equivalence_margin
+    if all(-m <= g["gap_ci"][0] and g["gap_ci"][1] <= m for g in usable):
+        worst = max(usable, key=lambda g: abs(g["gap"]))
+        return ("generalizing", "train_equals_test",
+                f"held-out examples recover as well as training examples at every t0 (largest gap "
+                f"{worst['gap']:+.3f} at t0={worst['t0']:g}, all CIs within ±{m:g})")
+    if all(abs(g["gap"]) <= m for g in usable):
+        return ("inconclusive", "ci_too_wide",
+                f"train and test recovery agree within ±{m:g} but the gap's CI is wider; use more examples (--n)")
+    g = max(usable, key=lambda g: g["gap"])
+    return ("inconclusive", "transition",
+            f"train − test recovery gap {g['gap']:+.2f} at t0={g['t0']:g} (CI [{g['gap_ci'][0]:.2f}, "
+            f"{g['gap_ci'][1]:.2f}]) lies between ±{m:g} and the memorizing threshold {settings.gap_memorizing:g}: "
+            "a model in the transition")

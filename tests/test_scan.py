@@ -1,0 +1,443 @@
+"""memaudit scan: the probe, the verdict on models of known regime, the rule, the CLI gate.
+
+The two reference models come from the session fixtures in conftest.py (trained once per session,
+or reused from $MEMAUDIT_TEST_CACHE). Scans use 64 samples and few sampler steps: the verdicts of
+the reference models agree from 16 steps on (docs/performance.md).
+"""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from memaudit.adapters import LoadError
+from memaudit.cli import app
+from memaudit.probe import ScanError, bootstrap_ci, derive_seed, find_duplicates, scan
+from memaudit.verdict import DEFAULT_RULE, Evidence, Rule, RuleError, gate_exit_code, load_rule
+
+N = 64          # samples per scan in these tests (the provisional rule's minimum)
+STEPS = 32      # sampler steps in these tests
+
+runner = CliRunner()
+
+
+# ------------------------------------------------------------------------------------ helpers
+def tiny_checkpoint(directory: Path, vocab: int = 16, length: int = 12, seed: int = 0, tokenizer=None,
+                    nan: bool = False) -> Path:
+    """A small randomly initialised native checkpoint (seconds to scan)."""
+    from memaudit.adapters.native import save_checkpoint
+    from memaudit.diffusion import LogLinearSchedule
+    from memaudit.model import DDiT, DDiTConfig
+
+    torch.manual_seed(seed)
+    model = DDiT(DDiTConfig(vocab_size=vocab, seq_len=length, hidden_size=32, cond_dim=16, n_blocks=1, n_heads=2))
+    with torch.no_grad():  # zero-initialised output layers would make x̂ exactly uniform
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape) * 0.3)
+        if nan:
+            model.blocks[0].attn_qkv.weight[0, 0] = float("nan")
+    save_checkpoint(directory, model, {"schedule": LogLinearSchedule().to_dict()}, tokenizer=tokenizer)
+    return directory
+
+
+def run_scan(*args, **kwargs):
+    return runner.invoke(app, ["scan", *map(str, args)], catch_exceptions=False, **kwargs)
+
+
+def evidence(**kw) -> Evidence:
+    base = dict(n_samples=256, mean_entropy=0.8, mean_entropy_ci=(0.78, 0.82), max_entropy=math.log(32),
+                near_zero_sample_fraction=0.0, near_zero_sample_fraction_ci=(0.0, 0.0), low_entropy_fraction=0.03,
+                duplicate_rate=0.0, fixed_point_fraction=0.25, t_eval=1e-5)
+    base.update(kw)
+    return Evidence(**base)
+
+
+@pytest.fixture(scope="session")
+def untrained_checkpoint(reference_root) -> Path:
+    """The generalizing reference run stopped after one optimizer step: x̂ is nearly uniform."""
+    from memaudit.reference import ensure_reference_model
+
+    return ensure_reference_model("generalizing", root=reference_root, steps=1, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def mem_result(memorizing_checkpoint):
+    return scan(memorizing_checkpoint, samples=N, steps=STEPS, seed=0, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def gen_result(generalizing_checkpoint):
+    return scan(generalizing_checkpoint, samples=N, steps=STEPS, seed=0, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    return tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt")
+
+
+# ------------------------------------------------------------------------- verdicts of known regimes
+def test_memorizing_reference_model_is_memorizing(mem_result):
+    r = mem_result
+    assert r.verdict == "memorizing", r.explanation
+    assert r.mean_entropy < 0.1
+    assert r.near_zero_sample_fraction > 0.8
+    assert r.duplicate_rate > 0.2            # samples are stored training sequences, repeated
+    assert r.fixed_point_fraction > 0.8
+
+
+def test_generalizing_reference_model_is_generalizing(gen_result):
+    r = gen_result
+    assert r.verdict == "generalizing", r.explanation
+    assert r.reason == "finite_entropy"
+    assert 0.3 < r.mean_entropy < 0.6 * math.log(32)
+    assert r.duplicate_rate == 0.0
+    lo, hi = r.mean_entropy_ci
+    assert lo <= r.mean_entropy <= hi
+
+
+def test_untrained_model_is_inconclusive_undertrained(untrained_checkpoint):
+    r = scan(untrained_checkpoint, samples=N, steps=8, seed=0, show_progress=False)
+    assert r.verdict == "inconclusive"
+    assert r.reason == "undertrained"
+    assert r.entropy_ratio > 0.9
+    assert "ln V" in r.explanation
+
+
+def test_generalizing_entropy_is_near_the_source_entropy(gen_result):
+    """The generalizing model's x̂ entropy on its own samples is close to the true conditional
+    entropy of the Markov source on the same samples (it learned the chain, not the examples)."""
+    from memaudit.data import load_corpus
+
+    true_h = load_corpus("synthetic").source.conditional_entropy(torch.from_numpy(gen_result.tokens))
+    true_mean = float(torch.nanmean(true_h))
+    assert abs(gen_result.mean_entropy - true_mean) < 0.5
+
+
+# --------------------------------------------------------------------------- result object / API
+def test_result_api(mem_result):
+    r = mem_result
+    n, length = r.tokens.shape
+    assert n == N and r.entropy.shape == (1, N, length) and r.entropy.dtype == np.float32
+    assert r.top1_prob.shape == r.entropy.shape
+    assert np.all(r.entropy >= -1e-6) and np.all(r.entropy <= math.log(32) + 1e-4)
+    df = r.to_pandas()
+    assert list(df.sample_id) == list(range(N))
+    assert df.mean_entropy.dtype == np.float32
+    assert np.allclose(df.mean_entropy, r.entropy[0].mean(axis=1), atol=1e-6)
+    assert df.is_duplicate.sum() == round(r.duplicate_rate * N)
+    tf = r.tokens_frame()
+    assert len(tf) == N * length and "t_eval" not in tf.columns
+    doc = r.summary()
+    for key in ("verdict", "reason", "mean_entropy", "mean_entropy_ci", "low_entropy_fraction",
+                "low_entropy_fraction_ci", "near_zero_sample_fraction_ci", "duplicate_rate", "fixed_point_fraction",
+                "n_samples", "rule", "checkpoint", "settings", "entropy_ratio"):
+        assert key in doc, key
+    assert doc["rule"]["status"] in ("provisional", "calibrated") and doc["rule"]["source"]
+    assert "timings" not in doc and "timings" in r.summary(include_timings=True)
+    json.dumps(doc)
+
+
+def test_package_exports_scan():
+    import memaudit
+
+    assert memaudit.scan is scan
+
+
+def test_scan_accepts_a_denoiser_and_is_deterministic(tiny_ckpt):
+    from memaudit import load
+
+    d = load(tiny_ckpt)
+    a = scan(d, samples=12, steps=4, seed=3, batch_size=5, show_progress=False, bootstrap_resamples=100)
+    b = scan(tiny_ckpt, samples=12, steps=4, seed=3, batch_size=5, show_progress=False, bootstrap_resamples=100)
+    assert np.array_equal(a.tokens, b.tokens) and np.array_equal(a.entropy, b.entropy)
+    assert a.stats == b.stats
+    c = scan(d, samples=12, steps=4, seed=4, batch_size=5, show_progress=False, bootstrap_resamples=100)
+    assert not np.array_equal(a.tokens, c.tokens)
+
+
+def test_profile_over_t(tiny_ckpt):
+    r = scan(tiny_ckpt, samples=8, steps=2, seed=0, t_profile=[0.1, 1e-5, 0.05], show_progress=False,
+             bootstrap_resamples=50)
+    assert r.t_values == [1e-5, 0.05, 0.1]
+    assert r.entropy.shape[0] == 3
+    assert [p["t"] for p in r.stats["profile"]] == r.t_values
+    tf = r.tokens_frame()
+    assert "t_eval" in tf.columns and len(tf) == 3 * 8 * 12
+    # the verdict always uses t_eval: the first profile point equals the primary statistics
+    assert r.stats["profile"][0]["mean_entropy"] == pytest.approx(r.mean_entropy)
+
+
+def test_too_few_samples_is_inconclusive(tiny_ckpt):
+    r = scan(tiny_ckpt, samples=8, steps=2, show_progress=False, bootstrap_resamples=50)
+    assert r.verdict == "inconclusive" and r.reason == "too_few_samples"
+
+
+def test_other_t_eval_than_the_rule_is_inconclusive(tiny_ckpt):
+    rule = load_rule()
+    r = scan(tiny_ckpt, samples=rule.min_samples, steps=2, t_eval=0.05, show_progress=False, bootstrap_resamples=50)
+    assert r.verdict == "inconclusive" and r.reason == "rule_mismatch"
+
+
+@pytest.mark.parametrize("kwargs", [dict(samples=0), dict(steps=0), dict(batch_size=0), dict(t_eval=0.0),
+                                    dict(t_profile=[2.0]), dict(final="nope")])
+def test_bad_settings_raise_scan_error(tiny_ckpt, kwargs):
+    with pytest.raises(ScanError):
+        scan(tiny_ckpt, **{"samples": 4, "steps": 1, "show_progress": False, **kwargs})
+
+
+# ------------------------------------------------------------------------------ statistics helpers
+def test_find_duplicates():
+    tokens = np.array([[1, 2], [3, 4], [1, 2], [1, 2], [3, 4], [5, 6]])
+    is_dup, dup_of = find_duplicates(tokens)
+    assert is_dup.tolist() == [False, False, True, True, True, False]
+    assert dup_of.tolist() == [-1, -1, 0, 0, 1, -1]
+
+
+def test_bootstrap_is_seeded_and_covers_the_mean():
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 0.5, size=400)
+    a = bootstrap_ci({"m": x}, 1000, 0.95, seed=7)
+    b = bootstrap_ci({"m": x}, 1000, 0.95, seed=7)
+    assert a == b
+    lo, hi = a["m"]
+    assert lo < x.mean() < hi
+    assert hi - lo == pytest.approx(2 * 1.96 * x.std() / math.sqrt(400), rel=0.15)
+    assert derive_seed(1, "eval", 0) != derive_seed(1, "eval", 1) != derive_seed(2, "eval", 0)
+
+
+# ------------------------------------------------------------------------------------------ rule
+def test_default_rule_file_is_valid_and_documented():
+    rule = load_rule()
+    raw = json.loads(DEFAULT_RULE.read_text())
+    assert raw["status"] == "provisional" == rule.status
+    for key in ("name", "version", "status", "statistics", "t_eval", "tau", "thresholds", "min_samples",
+                "undertrained", "source"):
+        assert key in raw, key
+    assert len(rule.source) > 100 and rule.sha256
+
+
+def test_rule_decisions():
+    rule = load_rule()
+    th, und = rule.thresholds, rule.undertrained
+    m_max, g_min = th["memorizing"]["mean_entropy_max"], th["generalizing"]["mean_entropy_min"]
+    assert rule.decide(evidence(mean_entropy=0.01, mean_entropy_ci=(0.0, 0.02), near_zero_sample_fraction=0.95,
+                                near_zero_sample_fraction_ci=(0.9, 1.0), duplicate_rate=0.8)).verdict == "memorizing"
+    assert rule.decide(evidence()).verdict == "generalizing"
+    d = rule.decide(evidence(mean_entropy=m_max, mean_entropy_ci=(m_max * 0.8, m_max * 1.2)))
+    assert (d.verdict, d.reason) == ("inconclusive", "ci_straddles_threshold")
+    d = rule.decide(evidence(mean_entropy=g_min, mean_entropy_ci=(g_min * 0.95, g_min * 1.05)))
+    assert (d.verdict, d.reason) == ("inconclusive", "ci_straddles_threshold")
+    mid = (m_max + g_min) / 2
+    d = rule.decide(evidence(mean_entropy=mid, mean_entropy_ci=(mid * 0.99, mid * 1.01)))
+    assert (d.verdict, d.reason) == ("inconclusive", "between_thresholds")
+    d = rule.decide(evidence(n_samples=rule.min_samples - 1))
+    assert (d.verdict, d.reason) == ("inconclusive", "too_few_samples")
+    d = rule.decide(evidence(t_eval=0.1))
+    assert (d.verdict, d.reason) == ("inconclusive", "rule_mismatch")
+    h = 0.99 * math.log(32)
+    d = rule.decide(evidence(mean_entropy=h, mean_entropy_ci=(h - 0.01, h + 0.005), fixed_point_fraction=1.0))
+    assert (d.verdict, d.reason) == ("inconclusive", "undertrained")
+    h = (und["entropy_ratio_soft"] + 0.01) * math.log(32)
+    d = rule.decide(evidence(mean_entropy=h, mean_entropy_ci=(h - 0.01, h + 0.01), fixed_point_fraction=0.0))
+    assert (d.verdict, d.reason) == ("inconclusive", "undertrained")
+    d = rule.decide(evidence(duplicate_rate=0.5))
+    assert (d.verdict, d.reason) == ("inconclusive", "conflicting_signals")
+    d = rule.decide(evidence(near_zero_sample_fraction=0.3, near_zero_sample_fraction_ci=(0.2, 0.4)))
+    assert (d.verdict, d.reason) == ("inconclusive", "conflicting_signals")
+    d = rule.decide(evidence(mean_entropy=0.4, mean_entropy_ci=(0.35, 0.45), near_zero_sample_fraction=0.7,
+                             near_zero_sample_fraction_ci=(0.6, 0.8)))
+    assert (d.verdict, d.reason) == ("memorizing", "near_zero_samples")
+
+
+def test_bad_rule_files(tmp_path):
+    with pytest.raises(RuleError):
+        Rule.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(RuleError):
+        Rule.load(tmp_path / "bad.json")
+    raw = json.loads(DEFAULT_RULE.read_text())
+    raw["thresholds"]["memorizing"]["mean_entropy_max"] = 10.0      # above the generalizing threshold
+    (tmp_path / "inconsistent.json").write_text(json.dumps(raw))
+    with pytest.raises(RuleError):
+        Rule.load(tmp_path / "inconsistent.json")
+    raw = json.loads(DEFAULT_RULE.read_text())
+    del raw["undertrained"]
+    with pytest.raises(RuleError):
+        load_rule(raw)
+
+
+def test_gate_exit_codes():
+    assert [gate_exit_code(v) for v in ("generalizing", "memorizing", "inconclusive")] == [0, 1, 3]
+    assert [gate_exit_code(v, fail_on="inconclusive") for v in ("generalizing", "memorizing", "inconclusive")] == [0, 1, 1]
+    for fail_on in ("memorizing", "inconclusive"):
+        assert {gate_exit_code(v, fail_on, exit_zero=True) for v in ("generalizing", "memorizing", "inconclusive")} == {0}
+    with pytest.raises(ValueError):
+        gate_exit_code("memorizing", fail_on="generalizing")
+
+
+# -------------------------------------------------------------------------------- CLI exit codes
+def test_cli_memorizing_exits_1_and_gate_options(memorizing_checkpoint):
+    args = [memorizing_checkpoint, "--samples", N, "--steps", 16]
+    assert run_scan(*args).exit_code == 1
+    assert run_scan(*args, "--fail-on", "inconclusive").exit_code == 1
+    assert run_scan(*args, "--exit-zero").exit_code == 0
+
+
+def test_cli_generalizing_exits_0(generalizing_checkpoint):
+    result = run_scan(generalizing_checkpoint, "--samples", N, "--steps", 16, "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["verdict"] == "generalizing"
+
+
+def test_cli_inconclusive_exits_3_or_1_with_fail_on_inconclusive(untrained_checkpoint):
+    args = [untrained_checkpoint, "--samples", N, "--steps", 4]
+    result = run_scan(*args)
+    assert result.exit_code == 3
+    assert "undertrained" in result.stderr
+    assert run_scan(*args, "--fail-on", "inconclusive").exit_code == 1
+    assert run_scan(*args, "--exit-zero").exit_code == 0
+
+
+@pytest.mark.parametrize("extra", [["--fail-on", "generalizing"], ["--samples", "0"], ["--weights", "fp8"],
+                                   ["--t-profile", "a,b"], ["--device", "tpu"], ["--steps", "-3"],
+                                   ["--no-such-option"]])
+def test_cli_usage_errors_exit_2(tiny_ckpt, extra):
+    result = runner.invoke(app, ["scan", str(tiny_ckpt), *extra])
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_bad_rule_file_exits_2(tiny_ckpt, tmp_path):
+    (tmp_path / "rule.json").write_text("[]")
+    result = run_scan(tiny_ckpt, "--rule", tmp_path / "rule.json", "--samples", 4, "--steps", 1)
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "rule" in result.stderr
+    assert run_scan(tiny_ckpt, "--rule", tmp_path / "nope.json").exit_code == 2
+
+
+def test_cli_out_is_a_file_exits_2(tiny_ckpt, tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert run_scan(tiny_ckpt, "--out", tmp_path / "file", "--samples", 4, "--steps", 1).exit_code == 2
+
+
+def _vocab_mismatch(path: Path) -> Path:
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    tok = Tokenizer(WordLevel({f"w{i}": i for i in range(5)}, unk_token="w0"))
+    return tiny_checkpoint(path, tokenizer=tok)
+
+
+def _truncated(path: Path) -> Path:
+    tiny_checkpoint(path)
+    f = path / "model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    return path
+
+
+def _no_config(path: Path) -> Path:
+    tiny_checkpoint(path)
+    (path / "config.json").unlink()
+    return path
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: p / "does-not-exist",
+    lambda p: (p / "empty").mkdir() or p / "empty",
+    lambda p: _no_config(p / "noconfig"),
+    lambda p: _truncated(p / "truncated"),
+    lambda p: _vocab_mismatch(p / "vocab"),
+    lambda p: tiny_checkpoint(p / "nan", nan=True),
+], ids=["missing", "empty-dir", "dir-without-config", "truncated-safetensors", "vocab-mismatch", "nan-weights"])
+def test_cli_bad_checkpoints_exit_4(tmp_path, make, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path = make(tmp_path)
+    out = tmp_path / "report"
+    result = run_scan(path, "--samples", 4, "--steps", 1, "--out", out, "--json")
+    assert result.exit_code == 4, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    assert result.stderr.strip().startswith("memaudit:") and result.stderr.strip().count("\n") == 0
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_vocab_mismatch_is_a_load_error(tmp_path):
+    from memaudit import load
+
+    with pytest.raises(LoadError, match="vocabulary mismatch"):
+        load(_vocab_mismatch(tmp_path / "v"))
+
+
+def test_cli_runtime_failure_exits_5_and_writes_nothing(tiny_ckpt, tmp_path, monkeypatch):
+    import memaudit.probe
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated failure in the sampler")
+
+    monkeypatch.setattr(memaudit.probe, "generate", broken)
+    out = tmp_path / "report"
+    result = run_scan(tiny_ckpt, "--samples", 4, "--steps", 1, "--out", out, "--exit-zero")
+    assert result.exit_code == 5                      # "could not check" is never 0, even with --exit-zero
+    assert "simulated failure" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_cli_json_is_exactly_one_document_on_stdout(tiny_ckpt, tmp_path):
+    """A real process: stdout holds one JSON document and nothing else; the table is on stderr."""
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, "-m", "memaudit.cli", "scan", str(tiny_ckpt), "--samples", "8",
+                           "--steps", "2", "--json", "--out", str(out), "--junit", str(out / "junit.xml"),
+                           "--summary-md", str(out / "summary.md")],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+                          env={**__import__("os").environ, "NO_COLOR": "1"})
+    assert proc.returncode == 3, proc.stderr           # 8 samples < min_samples → inconclusive
+    doc = json.loads(proc.stdout)                      # raises if anything else is on stdout
+    assert json.JSONDecoder().raw_decode(proc.stdout.strip())[1] == len(proc.stdout.strip())
+    assert doc["verdict"] == "inconclusive" and doc["reason"] == "too_few_samples"
+    for key in ("mean_entropy", "mean_entropy_ci", "low_entropy_fraction", "low_entropy_fraction_ci", "duplicate_rate",
+                "fixed_point_fraction", "n_samples", "rule", "checkpoint", "settings", "timings"):
+        assert key in doc, key
+    assert {"name", "status", "source"} <= set(doc["rule"])
+    assert "mean conditional entropy" in proc.stderr
+    assert {p.name for p in out.iterdir()} >= {"samples.parquet", "tokens.parquet", "summary.json", "junit.xml",
+                                               "summary.md"}
+
+
+# ------------------------------------------------------------------------------------------ demo
+@pytest.fixture()
+def demo_cache(tmp_path, reference_root, memorizing_checkpoint, generalizing_checkpoint, monkeypatch):
+    """MEMAUDIT_CACHE pointing at the session's reference models (so the demo trains nothing)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "reference").symlink_to(Path(reference_root).resolve(), target_is_directory=True)
+    monkeypatch.setenv("MEMAUDIT_CACHE", str(cache))
+    return cache
+
+
+def test_demo_shows_the_contrast_and_exits_0(demo_cache, tmp_path):
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--samples", str(N), "--steps", "16", "--out", str(out), "--json"],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is True
+    assert doc["models"]["memorizing"]["verdict"] == "memorizing"
+    assert doc["models"]["generalizing"]["verdict"] == "generalizing"
+    assert "training" not in result.stderr                      # reused, not retrained
+    for name in ("memorizing", "generalizing"):
+        assert (out / name / "summary.json").exists()
+
+
+def test_demo_exits_5_when_a_verdict_is_wrong(demo_cache, monkeypatch):
+    import memaudit.demo
+
+    monkeypatch.setattr(memaudit.demo, "EXPECTED", {"memorizing": "generalizing", "generalizing": "memorizing"})
+    result = runner.invoke(app, ["demo", "--samples", str(N), "--steps", "8"])
+    assert result.exit_code == 5
+    assert "known verdicts" in result.stderr

@@ -1,0 +1,214 @@
+"""The sweep (schedule, a 2-point mini-sweep on the reference models, resumption, parallel
+workers, the deadline) and the calibration (rule derivation from a table, --from-table)."""
+import json
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from memaudit.cli import app
+from memaudit.reference import REFERENCE_RUNS
+from memaudit.sweep import (SweepError, SweepSettings, auto_steps, parse_int_list, point_dir, steps_schedule,
+                            sweep)
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Nano models run faster on one thread (and a shared CI core makes two threads crawl)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+# Cheap evaluation settings for tests: few examples, one t0, short sampler.
+FAST = dict(t0=(0.25,), recover_n=32, steps_per_unit=40, scan_samples=32, scan_steps=16, t_profile=(0.05,),
+            device="cpu")
+
+
+# ------------------------------------------------------------------------------------- schedule
+def test_auto_schedule_grows_with_n_train_and_is_capped():
+    steps = [auto_steps(n) for n in (8, 64, 512, 4096, 65536)]
+    assert steps == sorted(steps) and steps[0] == 1000 and steps[-1] == 3000
+    assert steps_schedule("auto", (8, 64), cap=1500) == {8: 1000, 64: 1500}
+    assert steps_schedule("300", (8, 64)) == {8: 300, 64: 300}
+    knots = steps_schedule("8:1000,512:4000", (8, 64, 512, 4096))
+    assert knots[8] == 1000 and knots[512] == 4000 and knots[4096] == 4000 and 1000 < knots[64] < 4000
+    assert steps_schedule("auto", (8,), scale=0.5) == {8: 500}
+    for bad in ("abc", "8:x", "0"):
+        with pytest.raises(SweepError):
+            SweepSettings(sizes=(8,), steps=bad).validate()
+    with pytest.raises(SweepError):
+        parse_int_list("8,8")
+
+
+# -------------------------------------------------------------------------- 2-point mini-sweep
+def _reference_settings(**kw):
+    """Sweep settings whose points are exactly the reference runs (so their checkpoints are reused)."""
+    ref = REFERENCE_RUNS["memorizing"]
+    return SweepSettings(sizes=(32, 65536), data=ref.data, preset=ref.preset, steps=str(ref.steps),
+                         batch_size=ref.batch_size, lr=ref.lr, warmup=ref.warmup, ema_decay=ref.ema_decay,
+                         seed=ref.seed, **{**FAST, **kw})
+
+
+def test_mini_sweep_on_reference_models(tmp_path, memorizing_checkpoint, generalizing_checkpoint):
+    """Points pre-trained elsewhere are reused (no training); the memorizing point recovers its
+    training examples far better than held-out ones, and the sweep writes its table and plots."""
+    settings = _reference_settings()
+    for n, ckpt in ((32, memorizing_checkpoint), (65536, generalizing_checkpoint)):
+        shutil.copytree(ckpt, point_dir(tmp_path, n) / "checkpoint")
+    mtimes = {n: (point_dir(tmp_path, n) / "checkpoint" / "config.json").stat().st_mtime_ns for n in (32, 65536)}
+    result = sweep(settings, tmp_path, workers=1, show_progress=False)
+    assert not result.failed and sorted(result.ran) == [32, 65536]
+    for n in (32, 65536):
+        assert result.points[n]["trained_now"] is False
+        assert (point_dir(tmp_path, n) / "checkpoint" / "config.json").stat().st_mtime_ns == mtimes[n]
+    t = result.table
+    assert len(t) == 2 * 2 * 1                                            # sizes × splits × t0
+    rec = t.set_index(["n_train", "split"])["recovery_rate"]
+    assert rec[(32, "train")] >= 0.9 and rec[(32, "train")] - rec[(32, "test")] >= 0.4
+    assert abs(rec[(65536, "train")] - rec[(65536, "test")]) < 0.2
+    assert result.points[32]["recovery"]["verdict"] == "memorizing"
+    assert result.points[32]["train_copy_rate"] > 0.5                    # its samples are training sequences
+    for name in ("sweep.parquet", "sweep.json", "recovery.png", "entropy.png", "verdicts.png", "index.html"):
+        assert (tmp_path / name).is_file(), name
+    page = (tmp_path / "index.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "<img" in page and "src='recovery.png'" not in page
+    table = pd.read_parquet(tmp_path / "sweep.parquet")
+    assert {"scan_verdict", "scan_mean_entropy", "recovery_rate", "gap"} <= set(table.columns)
+
+    # Everything is finished now: a rerun reuses both points and trains nothing.
+    again = sweep(settings, tmp_path, workers=1, show_progress=False, plots=False)
+    assert sorted(again.reused) == [32, 65536] and again.ran == []
+
+
+def test_sweep_trains_in_parallel_and_resumes(tmp_path):
+    settings = SweepSettings(sizes=(4, 8), steps="3", batch_size=8, warmup=1, recover_n=8, steps_per_unit=8,
+                             scan_samples=8, scan_steps=4, t0=(0.5,), t_profile=(), device="cpu")
+    first = sweep(settings, tmp_path, workers=2, show_progress=False, plots=False)
+    assert not first.failed, first.failed
+    assert sorted(first.ran) == [4, 8] and all(first.points[n]["trained_now"] for n in (4, 8))
+    weights = {n: point_dir(tmp_path, n) / "checkpoint" / "model.safetensors" for n in (4, 8)}
+    mtimes = {n: p.stat().st_mtime_ns for n, p in weights.items()}
+
+    second = sweep(settings, tmp_path, workers=1, show_progress=False, plots=False)
+    assert sorted(second.reused) == [4, 8] and second.ran == []
+
+    # Results lost but checkpoint complete: re-evaluated, not retrained.
+    (point_dir(tmp_path, 8) / "point.json").unlink()
+    third = sweep(settings, tmp_path, workers=1, show_progress=False, plots=False)
+    assert third.ran == [8] and third.points[8]["trained_now"] is False
+    assert {n: p.stat().st_mtime_ns for n, p in weights.items()} == mtimes
+
+    # More steps for a point: training resumes from its checkpoint.
+    longer = SweepSettings(**{**settings.__dict__, "steps": "4:3,8:5"})
+    fourth = sweep(longer, tmp_path, workers=1, show_progress=False, plots=False)
+    assert fourth.ran == [8] and fourth.points[8]["training"]["steps_done"] == 5
+
+    # A checkpoint trained with other settings is never silently reused.
+    other = SweepSettings(**{**settings.__dict__, "lr": 1e-4})
+    with pytest.raises(SweepError, match="other settings"):
+        sweep(other, tmp_path, workers=1, show_progress=False, plots=False)
+
+
+def test_deadline_evaluates_cut_points_as_truncated(tmp_path):
+    settings = SweepSettings(sizes=(4, 8, 16), steps="100000", batch_size=8, warmup=1, recover_n=8,
+                             steps_per_unit=8, scan_samples=8, scan_steps=4, t0=(0.5,), t_profile=(), device="cpu")
+    result = sweep(settings, tmp_path, workers=2, show_progress=False, plots=False, deadline_s=15)
+    assert not result.failed, result.failed
+    assert result.skipped == [8] and sorted(result.points) == [4, 16]   # the third never started
+    cut = [n for n, p in result.points.items() if p["truncated"]]
+    assert cut, result.summary()
+    for n in cut:
+        assert 0 < result.points[n]["training"]["steps_done"] < 100000
+
+
+# ---------------------------------------------------------------------------------- calibration
+def _fake_row(data, preset, n, label, centre, rng, samples=128, vocab=32, dup=0.0, fp=0.9):
+    means = np.abs(rng.normal(centre, 0.1 * centre + 1e-4, size=samples))
+    dup_of = [-1] * samples
+    for i in range(1, int(dup * samples)):
+        dup_of[i] = 0
+    verdict = {"memorizing": "memorizing", "generalizing": "generalizing"}.get(label, "inconclusive")
+    reason = {"undertrained": "low_recovery", "transition": "transition"}.get(label, "x")
+    return {"data": data, "preset": preset, "n_train": n, "steps": 100, "truncated": False, "final_loss": 1.0,
+            "vocab_size": vocab, "seq_len": 32, "label": label, "recovery_verdict": verdict, "recovery_reason": reason,
+            "train_copy_rate": 0.0, "weights": "ema", "scan_steps": 64, "scan_seed": 0,
+            "t_values": [1e-5, 0.05], "sample_mean_entropy": [means.tolist(), (means + 0.1).tolist()],
+            "duplicate_of": dup_of, "is_fixed_point": [bool(i < fp * samples) for i in range(samples)],
+            "train_seconds": 1.0, "tokens_per_second": 1.0}
+
+
+def _fake_table():
+    rng = np.random.default_rng(0)
+    rows = []
+    for data in ("synthetic", "stdlib"):
+        for preset in ("nano", "micro"):
+            rows += [_fake_row(data, preset, 8, "memorizing", 0.01, rng, dup=0.8),
+                     _fake_row(data, preset, 64, "memorizing", 0.05, rng, dup=0.3),
+                     _fake_row(data, preset, 512, "transition", 0.35, rng),
+                     _fake_row(data, preset, 4096, "generalizing", 1.2, rng),
+                     _fake_row(data, preset, 32768, "generalizing", 1.5, rng),
+                     _fake_row(data, preset, 65536, "undertrained", 3.3, rng, fp=0.0)]
+    return rows
+
+
+def test_derived_rule_separates_the_regimes():
+    from memaudit.calibrate import derive_rule
+    from memaudit.verdict import Rule
+
+    rows = _fake_table()
+    rule, report = derive_rule(rows, source="test")
+    Rule.from_dict(rule)                                                   # a valid rule file
+    assert rule["status"] == "calibrated" and rule["source"] == "test" and rule["t_eval"] == 1e-5
+    assert report["score"]["wrong"] == 0
+    conf = report["confusion"]
+    assert conf["memorizing"]["memorizing"] == 8 and conf["generalizing"]["generalizing"] == 8
+    assert conf["transition"]["inconclusive"] == 4 and conf["undertrained"]["inconclusive"] == 4
+    m, g = rule["thresholds"]["memorizing"]["mean_entropy_max"], rule["thresholds"]["generalizing"]["mean_entropy_min"]
+    assert 0.06 < m < 0.3 < g < 1.1                                       # margins on both sides of the band
+    assert g / m > 2                                                      # an inconclusive band between them
+    assert 32 <= rule["min_samples"] <= 128
+
+
+def test_calibrate_from_table_cli(tmp_path):
+    from memaudit.calibrate import write_table
+
+    table = tmp_path / "calibration_table.parquet"
+    table.write_bytes(write_table(_fake_table(), None, {"command": "test"}))
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"out{k}"
+        r = runner.invoke(app, ["calibrate", "--from-table", str(table), "--out", str(out), "--json"])
+        assert r.exit_code == 0, r.output
+        doc = json.loads(r.stdout)
+        assert doc["score"]["wrong"] == 0
+        outs.append(out)
+    assert (outs[0] / "rule.json").read_bytes().replace(b"out0", b"out1") == (outs[1] / "rule.json").read_bytes()
+    rule = json.loads((outs[0] / "rule.json").read_text())
+    assert "--from-table" in rule["source"] and "sha256" in rule["source"]
+    report = json.loads((outs[0] / "calibration.json").read_text())
+    assert set(report["leave_one_sweep_out"]) == {"synthetic·nano", "synthetic·micro", "stdlib·nano", "stdlib·micro"}
+    r = runner.invoke(app, ["calibrate", "--from-table", str(tmp_path / "missing.parquet"), "--out", str(tmp_path)])
+    assert r.exit_code == 2
+
+
+def test_scan_verdicts_of_a_sweep_follow_the_rule(tmp_path):
+    """current_scan_decision re-judges stored statistics with another rule (t_eval / τ too)."""
+    from memaudit.sweep import current_scan_decision
+    from memaudit.verdict import load_rule
+
+    row = _fake_row("synthetic", "nano", 8, "memorizing", 0.001, np.random.default_rng(1))
+    point = {"scan": {"stats": {"t_eval": 0.123, "tau": 9.0}, "t_values": row["t_values"], "seed": 0, "steps": 64,
+                      "bootstrap_resamples": 1000, "confidence": 0.95},
+             "samples": {"mean_entropy": row["sample_mean_entropy"], "duplicate_of": row["duplicate_of"],
+                         "is_fixed_point": row["is_fixed_point"]}, "vocab_size": 32, "settings": {"seed": 0}}
+    assert math.isclose(load_rule().t_eval, 1e-5)                       # measured, though not at 0.123
+    verdict, reason = current_scan_decision(point)
+    assert verdict == "memorizing", (verdict, reason)
