@@ -217,7 +217,8 @@ def bench_model(label: str, denoiser, args, rule) -> dict:
     print(f"\n== {label}  (V={denoiser.vocab_size}, L={denoiser.seq_len}, "
           f"{denoiser.model.num_parameters():,} parameters)", flush=True)
     started = time.perf_counter()
-    result = scan(denoiser, samples=args.samples, steps=args.steps, seed=args.seed, rule=rule, show_progress=False)
+    result = scan(denoiser, samples=args.samples, steps=args.steps, grid=args.grid, seed=args.seed, rule=rule,
+                  show_progress=False)
     scan_s = time.perf_counter() - started
     print(f"memaudit scan: {scan_s:.1f} s (sampling {result.timings['sampling_s']:.1f}, entropy "
           f"{result.timings['entropy_s']:.1f}, fixed points {result.timings['fixed_point_s']:.1f}; "
@@ -258,7 +259,7 @@ def steps_sweep(args, rule) -> None:
         rows = []
         for s in steps_list:
             started = time.perf_counter()
-            r = scan(d, samples=args.samples, steps=s, seed=args.seed, rule=rule, show_progress=False)
+            r = scan(d, samples=args.samples, steps=s, grid=args.grid, seed=args.seed, rule=rule, show_progress=False)
             rows.append((s, r, time.perf_counter() - started))
         ref = rows[-1][1].mean_entropy_ci
         print("| steps | mean entropy (nats, 95% CI) | inside the 1000-step interval | verdict | time (s) |")
@@ -283,6 +284,8 @@ def main() -> None:
     ap.add_argument("--reference-full", action="store_true",
                     help="with --reference-timed-steps: still run the full reference for its statistics")
     ap.add_argument("--steps", type=int, default=None, help="scan sampler steps (default: the scan's)")
+    ap.add_argument("--grid", choices=("linear", "quadratic"), default=None,
+                    help="scan sampler time grid (default: the scan's)")
     ap.add_argument("--steps-sweep", action="store_true", help="scan at 16…1000 sampler steps instead")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()

@@ -426,8 +426,10 @@ Could not check, never 0: 2 usage, 4 load failure/unsupported, 5 runtime.
 def scan_command(
     checkpoint: str = typer.Argument(..., help="Checkpoint directory, file or hub id."),
     samples: int = typer.Option(256, "--samples", help="Number of generated samples (the rule needs a minimum)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Reverse steps of the sampler (default: 64, chosen "
-                                        "by measurement, docs/performance.md)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Reverse steps of the sampler (default: 32 on the "
+                                        "quadratic grid, chosen by measurement, docs/performance.md)."),
+    grid: Optional[str] = typer.Option(None, "--grid", help="Time grid of the sampler: linear | quadratic "
+                                       "(default: quadratic)."),
     seed: int = typer.Option(0, "--seed", help="Seed of sampling, corruption and bootstrap."),
     t_eval: Optional[float] = typer.Option(None, "--t-eval", help="Time of the entropy evaluation (default: the "
                                            "rule's, 1e-5; another value gives 'inconclusive: rule_mismatch')."),
@@ -464,7 +466,8 @@ def scan_command(
         raise UsageError(f"--t-profile must be comma-separated numbers (got {t_profile!r})") from None
     try:
         decision_rule = load_rule(rule)
-        result = run_scan(checkpoint, samples=samples, steps=steps, seed=seed, t_eval=t_eval, batch_size=batch_size,
+        result = run_scan(checkpoint, samples=samples, steps=steps, grid=grid, seed=seed, t_eval=t_eval,
+                          batch_size=batch_size,
                           weights=weights, device=resolve_device(device), rule=decision_rule, t_profile=profile)
     except (ScanError, RuleError) as e:
         raise UsageError(str(e)) from None
