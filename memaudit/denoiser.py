@@ -66,6 +66,10 @@ class Denoiser:
         t = torch.as_tensor(t, dtype=torch.float32, device=device)
         if t.dim() == 0:
             t = t.expand(tokens.shape[0])
+        return self.log_probs(tokens, t)
+
+    def log_probs(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The family-specific part of __call__ (inputs already validated and on the device)."""
         logits = self.model(tokens, self.time_features(t))
         if self.output_vocab_slice is not None:
             logits = logits[..., : self.output_vocab_slice]

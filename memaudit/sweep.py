@@ -532,17 +532,9 @@ def _run_parallel(jobs, workers, view, started, deadline_s, grace_s, allow_trunc
                     running.pop(key)
                 break
             try:
-                kind, key, phase, info = messages.get(timeout=0.5)
-                key = tuple(key)
+                _handle(messages.get(timeout=0.5), view, finished, failed)
             except queue_mod.Empty:
-                kind = None
-            if kind == "phase":
-                view.phase(key, phase, **info)
-            elif kind == "done":
-                finished.add(key)
-            elif kind == "error":
-                failed[key] = phase
-                view.phase(key, "failed", error=phase)
+                pass
             if len(failed) >= min(FAIL_FAST, len(jobs)) and not finished:
                 first = next(iter(failed.values()))
                 raise SweepError(f"the first {len(failed)} points failed and none succeeded; stopping "
@@ -571,17 +563,22 @@ def _drain(messages, view, finished, failed) -> None:
 
     while True:
         try:
-            kind, key, phase, info = messages.get(timeout=0.2)
+            _handle(messages.get(timeout=0.2), view, finished, failed)
         except queue_mod.Empty:
             return
-        key = tuple(key)
-        if kind == "phase":
-            view.phase(key, phase, **info)
-        elif kind == "done":
-            finished.add(key)
-        elif kind == "error":
-            failed[key] = phase
-            view.phase(key, "failed", error=phase)
+
+
+def _handle(message, view, finished, failed) -> None:
+    """One worker message: a phase change, a finished point or a failure."""
+    kind, key, phase, info = message
+    key = tuple(key)
+    if kind == "phase":
+        view.phase(key, phase, **info)
+    elif kind == "done":
+        finished.add(key)
+    elif kind == "error":
+        failed[key] = phase
+        view.phase(key, "failed", error=phase)
 
 
 def load_points(out: Path, settings: SweepSettings, include_truncated: bool = False) -> dict[int, dict]:

@@ -193,3 +193,20 @@ def test_examples_compile():
     for path in EXAMPLES.rglob("*.py"):
         compile(path.read_text(encoding="utf-8"), str(path), "exec")
     assert sys.version_info >= (3, 10)
+
+
+def test_ci_runs_the_readme_commands():
+    """.ci/run must run exactly the README's system and test commands, nothing hidden."""
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text().splitlines()
+    ci_lines = [line for line in (root / ".ci" / "run").read_text().splitlines()
+                if line and not line.startswith("#")]
+
+    def command_after(marker: str) -> str:
+        index = readme.index(f"<!-- ci:{marker} -->")
+        assert readme[index + 1] == "```bash"
+        return readme[index + 2]
+
+    assert command_after("system") in ci_lines
+    assert command_after("test") in ci_lines
+    assert ci_lines[-1] == command_after("test")

@@ -55,15 +55,8 @@ def x0_log_probs_from_log_score(log_score: torch.Tensor, tokens: torch.Tensor, s
 class SEDDDenoiser(Denoiser):
     """A SEDD score network behind the Denoiser contract (x0 log-probabilities, see module doc)."""
 
-    @torch.inference_mode()
-    def __call__(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if tokens.dim() != 2:
-            raise ValueError(f"tokens must be [batch, length], got shape {tuple(tokens.shape)}")
+    def log_probs(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         device = self.device
-        tokens = tokens.to(device)
-        t = torch.as_tensor(t, dtype=torch.float32, device=device)
-        if t.dim() == 0:
-            t = t.expand(tokens.shape[0])
         sigma = self.schedule.sigma(t).to(device=device, dtype=torch.float32)
         return x0_log_probs_from_log_score(self.model(tokens, sigma), tokens, sigma, self.vocab_size)
 
