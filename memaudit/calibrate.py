@@ -8,7 +8,8 @@
    training-set sizes from a few sequences to far past the model's capacity.
 2. Ground truth per point = the token-recovery verdict (memaudit.recovery): memorizing,
    generalizing, "undertrained" (recovery below the floor in both splits) or "transition"
-   (any other inconclusive recovery result). The scan statistics of the same checkpoint are kept
+   (any other inconclusive recovery result, and partial memorization: a memorizing verdict whose
+   training recovery falls below FULL_RECALL at some t0 — see `ground_truth`). The scan statistics of the same checkpoint are kept
    per sample, at every candidate t_eval, in the calibration table (one row per point).
 3. The rule (memaudit.verdict's structure and decision order) is derived from the table alone,
    deterministically (`derive_rule`):
@@ -63,9 +64,20 @@ class CalibrationError(Exception):
     """Bad calibration settings or table (CLI exit code 2)."""
 
 
-def ground_truth(verdict: str, reason: str) -> str:
-    """The calibration label of a point from its recovery verdict."""
-    if verdict in ("memorizing", "generalizing"):
+# "Training examples recovered ≈ 100 %" (SPEC §2): a memorizing verdict counts as full
+# memorization only if every t0 of the recovery test, up to half the tokens replaced, restores at
+# least this share of the training tokens. Below it the training sequences are attractors with
+# small basins only: the model's samples from noise never reach them (docs/transition.md), so no
+# data-free probe can see the memorization, and the point belongs to the transition band.
+FULL_RECALL = 0.9
+
+
+def ground_truth(verdict: str, reason: str, train_recovery=()) -> str:
+    """The calibration label of a point from its recovery verdict (and training recovery per t0)."""
+    if verdict == "memorizing":
+        rates = [float(v) for v in train_recovery if v is not None and math.isfinite(float(v))]
+        return "transition" if rates and min(rates) < FULL_RECALL else "memorizing"
+    if verdict == "generalizing":
         return verdict
     return "undertrained" if reason == "low_recovery" else "transition"
 
@@ -75,6 +87,7 @@ def _point_record(point: dict) -> dict:
     """The per-sample arrays of a point.json document, in the calibration-table layout."""
     return {"t_values": point["scan"]["t_values"], "sample_mean_entropy": point["samples"]["mean_entropy"],
             "duplicate_of": point["samples"]["duplicate_of"], "is_fixed_point": point["samples"]["is_fixed_point"],
+            "fixed_point_distance": point["samples"].get("fixed_point_distance"),
             "vocab_size": point["vocab_size"], "scan_seed": point["scan"].get("seed", point["settings"]["seed"])}
 
 
@@ -98,8 +111,11 @@ def evidence_stats(rec: dict, t_eval: float, tau: float, resamples: int, confide
     h = np.asarray(rec["sample_mean_entropy"][idx], dtype=np.float64)
     dup = np.asarray(rec["duplicate_of"], dtype=np.int64)
     fp = np.asarray(rec["is_fixed_point"], dtype=bool)
+    # Tables written before the distance was recorded lack it: NaN switches its threshold off.
+    dist = rec.get("fixed_point_distance")
+    dist = np.full(fp.shape, np.nan) if dist is None else np.asarray(dist, dtype=np.float64)
     if k is not None:
-        h, dup, fp = h[:k], dup[:k], fp[:k]
+        h, dup, fp, dist = h[:k], dup[:k], fp[:k], dist[:k]
     near = (h < tau).astype(np.float64)
     ci = bootstrap_ci({"mean_entropy": h, "near_zero_sample_fraction": near}, resamples, confidence,
                       int(rec["scan_seed"]))
@@ -110,7 +126,8 @@ def evidence_stats(rec: dict, t_eval: float, tau: float, resamples: int, confide
             "near_zero_sample_fraction": float(near.mean()),
             "near_zero_sample_fraction_ci": ci["near_zero_sample_fraction"],
             "low_entropy_fraction": math.nan, "duplicate_rate": float((dup >= 0).mean()),
-            "fixed_point_fraction": float(fp.mean()), "t_eval": float(t_eval), "tau": float(tau)}
+            "fixed_point_fraction": float(fp.mean()), "mean_fixed_point_distance": float(dist.mean()),
+            "t_eval": float(t_eval), "tau": float(tau)}
 
 
 # ------------------------------------------------------------------------------- the calibration table
@@ -125,7 +142,8 @@ def table_rows(points: dict[int, dict], data: str, preset: str) -> list[dict]:
         row = {"data": data, "preset": preset, "n_train": int(n), "steps": p["training"].get("steps_done"),
                "truncated": bool(p.get("truncated", False)), "final_loss": p["training"].get("final_loss"),
                "vocab_size": int(p["vocab_size"]), "seq_len": int(p["seq_len"]),
-               "label": ground_truth(p["recovery"]["verdict"], p["recovery"]["reason"]),
+               "label": ground_truth(p["recovery"]["verdict"], p["recovery"]["reason"],
+                                     [g["train"] for g in p["recovery"]["gaps"]]),
                "recovery_verdict": p["recovery"]["verdict"], "recovery_reason": p["recovery"]["reason"],
                "train_copy_rate": float(p["train_copy_rate"]), "weights": p["weights"],
                "scan_steps": int(p["scan"]["steps"]), "scan_seed": int(rec["scan_seed"]),
@@ -133,6 +151,8 @@ def table_rows(points: dict[int, dict], data: str, preset: str) -> list[dict]:
                "sample_mean_entropy": [[float(v) for v in row] for row in rec["sample_mean_entropy"]],
                "duplicate_of": [int(v) for v in rec["duplicate_of"]],
                "is_fixed_point": [bool(v) for v in rec["is_fixed_point"]],
+               "fixed_point_distance": (None if rec["fixed_point_distance"] is None
+                                        else [float(v) for v in rec["fixed_point_distance"]]),
                "raw_scan_verdict": (p.get("scan_raw") or {}).get("verdict"),
                "raw_scan_mean_entropy": (p.get("scan_raw") or {}).get("mean_entropy"),
                "train_seconds": (p.get("timings") or {}).get("train_s"),
@@ -189,6 +209,7 @@ THRESHOLD_PATHS = {
     "mean_entropy_min": ("thresholds", "generalizing", "mean_entropy_min"),
     "near_zero_sample_fraction_max": ("thresholds", "generalizing", "near_zero_sample_fraction_max"),
     "duplicate_rate_max": ("thresholds", "generalizing", "duplicate_rate_max"),
+    "fixed_point_distance_max": ("thresholds", "generalizing", "fixed_point_distance_max"),
 }
 GEOMETRIC = {"mean_entropy_max", "mean_entropy_min"}
 
@@ -260,6 +281,8 @@ def _breakpoints(name: str, stats: list[dict]) -> list[float]:
         vals = [s["entropy_ratio"] for s in stats]
     elif name in ("near_zero_sample_fraction_min", "near_zero_sample_fraction_max"):
         vals = [v for s in stats for v in s["near_zero_sample_fraction_ci"]]
+    elif name == "fixed_point_distance_max":
+        vals = [s["mean_fixed_point_distance"] for s in stats]
     else:
         vals = [s["duplicate_rate"] for s in stats]
     vals = sorted(set(float(v) for v in vals if math.isfinite(v)))
@@ -268,7 +291,8 @@ def _breakpoints(name: str, stats: list[dict]) -> list[float]:
         return [vals[0] / 2] + vals + [vals[-1] * 2]
     vals = vals or [0.5]
     ends = [max(0.0, vals[0] - 0.01)] + vals + [min(1.0, vals[-1] + 0.01)]
-    if name in ("entropy_ratio_min", "entropy_ratio_soft", "near_zero_sample_fraction_min"):
+    if name in ("entropy_ratio_min", "entropy_ratio_soft", "near_zero_sample_fraction_min",
+                "fixed_point_distance_max"):
         ends.append(1.0)
     return sorted(set(ends))
 
@@ -292,8 +316,11 @@ def fit_thresholds(stats: list[dict], labels: list[str], base_rule: dict, passes
     if not _valid(rule):
         raise CalibrationError("the base rule's thresholds are inconsistent")
     evidence = [Evidence.from_stats(s) for s in stats]
-    order = ["entropy_ratio_min", "entropy_ratio_soft", "mean_entropy_max", "near_zero_sample_fraction_min",
-             "mean_entropy_min", "near_zero_sample_fraction_max", "duplicate_rate_max"]
+    # The stability bound comes first: fitted after the "undertrained" bounds, the search would have
+    # reached zero wrong verdicts by declaring generalizing points undertrained, a local optimum that
+    # no single threshold change can leave.
+    order = ["fixed_point_distance_max", "entropy_ratio_min", "entropy_ratio_soft", "mean_entropy_max",
+             "near_zero_sample_fraction_min", "mean_entropy_min", "near_zero_sample_fraction_max", "duplicate_rate_max"]
     cands = {name: _candidates(name, stats) for name in order}
 
     def objective(r):
@@ -360,7 +387,10 @@ def _round(x: float) -> float:
 def base_rule() -> dict:
     from .verdict import CALIBRATION_DIR
 
-    return json.loads((CALIBRATION_DIR / "provisional.json").read_text())
+    rule = json.loads((CALIBRATION_DIR / "provisional.json").read_text())
+    # The provisional rule has no stability criterion; the search starts from "off" (every share ≤ 1).
+    rule["thresholds"]["generalizing"].setdefault("fixed_point_distance_max", 1.0)
+    return rule
 
 
 def derive_rule(rows: list[dict], t_candidates=None, tau_candidates=TAU_CANDIDATES, resamples: int = 1000,
@@ -417,6 +447,7 @@ def derive_rule(rows: list[dict], t_candidates=None, tau_candidates=TAU_CANDIDAT
          "verdict": v, "reason": why, "mean_entropy": s["mean_entropy"], "mean_entropy_ci": s["mean_entropy_ci"],
          "entropy_ratio": s["entropy_ratio"], "near_zero_sample_fraction": s["near_zero_sample_fraction"],
          "duplicate_rate": s["duplicate_rate"], "fixed_point_fraction": s["fixed_point_fraction"],
+         "mean_fixed_point_distance": s["mean_fixed_point_distance"],
          "truncated": bool(r.get("truncated", False))}
         for r, s, (v, why) in zip(rows, stats, final_decisions)],
         "confusion": confusion(labels, final_decisions), "sample_count_curve": curve,
@@ -695,6 +726,7 @@ class CalibrationPlan:
     scan_steps: int | None = None
     seed: int = 0
     device: str = "cpu"
+    skip: tuple[str, ...] = ()        # 'source:preset' pairs of the cross product left out (CPU budgets)
 
     def sweeps(self):
         from .data import load_corpus
@@ -709,6 +741,8 @@ class CalibrationPlan:
                 cap = corpus.max_train
                 sizes = tuple(sorted({min(int(cap if s == "max" else s), cap or int(s)) for s in sizes}))
             for preset in self.presets:
+                if f"{source}:{preset}" in self.skip:
+                    continue
                 out.append(SweepSettings(
                     sizes=tuple(int(s) for s in sizes), data=source, preset=preset, steps="auto",
                     steps_scale=self.steps_scale, steps_cap=self.text_cap if text else self.synthetic_cap,
@@ -793,4 +827,11 @@ def plan_from_options(sources, presets, synthetic_sizes, text_sizes, **kw) -> Ca
         plan = replace(plan, synthetic_sizes=tuple(synthetic_sizes))
     if text_sizes:
         plan = replace(plan, text_sizes=tuple(text_sizes))
+    pairs = {f"{s}:{p}" for s in plan.sources for p in plan.presets}
+    unknown = [k for k in plan.skip if k not in pairs]
+    if unknown:
+        raise CalibrationError(f"--skip {','.join(unknown)}: not a source:preset pair of this plan "
+                               f"({', '.join(sorted(pairs))})")
+    if len(pairs - set(plan.skip)) == 0:
+        raise CalibrationError("--skip leaves no sweep to run")
     return plan

@@ -40,6 +40,7 @@ KEY_STATISTICS: tuple[tuple[str, str, str, str], ...] = (
     ("near_zero_sample_fraction", "samples with mean H < τ", "", "{:.1%}"),
     ("duplicate_rate", "duplicate samples", "", "{:.1%}"),
     ("fixed_point_fraction", "samples that are fixed points", "", "{:.1%}"),
+    ("mean_fixed_point_distance", "tokens the greedy dynamics changes", "", "{:.1%}"),
     ("mean_top1_prob", "mean top-1 probability", "", "{:.3g}"),
     ("max_entropy", "ln V (entropy of a uniform guess)", "nats", "{:.4g}"),
 )

@@ -341,6 +341,8 @@ def calibrate_command(
     work: Optional[Path] = typer.Option(None, "--work", help="Sweep directories (checkpoints; default: the cache)."),
     sources: str = typer.Option("synthetic,stdlib", help="Data sources, comma-separated (≥ 1 synthetic, ≥ 1 text)."),
     presets: str = typer.Option("nano,micro", help="Model presets, comma-separated."),
+    skip: str = typer.Option("", help="source:preset sweeps of the sources × presets plan to leave out, "
+                             "comma-separated (e.g. stdlib:micro)."),
     synthetic_sizes: str = typer.Option("8,32,128,512,2048,8192,32768,131072", "--synthetic-sizes"),
     text_sizes: str = typer.Option("8,32,128,512,2048,max", "--text-sizes", help="'max' = the whole training pool."),
     steps_scale: float = typer.Option(1.0, "--steps-scale"),
@@ -372,6 +374,8 @@ def calibrate_command(
                 "--text-sizes", text_sizes, "--steps-scale", f"{steps_scale:g}", "--synthetic-cap", str(synthetic_cap),
                 "--text-cap", str(text_cap), "--recover-n", str(recover_n), "--steps-per-unit", str(steps_per_unit),
                 "--samples", str(samples), "--seed", str(seed), "--workers", str(workers), "--device", device]
+        if skip:
+            argv += ["--skip", skip]
         if scan_steps is not None:
             argv += ["--scan-steps", str(scan_steps)]
         if deadline is not None:
@@ -388,7 +392,8 @@ def calibrate_command(
                 parse_int_list(synthetic_sizes, "--synthetic-sizes"),
                 tuple(s if s == "max" else int(s) for s in text), steps_scale=steps_scale,
                 synthetic_cap=synthetic_cap, text_cap=text_cap, recover_n=recover_n, steps_per_unit=steps_per_unit,
-                scan_samples=samples, scan_steps=scan_steps, seed=seed, device=resolve_device(device))
+                scan_samples=samples, scan_steps=scan_steps, seed=seed, device=resolve_device(device),
+                skip=tuple(k for k in skip.split(",") if k))
             result = run_calibration(plan, out, work or default_cache_dir() / "calibration", workers=workers,
                                      deadline_s=deadline, command=command, log=log)
     except (CalibrationError, SweepError, RuleError, ValueError) as e:
@@ -512,6 +517,7 @@ def print_scan_summary(result, out: Optional[Path] = None) -> None:
     table.add_row("duplicate samples", f"{result.duplicate_rate:.1%}", "")
     table.add_row(f"fixed points (greedy, t={s.fixed_point_t:g}, {s.fixed_point_steps} steps)",
                   f"{result.fixed_point_fraction:.1%}", "")
+    table.add_row("… tokens the greedy dynamics changes (mean)", f"{result.mean_fixed_point_distance:.1%}", "")
     for p in result.stats.get("profile", [])[1:]:
         table.add_row(f"mean entropy at t={p['t']:g}", f"{p['mean_entropy']:.4f}", "")
     console.print(table)

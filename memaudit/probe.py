@@ -135,6 +135,7 @@ class ScanResult:
     is_duplicate: np.ndarray               # [N] bool: equal to an earlier sample
     duplicate_of: np.ndarray               # [N] int64: id of the first equal sample, −1 if none
     is_fixed_point: np.ndarray             # [N] bool
+    fixed_point_distance: np.ndarray       # [N] float32: share of tokens the greedy dynamics changes
     stats: dict                            # the summary statistics (see `summarize`)
     timings: dict = field(default_factory=dict)   # seconds; never written to report files
     decode: Any = field(default=None, repr=False)  # ids → text (the model's tokenizer), for report.html
@@ -251,14 +252,15 @@ def evaluate_entropy(denoiser: Denoiser, tokens: torch.Tensor, t: float, seed: i
 
 
 @torch.no_grad()
-def fixed_points(denoiser: Denoiser, tokens: torch.Tensor, t_start: float = FIXED_POINT_T,
-                 steps: int = FIXED_POINT_STEPS, batch_size: int = DEFAULT_BATCH_SIZE,
-                 posterior_dtype: torch.dtype = torch.float64, task=None) -> torch.Tensor:
-    """Whether each clean sequence is returned unchanged by the greedy reverse dynamics.
+def fixed_point_distance(denoiser: Denoiser, tokens: torch.Tensor, t_start: float = FIXED_POINT_T,
+                         steps: int = FIXED_POINT_STEPS, batch_size: int = DEFAULT_BATCH_SIZE,
+                         posterior_dtype: torch.dtype = torch.float64, task=None) -> torch.Tensor:
+    """How far each clean sequence is from being a fixed point of the greedy reverse dynamics:
+    the share of its tokens that the dynamics changes (0 = a fixed point).
 
     The clean sequence is placed at t_start (no corruption, as in the reference fixed-point
     evaluation) and run through `steps` argmax-of-posterior steps and the argmax of the α_s = 1
-    posterior. Deterministic. tokens [N, L] → [N] bool (CPU).
+    posterior. Deterministic. tokens [N, L] → [N] float32 (CPU).
     """
     schedule = denoiser.schedule
     grid = time_grid(t_start, steps)
@@ -279,8 +281,13 @@ def fixed_points(denoiser: Denoiser, tokens: torch.Tensor, t_start: float = FIXE
         x = D.final_posterior(x, probs, schedule.alpha(t_last).expand(b).to(x.device)).argmax(-1)
         if task is not None:
             task.advance(1)
-        out.append((x == x0).all(dim=1).cpu())
+        out.append((x != x0).float().mean(dim=1).cpu())
     return torch.cat(out)
+
+
+def fixed_points(denoiser: Denoiser, tokens: torch.Tensor, **kw) -> torch.Tensor:
+    """Whether each clean sequence is returned unchanged by the greedy reverse dynamics. → [N] bool."""
+    return fixed_point_distance(denoiser, tokens, **kw) == 0
 
 
 def find_duplicates(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -322,7 +329,7 @@ def bootstrap_ci(per_sample: dict[str, np.ndarray], resamples: int, confidence: 
     return out
 
 
-def summarize(entropy: np.ndarray, top1: np.ndarray, is_duplicate: np.ndarray, is_fixed_point: np.ndarray,
+def summarize(entropy: np.ndarray, top1: np.ndarray, is_duplicate: np.ndarray, fixed_point_dist: np.ndarray,
               vocab_size: int, settings: ScanSettings, t_values: list[float]) -> dict:
     """Summary statistics of the primary evaluation (entropy[0]) with bootstrap CIs."""
     h = entropy[0].astype(np.float64)                     # [N, L]
@@ -351,7 +358,8 @@ def summarize(entropy: np.ndarray, top1: np.ndarray, is_duplicate: np.ndarray, i
         "sample_entropy_quantiles": {k: float(v) for k, v in zip(("p05", "p25", "p50", "p75", "p95"), quantiles)},
         "mean_top1_prob": float(top1[0].astype(np.float64).mean()),
         "duplicate_rate": float(is_duplicate.mean()),
-        "fixed_point_fraction": float(is_fixed_point.mean()),
+        "fixed_point_fraction": float((fixed_point_dist == 0).mean()),
+        "mean_fixed_point_distance": float(fixed_point_dist.astype(np.float64).mean()),
         "tau": settings.tau,
         "t_eval": settings.t_eval,
     }
@@ -423,8 +431,8 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                      for k, t in enumerate(t_values)]
         timings["entropy_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        fixed = fixed_points(denoiser, tokens, settings.fixed_point_t, settings.fixed_point_steps,
-                             batch_size=settings.batch_size, posterior_dtype=p_dtype, task=task)
+        fp_dist = fixed_point_distance(denoiser, tokens, settings.fixed_point_t, settings.fixed_point_steps,
+                                       batch_size=settings.batch_size, posterior_dtype=p_dtype, task=task).numpy()
     timings["fixed_point_s"] = time.perf_counter() - t0
 
     entropy = torch.stack([e for e, _ in evaluated]).numpy()
@@ -433,8 +441,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
         raise FloatingPointError("the model produced non-finite probabilities on its own samples")
     tokens_np = tokens.numpy()
     is_dup, dup_of = find_duplicates(tokens_np)
-    is_fp = fixed.numpy()
-    stats = summarize(entropy, top1, is_dup, is_fp, denoiser.vocab_size, settings, t_values)
+    stats = summarize(entropy, top1, is_dup, fp_dist, denoiser.vocab_size, settings, t_values)
     decision = rule.decide(Evidence.from_stats(stats, steps=settings.steps))
     texts = [denoiser.decode(row) for row in tokens_np] if denoiser.tokenizer is not None else [None] * len(tokens_np)
     model = _model_provenance(denoiser)
@@ -442,7 +449,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     return ScanResult(verdict=decision.verdict, reason=decision.reason, explanation=decision.explanation,
                       settings=settings, rule=rule, model=model, tokens=tokens_np, t_values=t_values,
                       entropy=entropy, top1_prob=top1, texts=texts, is_duplicate=is_dup, duplicate_of=dup_of,
-                      is_fixed_point=is_fp, stats=stats, timings=timings,
+                      is_fixed_point=fp_dist == 0, fixed_point_distance=fp_dist, stats=stats, timings=timings,
                       decode=denoiser.decode if denoiser.tokenizer is not None else None)
 
 

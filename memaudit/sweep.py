@@ -45,7 +45,7 @@ AUTO_EXPONENT = 1 / 3
 AUTO_CAP = 3000
 DEFAULT_T_PROFILE = (0.01, 0.05, 0.1, 0.25)
 PRIMARY_T0 = 0.25
-POINT_FORMAT = 1
+POINT_FORMAT = 2
 FAIL_FAST = 3   # this many failures before any success stop a parallel sweep: something is broken
 
 
@@ -320,6 +320,7 @@ def run_point(settings: SweepSettings, out: Path, n: int, report=None, allow_tru
         "samples": {"mean_entropy": [[round(float(v), 7) for v in row] for row in sample_means],
                     "duplicate_of": [int(v) for v in sc.duplicate_of],
                     "is_fixed_point": [bool(v) for v in sc.is_fixed_point],
+                    "fixed_point_distance": [round(float(v), 6) for v in sc.fixed_point_distance],
                     "is_train_copy": [bool(v) for v in train_copy]},
         "train_copy_rate": float(train_copy.mean()),
         "scan_raw": raw_scan,

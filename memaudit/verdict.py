@@ -17,6 +17,9 @@ Rule file fields
     thresholds.generalizing.near_zero_sample_fraction_max   upper CI bound of the share below this,
     thresholds.generalizing.duplicate_rate_max        and at most this share of repeated samples
                                                       → generalizing (unless undertrained)
+    thresholds.generalizing.fixed_point_distance_max  optional: and the samples' mean distance from
+                                                      fixed points of the greedy dynamics (share of
+                                                      tokens it changes) at most this
     undertrained.entropy_ratio_min                    H̄ / ln V lower CI bound at or above this →
                                                       undertrained, whatever else
     undertrained.entropy_ratio_soft                   H̄ / ln V at or above this …
@@ -32,8 +35,10 @@ Decision, in order (the first that applies):
     4. memorizing by mean entropy or by the near-zero sample share
                                                       → memorizing, reason "low_entropy"
                                                         (or "near_zero_samples")
-    5. generalizing by mean entropy and near-zero share and duplicates
-                                                      → generalizing, reason "finite_entropy"
+    5. generalizing by mean entropy and near-zero share and duplicates, with samples close to
+       fixed points of the model's own dynamics       → generalizing, reason "finite_entropy"
+                                                        (samples far from them: inconclusive,
+                                                        reason "unstable_samples")
     6. otherwise (a CI straddles a threshold, lies between the two regimes' thresholds, or the
        signals disagree)                              → inconclusive, reason "ci_straddles_threshold",
                                                         "between_thresholds" or "conflicting_signals"
@@ -72,6 +77,7 @@ class Evidence:
     fixed_point_fraction: float
     t_eval: float
     steps: int | None = None
+    fixed_point_distance: float = math.nan   # mean share of tokens the greedy dynamics changes
 
     @classmethod
     def from_stats(cls, stats: dict, steps: int | None = None) -> "Evidence":
@@ -82,7 +88,8 @@ class Evidence:
                    low_entropy_fraction=float(stats["low_entropy_fraction"]),
                    duplicate_rate=float(stats["duplicate_rate"]),
                    fixed_point_fraction=float(stats["fixed_point_fraction"]),
-                   t_eval=float(stats["t_eval"]), steps=steps)
+                   t_eval=float(stats["t_eval"]), steps=steps,
+                   fixed_point_distance=float(stats.get("mean_fixed_point_distance", math.nan)))
 
     @property
     def entropy_ratio(self) -> float:
@@ -135,7 +142,8 @@ class Rule:
             numbers = [th_m["mean_entropy_max"], th_m["near_zero_sample_fraction_min"],
                        th_g["mean_entropy_min"], th_g["near_zero_sample_fraction_max"], th_g["duplicate_rate_max"],
                        rule.undertrained["entropy_ratio_min"], rule.undertrained["entropy_ratio_soft"],
-                       rule.undertrained["fixed_point_fraction_max"]]
+                       rule.undertrained["fixed_point_fraction_max"],
+                       th_g.get("fixed_point_distance_max", 0.0)]
         except (KeyError, TypeError, ValueError) as e:
             raise RuleError(f"{origin}: missing or invalid field {e}") from None
         if rule.status not in STATUSES:
@@ -213,6 +221,14 @@ class Rule:
         gen_by_mean = h_lo > th_g["mean_entropy_min"]
         gen_by_share = f_hi < th_g["near_zero_sample_fraction_max"]
         few_dups = ev.duplicate_rate <= th_g["duplicate_rate_max"]
+        stable_max = th_g.get("fixed_point_distance_max")
+        if gen_by_mean and gen_by_share and few_dups and stable_max is not None \
+                and ev.fixed_point_distance > stable_max:
+            return Decision("inconclusive", "unstable_samples",
+                            f"mean entropy {fmt(ev.mean_entropy)} nats looks generalizing, but the model's greedy "
+                            f"dynamics changes {ev.fixed_point_distance:.0%} of the tokens of its own samples "
+                            f"(> {stable_max:.0%}): its samples are not stable states of the model, as in models "
+                            "partway to memorizing; `memaudit recover` with training data decides")
         if gen_by_mean and gen_by_share and few_dups:
             return Decision("generalizing", "finite_entropy",
                             f"mean entropy {fmt(ev.mean_entropy)} nats, CI [{fmt(h_lo)}, {fmt(h_hi)}] above "

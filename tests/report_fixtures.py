@@ -45,11 +45,11 @@ def fake_scan_result(n: int = 40, length: int = 24, vocab: int = 64, seed: int =
     entropy[0, k:, :3] = 0.001                              # a few low-entropy tokens elsewhere
     top1 = np.exp(-entropy).astype(np.float32)
     is_dup, dup_of = find_duplicates(tokens)
-    is_fp = rng.random(n) < 0.5
+    fp_distance = np.where(rng.random(n) < 0.5, 0.0, rng.random(n) * 0.5).astype(np.float32)
     rule = load_rule(TEST_RULE)
     settings = ScanSettings(samples=n, steps=8, seed=seed, t_eval=rule.t_eval, tau=rule.tau, bootstrap_resamples=200,
                             confidence=rule.confidence)
-    stats = summarize(entropy, top1, is_dup, is_fp, vocab, settings, [settings.t_eval])
+    stats = summarize(entropy, top1, is_dup, fp_distance, vocab, settings, [settings.t_eval])
     decision = rule.decide(Evidence.from_stats(stats, steps=settings.steps))
     text_list = [(HOSTILE_TEXT + " " + toy_decode(row)) if texts else None for row in tokens]
     model = {"checkpoint": "runs/<fake> & model", "family": "memaudit", "weights": "ema", "vocab_size": vocab,
@@ -58,7 +58,7 @@ def fake_scan_result(n: int = 40, length: int = 24, vocab: int = 64, seed: int =
     return ScanResult(verdict=decision.verdict, reason=decision.reason, explanation=decision.explanation,
                       settings=settings, rule=rule, model=model, tokens=tokens, t_values=[settings.t_eval],
                       entropy=entropy, top1_prob=top1, texts=text_list, is_duplicate=is_dup, duplicate_of=dup_of,
-                      is_fixed_point=is_fp, stats=stats)
+                      is_fixed_point=fp_distance == 0, fixed_point_distance=fp_distance, stats=stats)
 
 
 def fake_scan_dir(out: Path, **kwargs) -> Path:

@@ -88,6 +88,21 @@ def test_memorizing_reference_model_is_memorizing(mem_result):
     assert r.near_zero_sample_fraction > 0.8
     assert r.duplicate_rate > 0.2            # samples are stored training sequences, repeated
     assert r.fixed_point_fraction > 0.8
+    assert r.mean_fixed_point_distance < 0.05
+
+
+def test_fixed_point_distance_is_the_share_of_changed_tokens(mem_result, gen_result):
+    for r in (mem_result, gen_result):
+        d = r.fixed_point_distance
+        assert d.shape == (r.n_samples,) and d.dtype == np.float32
+        assert ((d >= 0) & (d <= 1)).all()
+        assert ((d == 0) == r.is_fixed_point).all()
+        # a multiple of 1/L: a share of whole tokens
+        length = r.tokens.shape[1]
+        assert np.allclose(d * length, np.round(d * length), atol=1e-4)
+        assert math.isclose(r.mean_fixed_point_distance, float(d.astype(np.float64).mean()), rel_tol=1e-9)
+    # a generalizing model's samples are not all fixed points, and move more than a memorizer's
+    assert gen_result.mean_fixed_point_distance > mem_result.mean_fixed_point_distance
 
 
 def test_generalizing_reference_model_is_generalizing(gen_result):
@@ -252,6 +267,27 @@ def test_rule_decisions():
     d = rule.decide(evidence(mean_entropy=0.4, mean_entropy_ci=(0.35, 0.45), near_zero_sample_fraction=0.7,
                              near_zero_sample_fraction_ci=(0.6, 0.8)))
     assert (d.verdict, d.reason) == ("memorizing", "near_zero_samples")
+
+
+def test_unstable_samples_are_inconclusive_not_generalizing():
+    doc = json.loads(Path(DEFAULT_RULE).read_text())
+    doc["thresholds"]["generalizing"]["fixed_point_distance_max"] = 0.35
+    rule = Rule.from_dict(doc)
+    h = 0.8
+    d = rule.decide(evidence(mean_entropy=h, mean_entropy_ci=(h - 0.02, h + 0.02), fixed_point_distance=0.2))
+    assert (d.verdict, d.reason) == ("generalizing", "finite_entropy")
+    d = rule.decide(evidence(mean_entropy=h, mean_entropy_ci=(h - 0.02, h + 0.02), fixed_point_distance=0.45))
+    assert (d.verdict, d.reason) == ("inconclusive", "unstable_samples")
+    assert "45%" in d.explanation and "recover" in d.explanation
+    # unknown distance (statistics from before it was measured): the criterion does not apply
+    d = rule.decide(evidence(mean_entropy=h, mean_entropy_ci=(h - 0.02, h + 0.02)))
+    assert (d.verdict, d.reason) == ("generalizing", "finite_entropy")
+    # memorizing evidence is not affected
+    d = rule.decide(evidence(mean_entropy=0.01, mean_entropy_ci=(0.005, 0.02), fixed_point_distance=0.9))
+    assert d.verdict == "memorizing"
+    doc["thresholds"]["generalizing"]["fixed_point_distance_max"] = float("nan")
+    with pytest.raises(RuleError):
+        Rule.from_dict(doc)
 
 
 def test_bad_rule_files(tmp_path):

@@ -130,7 +130,7 @@ def test_deadline_evaluates_cut_points_as_truncated(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- calibration
-def _fake_row(data, preset, n, label, centre, rng, samples=128, vocab=32, dup=0.0, fp=0.9):
+def _fake_row(data, preset, n, label, centre, rng, samples=128, vocab=32, dup=0.0, fp=0.9, dist=None):
     means = np.abs(rng.normal(centre, 0.1 * centre + 1e-4, size=samples))
     dup_of = [-1] * samples
     for i in range(1, int(dup * samples)):
@@ -142,6 +142,7 @@ def _fake_row(data, preset, n, label, centre, rng, samples=128, vocab=32, dup=0.
             "train_copy_rate": 0.0, "weights": "ema", "scan_steps": 64, "scan_seed": 0,
             "t_values": [1e-5, 0.05], "sample_mean_entropy": [means.tolist(), (means + 0.1).tolist()],
             "duplicate_of": dup_of, "is_fixed_point": [bool(i < fp * samples) for i in range(samples)],
+            "fixed_point_distance": None if dist is None else np.clip(rng.normal(dist, 0.05, samples), 0, 1).tolist(),
             "train_seconds": 1.0, "tokens_per_second": 1.0}
 
 
@@ -175,6 +176,41 @@ def test_derived_rule_separates_the_regimes():
     assert 0.06 < m < 0.3 < g < 1.1                                       # margins on both sides of the band
     assert g / m > 2                                                      # an inconclusive band between them
     assert 32 <= rule["min_samples"] <= 128
+
+
+def test_ground_truth_labels():
+    from memaudit.calibrate import ground_truth
+
+    assert ground_truth("memorizing", "gap", [1.0, 1.0, 0.99, 0.95]) == "memorizing"
+    # training sequences restored from light corruption only: partial memorization, the band
+    assert ground_truth("memorizing", "gap", [1.0, 0.99, 0.96, 0.63]) == "transition"
+    assert ground_truth("memorizing", "gap", [1.0, float("nan")]) == "memorizing"
+    assert ground_truth("generalizing", "gap", [0.4, 0.3]) == "generalizing"
+    assert ground_truth("inconclusive", "low_recovery") == "undertrained"
+    assert ground_truth("inconclusive", "gap_straddles") == "transition"
+
+
+def test_derivation_uses_sample_stability_for_partial_memorizers():
+    """A partial memorizer whose samples have generalizing-like entropy but are far from fixed
+    points must come out inconclusive, the generalizing points still generalizing."""
+    from memaudit.calibrate import derive_rule, evidence_stats
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for data in ("synthetic", "stdlib"):
+        rows += [_fake_row(data, "nano", 8, "memorizing", 0.01, rng, dup=0.8, dist=0.0),
+                 _fake_row(data, "nano", 64, "transition", 0.9, rng, fp=0.03, dist=0.45),
+                 _fake_row(data, "nano", 4096, "generalizing", 1.0, rng, fp=0.2, dist=0.25),
+                 _fake_row(data, "nano", 65536, "generalizing", 1.1, rng, fp=0.2, dist=0.22)]
+    rule, report = derive_rule(rows, source="test")
+    assert report["score"] == {"wrong": 0, "correct": 6}
+    limit = rule["thresholds"]["generalizing"]["fixed_point_distance_max"]
+    assert 0.27 < limit < 0.43
+    partial = [d for d in report["decisions"] if d["n_train"] == 64]
+    assert {(d["verdict"], d["reason"]) for d in partial} == {("inconclusive", "unstable_samples")}
+    # tables from before the distance was recorded: NaN, the criterion stays off
+    old = dict(rows[2], fixed_point_distance=None)
+    assert math.isnan(evidence_stats(old, 1e-5, 0.1, 100, 0.95)["mean_fixed_point_distance"])
 
 
 def test_calibrate_from_table_cli(tmp_path):
