@@ -542,7 +542,7 @@ def report_markdown(rule: dict, report: dict) -> str:
              "## Rule", "",
              "| field | value |", "|---|---|",
              f"| name / status | {rule['name']} / {rule['status']} |",
-             f"| statistic | per-sample mean conditional entropy of x̂ on the model's own samples (nats) |",
+             "| statistic | per-sample mean conditional entropy of x̂ on the model's own samples (nats) |",
              f"| t_eval | {rule['t_eval']:g} |", f"| τ (near-zero) | {rule['tau']:g} nats |",
              f"| min_samples | {rule['min_samples']} |",
              f"| confidence / bootstrap | {rule['confidence']:g} / {rule['bootstrap_resamples']} resamples |",

@@ -512,7 +512,7 @@ def print_scan_summary(result, out: Optional[Path] = None) -> None:
     table.add_row("… relative to ln V", f"{result.entropy_ratio:.1%}", fmt_ci(result.entropy_ratio_ci, "{:.1%}"))
     table.add_row(f"tokens with H < τ={s.tau:g}", f"{result.low_entropy_fraction:.1%}",
                   fmt_ci(result.low_entropy_fraction_ci, "{:.1%}"))
-    table.add_row(f"samples with mean H < τ", f"{result.near_zero_sample_fraction:.1%}",
+    table.add_row("samples with mean H < τ", f"{result.near_zero_sample_fraction:.1%}",
                   fmt_ci(result.near_zero_sample_fraction_ci, "{:.1%}"))
     table.add_row("duplicate samples", f"{result.duplicate_rate:.1%}", "")
     table.add_row(f"fixed points (greedy, t={s.fixed_point_t:g}, {s.fixed_point_steps} steps)",

@@ -36,11 +36,11 @@ def run_demo(samples: int = 256, steps: int | None = None, seed: int = 0, out: s
     """Train or reuse the two reference models, scan both, optionally write both reports."""
     from .progress import console
     from .probe import scan
-    from .reference import _cached, ensure_reference_models
+    from .reference import ensure_reference_models, is_cached
 
     log = log or (lambda msg: console.print(msg, highlight=False, soft_wrap=True))
     names = list(EXPECTED)
-    missing = [n for n in names if not _cached(n, root)]
+    missing = [n for n in names if not is_cached(n, root)]
     if missing:
         log(f"training reference model(s) {', '.join(missing)} (nano preset, synthetic data; a few minutes "
             "on a CPU, cached afterwards)")

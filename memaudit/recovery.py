@@ -45,7 +45,6 @@ import math
 import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -53,6 +52,7 @@ import torch
 from . import __version__
 from . import diffusion as D
 from .denoiser import Denoiser
+from .probe import derive_seed
 from .progress import progress_bar
 from .sampling import make_generator, reverse_process
 
@@ -80,14 +80,6 @@ CATEGORIES = ("recovered", "stable", "unstable", "failed")
 
 class RecoveryError(Exception):
     """Bad recovery settings or data (CLI exit code 2)."""
-
-
-def derive_seed(seed: int, *stream: Any) -> int:
-    """A 63-bit seed for one named random stream (same construction as the scan's)."""
-    import hashlib
-
-    blob = repr((int(seed),) + tuple(stream)).encode()
-    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") >> 1
 
 
 def steps_for(t0: float, steps_per_unit: int) -> int:

@@ -62,7 +62,7 @@ def ensure_reference_models(names: list[str], root: str | Path | None = None, pa
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    missing = [n for n in names if not _cached(n, root, **overrides)]
+    missing = [n for n in names if not is_cached(n, root, **overrides)]
     workers = min(len(missing), os.cpu_count() or 1)
     if parallel and workers > 1:
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
@@ -79,7 +79,8 @@ def _train_single_threaded(name: str, root, overrides: dict) -> str:
     return str(ensure_reference_model(name, root, show_progress=False, **overrides))
 
 
-def _cached(name: str, root, **overrides) -> bool:
+def is_cached(name: str, root=None, **overrides) -> bool:
+    """Whether reference model `name` is trained and in the cache (no training)."""
     cfg = replace(REFERENCE_RUNS[name], **overrides)
     root = Path(root) if root is not None else cache_dir() / "reference"
     out = root / f"{name}-{run_key(cfg)}"
