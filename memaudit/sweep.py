@@ -666,6 +666,7 @@ def build_table(points: dict[int, dict], settings: SweepSettings, rule=None):
                 "scan_low_entropy_fraction": st["low_entropy_fraction"],
                 "scan_near_zero_sample_fraction": st["near_zero_sample_fraction"],
                 "scan_duplicate_rate": st["duplicate_rate"], "scan_fixed_point_fraction": st["fixed_point_fraction"],
+                "scan_mean_fixed_point_distance": st.get("mean_fixed_point_distance", math.nan),
                 "scan_t_eval": st["t_eval"], "scan_tau": st["tau"], "scan_samples": st["n_samples"],
                 "scan_train_copy_rate": p["train_copy_rate"],
                 "raw_scan_verdict": (p.get("scan_raw") or {}).get("verdict"),
@@ -844,7 +845,10 @@ def sweep_figures(table, title: str = "") -> dict[str, bytes]:
                        ("scan_near_zero_sample_fraction", "samples with mean H < τ"),
                        ("scan_duplicate_rate", "duplicate samples"),
                        ("scan_train_copy_rate", "samples = training sequence"),
-                       ("scan_fixed_point_fraction", "greedy fixed points")):
+                       ("scan_fixed_point_fraction", "greedy fixed points"),
+                       ("scan_mean_fixed_point_distance", "tokens the greedy dynamics changes")):
+        if col not in pts:
+            continue
         a2.plot(pts["n_train"], pts[col], "o-", label=label)
     a2.set_xscale("log")
     a2.set_ylim(-0.03, 1.03)
