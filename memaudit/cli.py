@@ -448,8 +448,9 @@ def scan_command(
     weights: Optional[str] = typer.Option(None, "--weights", help="ema | raw (default: ema when present)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     batch_size: int = typer.Option(128, "--batch-size", help="Sequences per network call."),
-    rule: Optional[Path] = typer.Option(None, "--rule", help="Decision rule file (default: "
-                                        "memaudit/calibration/provisional.json)."),
+    rule: Optional[Path] = typer.Option(None, "--rule", help="Decision rule file (default: the "
+                                        "calibrated memaudit/calibration/rule.json; provisional.json "
+                                        "where it is absent)."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Also write a JUnit XML file (test case "
                                          "'memorization gate')."),
     summary_md: Optional[Path] = typer.Option(None, "--summary-md", help="Also write a Markdown summary "

@@ -394,7 +394,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     time grid, 'linear' or 'quadratic' (default DEFAULT_GRID, see memaudit.sampling.time_grid).
     t_eval: time of the entropy evaluation (default: the rule's, 1e-5). t_profile: extra times
     reported alongside (the verdict always uses t_eval). rule: a Rule, a path to a rule file, or
-    None for the default rule (memaudit/calibration/provisional.json until calibration lands).
+    None for the default rule (memaudit/calibration/rule.json; provisional.json where it is absent).
     """
     from .verdict import Evidence, load_rule
 
