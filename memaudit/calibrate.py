@@ -448,12 +448,19 @@ def derive_rule(rows: list[dict], t_candidates=None, tau_candidates=TAU_CANDIDAT
          "entropy_ratio": s["entropy_ratio"], "near_zero_sample_fraction": s["near_zero_sample_fraction"],
          "duplicate_rate": s["duplicate_rate"], "fixed_point_fraction": s["fixed_point_fraction"],
          "mean_fixed_point_distance": s["mean_fixed_point_distance"],
+         "train_recovery": _recovery_list(r, "train"), "test_recovery": _recovery_list(r, "test"),
          "truncated": bool(r.get("truncated", False))}
         for r, s, (v, why) in zip(rows, stats, final_decisions)],
         "confusion": confusion(labels, final_decisions), "sample_count_curve": curve,
         "score": dict(zip(("wrong", "correct"), score(final_decisions, labels)))}
     assert decisions is not None
     return rule, report
+
+
+def _recovery_list(row: dict, split: str) -> list[float]:
+    """A table row's recovery rates of one split, in t0 order."""
+    keys = sorted((float(k.split("@")[1]), k) for k in row if k.startswith(f"{split}_recovery@"))
+    return [row[k] for _, k in keys]
 
 
 def _margin(stats, labels, rule) -> float:
@@ -549,7 +556,9 @@ def report_markdown(rule: dict, report: dict) -> str:
              f"| memorizing | mean-entropy CI upper bound < {th_m['mean_entropy_max']:g}, or share of samples with "
              f"mean H < τ: CI lower bound > {th_m['near_zero_sample_fraction_min']:g} |",
              f"| generalizing | mean-entropy CI lower bound > {th_g['mean_entropy_min']:g}, near-zero share CI upper "
-             f"bound < {th_g['near_zero_sample_fraction_max']:g}, duplicates ≤ {th_g['duplicate_rate_max']:g} |",
+             f"bound < {th_g['near_zero_sample_fraction_max']:g}, duplicates ≤ {th_g['duplicate_rate_max']:g}"
+             + (f", mean distance from fixed points ≤ {th_g['fixed_point_distance_max']:g} (else inconclusive: "
+                "unstable_samples)" if th_g.get("fixed_point_distance_max", 1.0) < 1.0 else "") + " |",
              f"| undertrained (inconclusive) | H̄/ln V CI lower bound ≥ {und['entropy_ratio_min']:g}, or H̄/ln V ≥ "
              f"{und['entropy_ratio_soft']:g} with fixed points < {und['fixed_point_fraction_max']:g} |",
              "", "## Confusion (recovery ground truth × scan verdict)", "", confusion_markdown(report["confusion"]),
@@ -567,16 +576,18 @@ def report_markdown(rule: dict, report: dict) -> str:
     lines += ["## Sample count", "", "| samples per point | wrong | correct |", "|---|---|---|"]
     lines += [f"| {c['samples']} | {c['wrong']} | {c['correct']} |" for c in report["sample_count_curve"]]
     lines += ["", "## Points", "",
-              "| data | preset | n_train | ground truth | scan | reason | mean H (95% CI) | H/ln V | near-zero | dup "
-              "| fixed pts |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| data | preset | n_train | ground truth | train recovery (t0 = 0.05 … 0.5) | test recovery | scan "
+              "| reason | mean H (95% CI) | H/ln V | near-zero | dup | fixed pts | fixed-pt distance |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for d in sorted(report["decisions"], key=lambda d: (d["data"], d["preset"], d["n_train"])):
         lo, hi = d["mean_entropy_ci"]
         flag = " (cut)" if d.get("truncated") else ""
-        lines.append(f"| {d['data']} | {d['preset']} | {d['n_train']}{flag} | {d['label']} | {d['verdict']} | "
+        rates = " | ".join("/".join("–" if v is None else f"{v:.2f}" for v in d.get(k) or []) or "–"
+                           for k in ("train_recovery", "test_recovery"))
+        lines.append(f"| {d['data']} | {d['preset']} | {d['n_train']}{flag} | {d['label']} | {rates} | {d['verdict']} | "
                      f"{d['reason']} | {d['mean_entropy']:.3g} [{lo:.3g}, {hi:.3g}] | {d['entropy_ratio']:.2f} | "
                      f"{d['near_zero_sample_fraction']:.2f} | {d['duplicate_rate']:.2f} | "
-                     f"{d['fixed_point_fraction']:.2f} |")
+                     f"{d['fixed_point_fraction']:.2f} | {d.get('mean_fixed_point_distance', math.nan):.3f} |")
     return "\n".join(lines) + "\n"
 
 
