@@ -348,6 +348,19 @@ def fit_thresholds(stats: list[dict], labels: list[str], base_rule: dict, passes
     # keeps a margin of its own instead of leaning on the other.
     alternative = {"mean_entropy_max": ("near_zero_sample_fraction_min", 1.0),
                    "near_zero_sample_fraction_min": ("mean_entropy_max", 1e-9)}
+    # Where another criterion decides every point, the mean-entropy bounds change no decision over a
+    # wide interval, and its middle can fall below the memorizers' own entropies. When mean entropy
+    # separates the clear classes by itself, keep both bounds between them: above every memorizing
+    # point's CI, below every generalizing point's (the thirds of that gap, if that scores the same).
+    clear_band = _clear_entropy_band(stats, labels)
+    if clear_band is not None:
+        lo, hi = clear_band
+        trial = _set(_set(rule, "mean_entropy_max", _round(lo ** (2 / 3) * hi ** (1 / 3))),
+                     "mean_entropy_min", _round(lo ** (1 / 3) * hi ** (2 / 3)))
+        if _valid(trial) and objective(trial) == best:
+            rule = trial
+        else:
+            clear_band = None
     for name in order * margin_passes:
         current = _get(rule, name)
         base = rule
@@ -360,6 +373,8 @@ def fit_thresholds(stats: list[dict], labels: list[str], base_rule: dict, passes
         if name in COUPLED:
             bp = sorted(set(bp + [_get(rule, COUPLED[name])]))
         bp = sorted(set(bp + [current]))
+        if clear_band is not None and name in GEOMETRIC:
+            bp = sorted({v for v in bp if clear_band[0] <= v <= clear_band[1]} | set(clear_band))
         gaps = list(zip(bp, bp[1:]))
         good = []
         for a, b in gaps:
@@ -378,6 +393,17 @@ def fit_thresholds(stats: list[dict], labels: list[str], base_rule: dict, passes
         if _valid(trial) and objective(trial) == best:
             rule = trial
     return rule, (best[0], -best[1])
+
+
+def _clear_entropy_band(stats: list[dict], labels: list[str]) -> tuple[float, float] | None:
+    """(highest CI upper bound of a memorizing point, lowest CI lower bound of a generalizing
+    point) when the first lies below the second; else None."""
+    mem = [s["mean_entropy_ci"][1] for s, label in zip(stats, labels) if label == "memorizing"]
+    gen = [s["mean_entropy_ci"][0] for s, label in zip(stats, labels) if label == "generalizing"]
+    if not mem or not gen:
+        return None
+    lo, hi = max(max(mem), 1e-6), min(gen)
+    return (lo, hi) if lo < hi else None
 
 
 def _round(x: float) -> float:

@@ -90,7 +90,7 @@ def test_provenance_blob(result, tmp_path, ckpt):
         assert sampler["steps"] == 3 and sampler["final"] == "greedy" and sampler["batch_size"] == 8
         assert sampler["posterior_dtype"] == "float64"
         assert meta["seeds"]["seed"] == 1
-        assert meta["t_eval"] == 1e-5 and meta["tau"] == result.settings.tau
+        assert meta["t_eval"] == result.settings.t_eval and meta["tau"] == result.settings.tau
         assert {"name", "status", "source", "sha256"} <= set(meta["rule"])
         blob = json.dumps(meta)
         assert str(tmp_path) not in blob          # no report path in the provenance

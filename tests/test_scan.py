@@ -52,7 +52,7 @@ def run_scan(*args, **kwargs):
 def evidence(**kw) -> Evidence:
     base = dict(n_samples=256, mean_entropy=0.8, mean_entropy_ci=(0.78, 0.82), max_entropy=math.log(32),
                 near_zero_sample_fraction=0.0, near_zero_sample_fraction_ci=(0.0, 0.0), low_entropy_fraction=0.03,
-                duplicate_rate=0.0, fixed_point_fraction=0.25, t_eval=1e-5)
+                duplicate_rate=0.0, fixed_point_fraction=0.25, t_eval=load_rule().t_eval)
     base.update(kw)
     return Evidence(**base)
 
@@ -176,13 +176,15 @@ def test_scan_accepts_a_denoiser_and_is_deterministic(tiny_ckpt):
 
 
 def test_profile_over_t(tiny_ckpt):
+    t_eval = load_rule().t_eval
     r = scan(tiny_ckpt, samples=8, steps=2, seed=0, t_profile=[0.1, 1e-5, 0.05], show_progress=False,
              bootstrap_resamples=50)
-    assert r.t_values == [1e-5, 0.05, 0.1]
-    assert r.entropy.shape[0] == 3
+    assert r.t_values == [t_eval] + sorted({0.1, 1e-5, 0.05} - {t_eval})  # t_eval first, the rest in order
+    k = len(r.t_values)
+    assert r.entropy.shape[0] == k
     assert [p["t"] for p in r.stats["profile"]] == r.t_values
     tf = r.tokens_frame()
-    assert "t_eval" in tf.columns and len(tf) == 3 * 8 * 12
+    assert "t_eval" in tf.columns and len(tf) == k * 8 * 12
     # the verdict always uses t_eval: the first profile point equals the primary statistics
     assert r.stats["profile"][0]["mean_entropy"] == pytest.approx(r.mean_entropy)
 
@@ -194,7 +196,8 @@ def test_too_few_samples_is_inconclusive(tiny_ckpt):
 
 def test_other_t_eval_than_the_rule_is_inconclusive(tiny_ckpt):
     rule = load_rule()
-    r = scan(tiny_ckpt, samples=rule.min_samples, steps=2, t_eval=0.05, show_progress=False, bootstrap_resamples=50)
+    other = 0.1 if rule.t_eval != 0.1 else 0.05
+    r = scan(tiny_ckpt, samples=rule.min_samples, steps=2, t_eval=other, show_progress=False, bootstrap_resamples=50)
     assert r.verdict == "inconclusive" and r.reason == "rule_mismatch"
 
 
@@ -256,7 +259,7 @@ def test_rule_decisions():
     assert (d.verdict, d.reason) == ("inconclusive", "between_thresholds")
     d = rule.decide(evidence(n_samples=rule.min_samples - 1))
     assert (d.verdict, d.reason) == ("inconclusive", "too_few_samples")
-    d = rule.decide(evidence(t_eval=0.1))
+    d = rule.decide(evidence(t_eval=rule.t_eval * 2))
     assert (d.verdict, d.reason) == ("inconclusive", "rule_mismatch")
     h = 0.99 * math.log(32)
     d = rule.decide(evidence(mean_entropy=h, mean_entropy_ci=(h - 0.01, h + 0.005), fixed_point_fraction=1.0))
@@ -264,12 +267,16 @@ def test_rule_decisions():
     h = (und["entropy_ratio_soft"] + 0.01) * math.log(32)
     d = rule.decide(evidence(mean_entropy=h, mean_entropy_ci=(h - 0.01, h + 0.01), fixed_point_fraction=0.0))
     assert (d.verdict, d.reason) == ("inconclusive", "undertrained")
-    d = rule.decide(evidence(duplicate_rate=0.5))
+    d = rule.decide(evidence(duplicate_rate=min(1.0, th["generalizing"]["duplicate_rate_max"] + 0.05)))
     assert (d.verdict, d.reason) == ("inconclusive", "conflicting_signals")
-    d = rule.decide(evidence(near_zero_sample_fraction=0.3, near_zero_sample_fraction_ci=(0.2, 0.4)))
+    nz_m, nz_g = th["memorizing"]["near_zero_sample_fraction_min"], th["generalizing"]["near_zero_sample_fraction_max"]
+    ci = (0.5 * nz_m, nz_g + 0.01)             # not clearly above the memorizing share, not clearly below the other
+    d = rule.decide(evidence(near_zero_sample_fraction=sum(ci) / 2, near_zero_sample_fraction_ci=ci))
     assert (d.verdict, d.reason) == ("inconclusive", "conflicting_signals")
-    d = rule.decide(evidence(mean_entropy=0.4, mean_entropy_ci=(0.35, 0.45), near_zero_sample_fraction=0.7,
-                             near_zero_sample_fraction_ci=(0.6, 0.8)))
+    h = max(0.4, 2 * m_max)
+    ci = (nz_m + 0.05, min(1.0, nz_m + 0.2))
+    d = rule.decide(evidence(mean_entropy=h, mean_entropy_ci=(0.9 * h, 1.1 * h), near_zero_sample_fraction=sum(ci) / 2,
+                             near_zero_sample_fraction_ci=ci))
     assert (d.verdict, d.reason) == ("memorizing", "near_zero_samples")
 
 
@@ -287,7 +294,8 @@ def test_unstable_samples_are_inconclusive_not_generalizing():
     d = rule.decide(evidence(mean_entropy=h, mean_entropy_ci=(h - 0.02, h + 0.02)))
     assert (d.verdict, d.reason) == ("generalizing", "finite_entropy")
     # memorizing evidence is not affected
-    d = rule.decide(evidence(mean_entropy=0.01, mean_entropy_ci=(0.005, 0.02), fixed_point_distance=0.9))
+    d = rule.decide(evidence(mean_entropy=0.01, mean_entropy_ci=(0.005, 0.02), near_zero_sample_fraction=1.0,
+                             near_zero_sample_fraction_ci=(1.0, 1.0), fixed_point_distance=0.9))
     assert d.verdict == "memorizing"
     doc["thresholds"]["generalizing"]["fixed_point_distance_max"] = float("nan")
     with pytest.raises(RuleError):
