@@ -437,7 +437,7 @@ def scan_command(
                                        "(default: quadratic)."),
     seed: int = typer.Option(0, "--seed", help="Seed of sampling, corruption and bootstrap."),
     t_eval: Optional[float] = typer.Option(None, "--t-eval", help="Time of the entropy evaluation (default: the "
-                                           "rule's, 1e-5; another value gives 'inconclusive: rule_mismatch')."),
+                                           "rule's: 0.05 for the calibrated rule; another value gives 'inconclusive: rule_mismatch')."),
     t_profile: str = typer.Option("", "--t-profile", help="Extra evaluation times reported alongside, e.g. "
                                   "0.05,0.1 (tokens.parquet gains a t_eval column)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the report files into this directory."),
