@@ -563,7 +563,10 @@ def demo_command(
     if not demo.ok:
         fail("the reference models did not get their known verdicts: "
              + ", ".join(f"{n}: {r.verdict} ({r.reason})" for n, r in demo.results.items()), EXIT_RUNTIME)
-    console.print("both reference models got their known verdicts", highlight=False)
+    rule = next(iter(demo.results.values())).rule
+    which = f"the {rule.status} rule" if rule.name == rule.status else f"rule {rule.name} ({rule.status})"
+    console.print(f"both reference models got their known verdicts under {which}; see docs/calibration.md",
+                  highlight=False)
 
 
 def main() -> None:

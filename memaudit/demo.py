@@ -70,12 +70,14 @@ def contrast_table(demo: DemoResult):
     rows = [
         ("verdict", [f"[bold]{r.verdict}[/] ({r.reason})" for r in res]),
         ("expected", list(EXPECTED.values())),
-        ("mean entropy (nats)", [f"{r.mean_entropy:.4f} {fmt_ci(r.mean_entropy_ci)}" for r in res]),
+        (f"mean entropy (nats, t={res[0].settings.t_eval:g})",
+         [f"{r.mean_entropy:.4f} {fmt_ci(r.mean_entropy_ci)}" for r in res]),
         ("… relative to ln V", [f"{r.entropy_ratio:.1%}" for r in res]),
-        ("tokens with H < τ", [f"{r.low_entropy_fraction:.1%}" for r in res]),
+        (f"tokens with H < τ={res[0].settings.tau:g}", [f"{r.low_entropy_fraction:.1%}" for r in res]),
         ("samples with mean H < τ", [f"{r.near_zero_sample_fraction:.1%}" for r in res]),
         ("duplicate samples", [f"{r.duplicate_rate:.1%}" for r in res]),
         ("fixed points", [f"{r.fixed_point_fraction:.1%}" for r in res]),
+        ("tokens the dynamics changes", [f"{r.mean_fixed_point_distance:.1%}" for r in res]),
         ("scan time", [f"{r.timings.get('total_s', float('nan')):.1f} s" for r in res]),
     ]
     for label, values in rows:
