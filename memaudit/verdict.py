@@ -1,8 +1,8 @@
 """The decision rule: scan statistics → memorizing / generalizing / inconclusive.
 
-A rule is data, not code: a JSON file under memaudit/calibration/ (provisional.json until the
-calibration work checks in calibrated rules next to it; `scan(rule=PATH)` / `--rule FILE` picks
-another). Every report names the rule, its status and where its numbers come from.
+A rule is data, not code: a JSON file under memaudit/calibration/ — rule.json, written by
+`memaudit calibrate` (docs/calibration.md), or the hand-set provisional.json where rule.json is
+absent; `scan(rule=PATH)` / `--rule FILE` picks another. Every report names the rule, its status and where its numbers come from.
 
 Rule file fields
 
