@@ -316,6 +316,8 @@ def sample_block(row, entropies: np.ndarray, tau: float, decode, copies: int = 1
         flags.append(f"duplicate of #{int(dup)}" if dup is not None and not _isnan(dup) else "duplicate")
     if bool(row.get("is_fixed_point")):
         flags.append("fixed point")
+    elif row.get("fixed_point_distance") is not None and not _isnan(row["fixed_point_distance"]):
+        flags.append(f"{float(row['fixed_point_distance']):.0%} of tokens rewritten by the greedy dynamics")
     meta = (f"#{int(row['sample_id'])} · mean H = {float(row['mean_entropy']):.3g} nats · "
             f"{float(row['low_entropy_fraction']):.0%} of tokens below τ")
     if flags:

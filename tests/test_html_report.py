@@ -50,6 +50,7 @@ def test_report_has_every_part(memorizing_dir, memorizing_html):
     assert 'id="verdict"' in html and ">memorizing<" in html and "near_zero_samples" in html
     assert "Provisional rule" in html and "test-rule v1 (provisional)" in html
     assert "95% CI" in html and "mean conditional entropy H̄" in html and "nats" in html
+    assert "tokens the greedy dynamics changes" in html and "samples that are fixed points" in html
     assert "lowest-entropy distinct samples" in html and "generated 2 times" in html and 'class="tok id low"' in html
     assert "Provenance" in html and "model.files.model.safetensors" in html and "torch_version" in html
     imgs = [a for t, a in _tags(html) if t == "img"]
