@@ -30,3 +30,14 @@ def memorizing_checkpoint(reference_checkpoints) -> Path:
 @pytest.fixture(scope="session")
 def generalizing_checkpoint(reference_checkpoints) -> Path:
     return reference_checkpoints["generalizing"]
+
+
+@pytest.fixture()
+def single_thread():
+    """Nano models run faster on one thread (and a shared CI core makes two threads crawl)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -18,15 +18,7 @@ from memaudit.train import TrainConfig, train
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Nano models run faster on one thread (and a shared CI core makes two threads crawl)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # ------------------------------------------------------------------------------ hand-made cases

@@ -17,15 +17,7 @@ from memaudit.sweep import (SweepError, SweepSettings, auto_steps, parse_int_lis
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Nano models run faster on one thread (and a shared CI core makes two threads crawl)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 # Cheap evaluation settings for tests: few examples, one t0, short sampler.
 FAST = dict(t0=(0.25,), recover_n=32, steps_per_unit=40, scan_samples=32, scan_steps=16, t_profile=(0.05,),
