@@ -2,18 +2,20 @@
 
 Exit codes (README "Exit codes"):
     0 generalizing / success · 1 memorizing (gate failed) · 2 usage error · 3 inconclusive ·
-    4 checkpoint could not be resolved/loaded or unsupported family · 5 runtime failure
-Logs, tables and progress go to stderr; --json prints exactly one JSON document on stdout.
+    4 checkpoint could not be resolved/loaded or unsupported family · 5 runtime failure ·
+    130 interrupted
+Logs, tables and progress go to stderr; --json prints exactly one JSON document on stdout (nothing
+on failure). Every failure is one line on stderr, `memaudit: …`, usage errors included.
 """
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
 from .progress import console
 
@@ -23,14 +25,60 @@ EXIT_USAGE = 2
 EXIT_INCONCLUSIVE = 3
 EXIT_LOAD = 4
 EXIT_RUNTIME = 5
+EXIT_INTERRUPTED = 130
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Tell whether a uniform-state diffusion language model memorizes or generalizes.")
+# Seeds feed torch generators through derived streams (seed·100003 + batch); 32 bits keep every
+# derived seed inside the generator's 64-bit range.
+SEED_MAX = 2**32 - 1
+
+
+def one_line(text: object) -> str:
+    """Checkpoint- or user-derived text made safe for the one-line contract: no line breaks."""
+    return " ".join(str(text).replace("\r", "\n").split("\n")).strip()
+
+
+def emit_error(message: str) -> None:
+    """The single stderr line of a failure. The message is printed literally: paths, tensor names
+    and exception texts may contain Rich markup such as `[/]` or `[red]`."""
+    from rich.markup import escape
+
+    console.print(f"[bold red]memaudit:[/] {escape(one_line(message))}", highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int) -> None:
-    console.print(f"[bold red]memaudit:[/] {message}", highlight=False, soft_wrap=True)
+    emit_error(message)
     raise typer.Exit(code)
+
+
+class UsageError(Exception):
+    """A bad option value detected after parsing (exit code 2)."""
+
+
+class OutputError(Exception):
+    """stdout or a report location could not be written (exit code 5)."""
+
+
+def _exit_code_for(e: BaseException) -> tuple[str, int]:
+    """The one table from exceptions to (message, exit code)."""
+    from .adapters import LoadError
+    from .data import DataError
+    from .denoiser import NonFiniteOutput
+    from .train import TrainError
+
+    if isinstance(e, LoadError):
+        return str(e), EXIT_LOAD
+    if isinstance(e, (DataError, TrainError, UsageError)):
+        return str(e), EXIT_USAGE
+    if isinstance(e, NonFiniteOutput):
+        return f"runtime failure: {e}", EXIT_RUNTIME
+    if isinstance(e, OutputError):
+        return str(e), EXIT_RUNTIME
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted", EXIT_INTERRUPTED
+    if isinstance(e, MemoryError):
+        return "out of memory; lower --batch-size or --samples", EXIT_RUNTIME
+    text = str(e).splitlines()[0] if str(e) else ""
+    return f"runtime failure: {type(e).__name__}: {text}", EXIT_RUNTIME
 
 
 def cli_errors(func):
@@ -38,43 +86,92 @@ def cli_errors(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from .adapters import LoadError
-        from .data import DataError
-        from .train import TrainError
-
         try:
             return func(*args, **kwargs)
         except typer.Exit:
             raise
-        except LoadError as e:
-            fail(str(e), EXIT_LOAD)
-        except (DataError, TrainError, UsageError) as e:
-            fail(str(e), EXIT_USAGE)
-        except KeyboardInterrupt:
-            fail("interrupted", 130)
-        except MemoryError:
-            fail("out of memory; lower --batch-size or --samples", EXIT_RUNTIME)
-        except Exception as e:  # noqa: BLE001 - the contract is one line, whatever broke
-            fail(f"runtime failure: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", EXIT_RUNTIME)
+        except BaseException as e:  # noqa: BLE001 - the contract is one line, whatever broke
+            if isinstance(e, SystemExit):
+                raise
+            message, code = _exit_code_for(e)
+            fail(message, code)
 
     return wrapper
 
 
-class UsageError(Exception):
-    """A bad option value detected after parsing (exit code 2)."""
+class MemauditGroup(TyperGroup):
+    """Typer's group with the parser's own errors (unknown option, missing argument, a value out
+    of range …) as one line and exit 2. Typer vendors click in recent releases and uses click in
+    older ones, so its exceptions are recognised by what they carry, not by their class."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args=args, prog_name="memaudit", complete_var=complete_var,
+                                standalone_mode=False, **extra)
+            code = code if isinstance(code, int) else EXIT_OK
+        except KeyboardInterrupt:
+            emit_error("interrupted")
+            code = EXIT_INTERRUPTED
+        except Exception as e:  # noqa: BLE001 - click/typer exceptions, by duck type
+            if type(e).__name__ == "Abort":
+                emit_error("interrupted")
+                code = EXIT_INTERRUPTED
+            elif not hasattr(e, "format_message"):
+                message, code = _exit_code_for(e)
+                emit_error(message)
+            elif getattr(e, "exit_code", 1) == EXIT_USAGE:
+                ctx = getattr(e, "ctx", None)
+                command = ctx.command_path if ctx is not None else "memaudit"
+                message = "missing command" if type(e).__name__ == "NoArgsIsHelpError" else e.format_message()
+                message = message[:1].lower() + message[1:]
+                emit_error(f"usage: {message.rstrip('.')} (see {command} --help)")
+                code = EXIT_USAGE
+            else:
+                emit_error(e.format_message())
+                code = getattr(e, "exit_code", EXIT_RUNTIME) or EXIT_RUNTIME
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=MemauditGroup,
+                  help="Tell whether a uniform-state diffusion language model memorizes or generalizes.")
 
 
 def print_json(document: dict) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=True, default=_json_default) + "\n")
-    sys.stdout.flush()
+    """The one JSON document on stdout: strict JSON (NaN/inf become null), sorted keys."""
+    from .io import json_text
+
+    write_out(json_text(document, ensure_ascii=True) + "\n")
 
 
-def _json_default(o):
-    if isinstance(o, Path):
-        return str(o)
-    if hasattr(o, "item"):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+def require_stdout() -> None:
+    """Fail before any work when the command's output has nowhere to go (stdout closed)."""
+    if sys.stdout is None or getattr(sys.stdout, "closed", False):
+        raise OutputError("cannot write to stdout (it is closed); nothing was run")
+
+
+def write_out(text: str) -> None:
+    from .io import write_stdout
+
+    try:
+        write_stdout(text)
+    except (OSError, ValueError) as e:   # closed (None or ValueError on a closed file) or broken pipe
+        _silence_stdout()
+        raise OutputError(f"cannot write to stdout ({e}); no output was lost silently") from None
+
+
+def _silence_stdout() -> None:
+    """After a failed write, point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+    sys.stdout = open(os.devnull, "w")
 
 
 def resolve_device(device: str) -> str:
@@ -89,20 +186,55 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def check_output_targets(paths) -> None:
+    """Before any work: every report path must be a regular file or absent, in a directory memaudit
+    may create or write; else a usage error naming the path. Leftovers of killed runs are cleaned."""
+    import os
+
+    from .io import recover_file_sets
+
+    for path in paths:
+        path = Path(path)
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise UsageError(f"cannot write {path}: it exists and is not a regular file")
+        ancestor = path.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise UsageError(f"cannot write {path}: {ancestor} is not a directory")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise UsageError(f"cannot write {path}: permission denied in {ancestor}")
+        if path.parent.is_dir():
+            recover_file_sets(path.parent)
+
+
+def write_report_set(files: dict) -> None:
+    """All report files of one command as one set (memaudit.io.write_file_set)."""
+    from .io import write_file_set
+
+    if not files:
+        return
+    try:
+        write_file_set(files)
+    except OSError as e:
+        raise OutputError(f"could not write the report ({e.strerror or e}: {e.filename or ''}); "
+                          f"the previous report files are unchanged") from None
+
+
 # --------------------------------------------------------------------------------------- train
 @app.command()
 @cli_errors
 def train(
     data: str = typer.Option("synthetic", help="synthetic | docs | stdlib | PATH (.txt, .jsonl, .parquet)"),
-    n_train: int = typer.Option(32, "--n-train", help="Training-set size in sequences (nested subsets)."),
+    n_train: int = typer.Option(32, "--n-train", min=1, help="Training-set size in sequences (nested subsets)."),
     preset: str = typer.Option("nano", help="Model preset: nano, micro, tiny, small, medium."),
-    steps: int = typer.Option(2000, help="Optimizer steps."),
-    batch_size: int = typer.Option(64, "--batch-size"),
+    steps: int = typer.Option(2000, min=1, help="Optimizer steps."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
     lr: float = typer.Option(1e-3),
     warmup: int = typer.Option(100),
     ema_decay: float = typer.Option(0.999, "--ema-decay"),
-    seed: int = typer.Option(0, help="Seed for init, batches, times and noise."),
-    data_seed: int = typer.Option(0, "--data-seed", help="Seed of the corpus (Markov chain / block permutation)."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed for init, batches, times and noise (0 … 2^32−1)."),
+    data_seed: int = typer.Option(0, "--data-seed", min=0, max=SEED_MAX, help="Seed of the corpus (Markov chain / block permutation)."),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Default: 32 synthetic, 64 text."),
     vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help="BPE vocabulary for text (default 512)."),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every"),
@@ -112,6 +244,8 @@ def train(
     json_output: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ):
     """Train a reference uniform-state diffusion model (UDLM NELBO) on built-in or user data."""
+    if json_output:
+        require_stdout()
     from .train import TrainConfig
     from .train import train as run_training
 
@@ -140,14 +274,15 @@ def train(
 @cli_errors
 def sample(
     checkpoint: str = typer.Argument(..., help="Checkpoint directory, file or hub id."),
-    n: int = typer.Option(8, "--n", help="Number of sequences."),
-    steps: int = typer.Option(128, help="Reverse steps from t=1."),
-    seed: int = typer.Option(0),
+    n: int = typer.Option(8, "--n", min=1, help="Number of sequences."),
+    steps: int = typer.Option(128, min=1, help="Reverse steps from t=1."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed (0 … 2^32−1)."),
     weights: Optional[str] = typer.Option(None, help="ema | raw (default: ema when present)."),
     device: str = typer.Option("auto"),
     json_output: bool = typer.Option(False, "--json"),
 ):
     """Generate sequences from noise with the model's own reverse process and print them."""
+    require_stdout()
     from . import load
     from .sampling import generate
 
@@ -161,7 +296,7 @@ def sample(
         return
     for i, row in enumerate(rows):
         shown = row["text"] if row["text"] is not None else " ".join(map(str, row["tokens"]))
-        typer.echo(f"[{i}] {shown}")
+        write_out(f"[{i}] {shown}\n")
 
 
 # ----------------------------------------------------------------- commands from other modules
@@ -179,6 +314,8 @@ def inspect_command(
     json_output: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ):
     """Show a checkpoint's family, architecture, vocabulary, tokenizer, EMA and what a scan would use."""
+    if json_output:
+        require_stdout()
     from rich.markup import escape
 
     from .inspect import format_summary, inspect_checkpoint
@@ -203,11 +340,11 @@ def recover_command(
                                    "subset) | .txt/.jsonl/.parquet (tokenized with the checkpoint's tokenizer) | .npy ids"),
     test_data: str = typer.Option("auto", "--test", help="auto (held-out blocks of the model's corpus) | file"),
     t0: str = typer.Option("0.05,0.1,0.25,0.5", "--t0", help="Corruption levels (≈ fraction of replaced tokens)."),
-    n: int = typer.Option(256, "--n", help="Examples per split (at most)."),
+    n: int = typer.Option(256, "--n", min=1, help="Examples per split (at most)."),
     steps_per_unit: int = typer.Option(100, "--steps-per-unit",
                                        help="Reverse steps per unit of time: t0=0.25 runs 0.25·this (reference: 1000)."),
-    seed: int = typer.Option(0, help="Seed of corruption, reverse process and bootstrap."),
-    batch_size: int = typer.Option(256, "--batch-size"),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed of corruption, reverse process and bootstrap."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1),
     weights: Optional[str] = typer.Option(None, help="ema | raw (default: ema when present)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write recovery.parquet + summary.json here."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
@@ -217,6 +354,8 @@ def recover_command(
     """Token recovery of training vs held-out examples: the ground truth of the regime.
 
     Exit codes: 0 generalizing · 1 memorizing · 3 inconclusive · 2 usage · 4 load · 5 runtime."""
+    if json_output:
+        require_stdout()
     from .recovery import RecoveryError
     from .recovery import recover as run_recovery
     from .sweep import SweepError, parse_float_list
@@ -275,8 +414,8 @@ def sweep_command(
     lr: float = typer.Option(2e-3),
     warmup: int = typer.Option(100),
     ema_decay: float = typer.Option(0.99, "--ema-decay"),
-    seed: int = typer.Option(0),
-    data_seed: int = typer.Option(0, "--data-seed"),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX),
+    data_seed: int = typer.Option(0, "--data-seed", min=0, max=SEED_MAX),
     seq_len: Optional[int] = typer.Option(None, "--seq-len"),
     vocab_size: Optional[int] = typer.Option(None, "--vocab-size"),
     t0: str = typer.Option("0.05,0.1,0.25,0.5", "--t0", help="Recovery corruption levels."),
@@ -294,6 +433,8 @@ def sweep_command(
     json_output: bool = typer.Option(False, "--json"),
 ):
     """Train one model per training-set size, recover and scan each, plot the transition."""
+    if json_output:
+        require_stdout()
     from .sweep import SweepError, SweepSettings, parse_float_list, parse_int_list
     from .sweep import sweep as run_sweep
 
@@ -352,7 +493,7 @@ def calibrate_command(
     steps_per_unit: int = typer.Option(100, "--steps-per-unit"),
     samples: int = typer.Option(256, help="Scan samples per point."),
     scan_steps: Optional[int] = typer.Option(None, "--scan-steps", help="Scan sampler steps (default: the scan's)."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX),
     workers: int = typer.Option(2, help="Points trained in parallel processes."),
     deadline: Optional[float] = typer.Option(None, help="Wall-clock budget (s) of the training phase; points still "
                                              "training then are evaluated as they are."),
@@ -360,6 +501,8 @@ def calibrate_command(
     json_output: bool = typer.Option(False, "--json"),
 ):
     """Derive the scan's decision rule from reference sweeps, with token recovery as ground truth."""
+    if json_output:
+        require_stdout()
     import shlex
 
     from .calibrate import CalibrationError, plan_from_options, regenerate, run_calibration
@@ -435,7 +578,7 @@ def scan_command(
                                         "quadratic grid, chosen by measurement, docs/performance.md)."),
     grid: Optional[str] = typer.Option(None, "--grid", help="Time grid of the sampler: linear | quadratic "
                                        "(default: quadratic)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of sampling, corruption and bootstrap."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of sampling, corruption and bootstrap (0 … 2^32−1)."),
     t_eval: Optional[float] = typer.Option(None, "--t-eval", help="Time of the entropy evaluation (default: the "
                                            "rule's: 0.05 for the calibrated rule; another value gives 'inconclusive: rule_mismatch')."),
     t_profile: str = typer.Option("", "--t-profile", help="Extra evaluation times reported alongside, e.g. "
@@ -456,6 +599,8 @@ def scan_command(
     summary_md: Optional[Path] = typer.Option(None, "--summary-md", help="Also write a Markdown summary "
                                               "(for $GITHUB_STEP_SUMMARY)."),
 ):
+    if json_output:
+        require_stdout()
     from .probe import ScanError
     from .probe import scan as run_scan
     from .verdict import FAIL_ON, RuleError, gate_exit_code, load_rule
@@ -464,8 +609,10 @@ def scan_command(
         raise UsageError(f"--fail-on must be memorizing or inconclusive (got {fail_on!r})")
     if weights not in (None, "ema", "raw"):
         raise UsageError("--weights must be ema or raw")
-    if out is not None and out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a directory")
+    from .report import REPORT_FILES, render_report
+
+    targets = ([out / name for name in REPORT_FILES] if out is not None else []) + [p for p in (junit, summary_md) if p]
+    check_output_targets(targets)
     try:
         profile = tuple(float(v) for v in t_profile.split(",") if v.strip())
     except ValueError:
@@ -477,16 +624,18 @@ def scan_command(
                           weights=weights, device=resolve_device(device), rule=decision_rule, t_profile=profile)
     except (ScanError, RuleError) as e:
         raise UsageError(str(e)) from None
-    written = result.write(out) if out is not None else {}
     summary = result.summary(include_timings=True)
+    files = {out / name: data for name, data in render_report(result).items()} if out is not None else {}
     if junit is not None:
-        from .ci_outputs import write_junit
+        from .ci_outputs import junit_xml
 
-        write_junit(summary, junit, inconclusive="failure" if fail_on == "inconclusive" else "error")
+        files[junit] = junit_xml(summary, inconclusive="failure" if fail_on == "inconclusive" else "error")
     if summary_md is not None:
-        from .ci_outputs import write_summary_md
+        from .ci_outputs import summary_markdown
 
-        write_summary_md(summary, summary_md, artifacts=sorted(written) or None)
+        artifacts = sorted(REPORT_FILES) if out is not None else None
+        files[summary_md] = summary_markdown(summary, artifacts).encode("utf-8")
+    write_report_set(files)
     print_scan_summary(result, out)
     if json_output:
         print_json(summary)
@@ -541,13 +690,15 @@ def demo_command(
                                        "DIR/generalizing)."),
     samples: int = typer.Option(256, "--samples", help="Samples per scan."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (default: the scan's)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ):
     """Train (or reuse from the cache) a memorizing and a generalizing nano model and scan both.
 
     Exit 0 when both verdicts match the known regimes, 5 otherwise."""
+    if json_output:
+        require_stdout()
     from .demo import contrast_table, run_demo
     from .probe import ScanError
 
@@ -569,8 +720,17 @@ def demo_command(
                   highlight=False)
 
 
+def preload() -> None:
+    """Import what every command needs, up front (the entry point holds Ctrl-C meanwhile)."""
+    import torch  # noqa: F401
+
+    from . import adapters, probe, recovery, report, train, verdict  # noqa: F401
+
+
 def main() -> None:
-    app()
+    from .entrypoint import main as entry
+
+    entry()
 
 
 if __name__ == "__main__":

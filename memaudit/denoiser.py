@@ -15,6 +15,11 @@ from .diffusion import LogLinearSchedule
 from .model import DDiT
 
 
+class NonFiniteOutput(RuntimeError):
+    """The network produced NaN or +inf log-probabilities (overflowing or corrupt weights): a
+    runtime failure (CLI exit 5), never a verdict."""
+
+
 @dataclass
 class Denoiser:
     """A DDiT-family network behind the Denoiser contract.
@@ -66,7 +71,15 @@ class Denoiser:
         t = torch.as_tensor(t, dtype=torch.float32, device=device)
         if t.dim() == 0:
             t = t.expand(tokens.shape[0])
-        return self.log_probs(tokens, t)
+        log_probs = self.log_probs(tokens, t)
+        # Log-probabilities are ≤ 0 (−inf allowed: a class with probability 0); NaN and +inf fail
+        # the comparison. Checked here, once for every caller, because an entropy of NaN inputs
+        # would otherwise reach a verdict.
+        if not bool((log_probs <= 0).all()):
+            raise NonFiniteOutput(
+                f"the model produced NaN or infinite log-probabilities at t={float(t.max()):.3g} "
+                f"(overflowing or corrupt weights); no verdict")
+        return log_probs
 
     def log_probs(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The family-specific part of __call__ (inputs already validated and on the device)."""

@@ -317,24 +317,16 @@ class RecoveryResult:
 
 
 def finite_json(o):
-    """A copy of a JSON-able structure with NaN / ±inf replaced by None (strict JSON)."""
-    if isinstance(o, dict):
-        return {k: finite_json(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [finite_json(v) for v in o]
-    if isinstance(o, (float, np.floating)):
-        return float(o) if math.isfinite(o) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
+    """A copy of a JSON-able structure with NaN / ±inf replaced by None (memaudit.io.finite_json)."""
+    from .io import finite_json as strict
+
+    return strict(o)
 
 
 def _json_dumps(o) -> bytes:
-    import json
+    from .io import json_text
 
-    from .report import _json_default
-
-    return json.dumps(o, sort_keys=True, separators=(",", ":"), default=_json_default).encode()
+    return json_text(o, compact=True, ensure_ascii=True).encode()
 
 
 # ------------------------------------------------------------------------------------------ data

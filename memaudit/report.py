@@ -26,20 +26,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .io import FILE_MODE as _FILE_MODE  # noqa: F401 - kept for importers
+from .io import json_bytes as io_json_bytes
+from .io import json_text
+from .io import write_file_set
+
 METADATA_KEY = b"memaudit"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()   # what open() would give; mkstemp alone makes 0600 files
-
-
 def provenance_metadata(result) -> dict[bytes, bytes]:
-    blob = json.dumps(result.provenance(), sort_keys=True, separators=(",", ":"), default=_json_default)
+    blob = json_text(result.provenance(), compact=True, ensure_ascii=True)
     return {METADATA_KEY: blob.encode()}
 
 
@@ -105,7 +101,7 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 
 def json_bytes(document: dict) -> bytes:
-    return (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, default=_json_default) + "\n").encode()
+    return io_json_bytes(document)
 
 
 def summary_document(result) -> dict:
@@ -128,39 +124,24 @@ REPORT_FILES: dict[str, Callable[[object], bytes]] = {
 
 
 def write_files(out_dir: str | Path, files: dict[str, bytes]) -> dict[str, Path]:
-    """Write every file to a temporary name in out_dir, then rename them all into place.
-
-    If anything fails before the renames, the temporaries are removed and no report file is
-    touched; an existing report is replaced file by file only once every new file is on disk.
-    """
+    """Write every file into out_dir as one set (memaudit.io.write_file_set): after any failure,
+    or a kill at any point, the files are all from the previous run or all from this one."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"--out {out_dir} exists and is not a directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staged: list[tuple[str, Path]] = []
-    try:
-        for name, data in files.items():
-            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
-            staged.append((name, Path(tmp)))
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, _FILE_MODE)
-        written = {}
-        for name, tmp in staged:
-            os.replace(tmp, out_dir / name)
-            written[name] = out_dir / name
-        return written
-    finally:
-        for _, tmp in staged:
-            tmp.unlink(missing_ok=True)
+    write_file_set({out_dir / name: data for name, data in files.items()})
+    return {name: out_dir / name for name in files}
+
+
+def render_report(result, names: list[str] | None = None) -> dict[str, bytes]:
+    """The report files (all of REPORT_FILES, or the named ones) as bytes, nothing written."""
+    chosen = REPORT_FILES if names is None else {n: REPORT_FILES[n] for n in names}
+    return {name: render(result) for name, render in chosen.items()}
 
 
 def write_report(result, out_dir: str | Path, names: list[str] | None = None) -> dict[str, Path]:
-    """Render and write the report files (all of REPORT_FILES, or the named ones)."""
-    chosen = REPORT_FILES if names is None else {n: REPORT_FILES[n] for n in names}
-    return write_files(out_dir, {name: render(result) for name, render in chosen.items()})
+    """Render and write the report files (all of REPORT_FILES, or the named ones) as one set."""
+    return write_files(out_dir, render_report(result, names))
 
 
 def read_metadata(path: str | Path) -> dict:

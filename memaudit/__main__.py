@@ -1,0 +1,4 @@
+"""`python -m memaudit …` is the `memaudit` command."""
+from .entrypoint import main
+
+main()
