@@ -44,12 +44,33 @@ class LogLinearSchedule:
         return {"name": self.name, "eps": self.eps}
 
 
-def schedule_from_dict(d: dict | None) -> LogLinearSchedule:
-    d = d or {}
+def check_eps(eps, where: str = "schedule.eps") -> float:
+    """The one validation of a schedule's ε, for every checkpoint format: a finite number with
+    0 < ε < 1 (ε = 0 makes σ_1 infinite; ε ≥ 1 leaves no noise). → float(eps), or ValueError naming
+    `where`."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, str)):
+        raise ValueError(f"{where} must be a number in (0, 1), found {eps!r:.60}")
+    try:
+        value = float(eps)
+    except ValueError:
+        raise ValueError(f"{where} must be a number in (0, 1), found {eps!r:.60}") from None
+    if not (math.isfinite(value) and 0 < value < 1):
+        raise ValueError(f"{where} must be a number in (0, 1), found {value}")
+    return value
+
+
+def schedule_from_dict(d: dict | None, where: str = "schedule") -> LogLinearSchedule:
+    """memaudit's own `schedule` entry ({"name": "loglinear", "eps": ε}); ValueError naming the field."""
+    if d is None:
+        d = {}
+    if not isinstance(d, dict):
+        raise ValueError(f"{where} must be a mapping like {{\"name\": \"loglinear\", \"eps\": 0.001}}, "
+                         f"found {type(d).__name__} {d!r:.60}")
     name = d.get("name", "loglinear")
     if name not in ("loglinear", "log-linear", "log_linear"):
-        raise ValueError(f"unsupported noise schedule {name!r} (only the log-linear schedule is implemented)")
-    return LogLinearSchedule(eps=float(d.get("eps", 1e-3)))
+        raise ValueError(f"{where}.name: unsupported noise schedule {name!r:.60} (only the log-linear schedule "
+                         f"is implemented)")
+    return LogLinearSchedule(eps=check_eps(d.get("eps", 1e-3), f"{where}.eps"))
 
 
 def corrupt(x0: torch.Tensor, alpha: torch.Tensor, vocab_size: int,

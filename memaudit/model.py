@@ -22,6 +22,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+# The longest sequence a checkpoint may declare. Rotary position embeddings have no weights tied to
+# the length, so seq_len is the one architecture field that cannot be checked against the weights;
+# it must still be bounded before anything is allocated: one batch-1 forward pass needs an
+# L × V logit matrix and, on CPU, L × L attention scores per head (at L = 65,536 that is 16 GiB per
+# head). Published DDiT checkpoints (Duo, UDLM, SEDD, GIDD) use 1,024 tokens or fewer; 65,536 is 64
+# times that. Memory for the declared length is checked separately (memaudit.adapters.common).
+MAX_SEQ_LEN = 65_536
+
+_INT_FIELDS = ("vocab_size", "seq_len", "hidden_size", "cond_dim", "n_blocks", "n_heads", "mlp_ratio")
+
+
 @dataclass
 class DDiTConfig:
     vocab_size: int = 32
@@ -38,9 +49,61 @@ class DDiTConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DDiTConfig":
+    def from_dict(cls, d: dict, where: str = "model") -> "DDiTConfig":
+        """A validated config from a plain dict; ValueError naming `where.field` on any bad value."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{where} must be a mapping of architecture fields, found {type(d).__name__} {d!r:.60}")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        cfg = cls(**{k: v for k, v in d.items() if k in known})
+        cfg.validate(where)
+        return cfg
+
+    def validate(self, where: str = "model") -> "DDiTConfig":
+        """Types and ranges of every field, before anything is allocated. → self, or ValueError
+        naming the field (`model.n_heads must be a positive integer, found 0`)."""
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{where}.{name} must be a positive integer, found {value!r:.60}")
+        if self.vocab_size < 2:
+            raise ValueError(f"{where}.vocab_size must be at least 2, found {self.vocab_size}")
+        if self.seq_len > MAX_SEQ_LEN:
+            raise ValueError(f"{where}.seq_len = {self.seq_len} is longer than the {MAX_SEQ_LEN} tokens memaudit "
+                             f"accepts (rotary embeddings have no weights to check a length against)")
+        if self.hidden_size % self.n_heads:
+            raise ValueError(f"{where}.hidden_size {self.hidden_size} is not divisible by {where}.n_heads {self.n_heads}")
+        if (self.hidden_size // self.n_heads) % 2:
+            raise ValueError(f"{where}.n_heads {self.n_heads} gives an odd head size "
+                             f"{self.hidden_size // self.n_heads}; rotary embeddings need an even one")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"{where}.dropout must be a number in [0, 1), found {self.dropout!r:.60}")
+        if not isinstance(self.time_conditioning, bool):
+            raise ValueError(f"{where}.time_conditioning must be true or false, found {self.time_conditioning!r:.60}")
+        return self
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name → shape of every tensor in DDiT(self).state_dict() but the rotary buffer, in
+        state-dict order, computed without building the model (for checks before allocating)."""
+        d, c, v, m = self.hidden_size, self.cond_dim, self.vocab_size, self.mlp_ratio * self.hidden_size
+        shapes: dict[str, tuple[int, ...]] = {
+            "vocab_embed.embedding": (v, d), "sigma_map.mlp.0.weight": (c, 256), "sigma_map.mlp.0.bias": (c,),
+            "sigma_map.mlp.2.weight": (c, c), "sigma_map.mlp.2.bias": (c,)}
+        for i in range(self.n_blocks):
+            p = f"blocks.{i}."
+            shapes.update({p + "norm1.weight": (d,), p + "attn_qkv.weight": (3 * d, d), p + "attn_out.weight": (d, d),
+                           p + "norm2.weight": (d,), p + "mlp.0.weight": (m, d), p + "mlp.0.bias": (m,),
+                           p + "mlp.2.weight": (d, m), p + "mlp.2.bias": (d,),
+                           p + "adaLN_modulation.weight": (6 * d, c), p + "adaLN_modulation.bias": (6 * d,)})
+        shapes.update({"output_layer.norm_final.weight": (d,), "output_layer.linear.weight": (v, d),
+                       "output_layer.linear.bias": (v,), "output_layer.adaLN_modulation.weight": (2 * d, c),
+                       "output_layer.adaLN_modulation.bias": (2 * d,)})
+        return shapes
+
+    def num_parameters(self) -> int:
+        """Parameters of DDiT(self), computed without building it."""
+        d, c, v, m = self.hidden_size, self.cond_dim, self.vocab_size, self.mlp_ratio * self.hidden_size
+        block = 2 * d + 3 * d * d + d * d + 2 * m * d + m + d + 6 * d * c + 6 * d
+        return v * d + c * 256 + c + c * c + c + self.n_blocks * block + d + v * d + v + 2 * d * c + 2 * d
 
 
 # Presets. nano/micro are sized for 2 CPU cores; tiny/small/medium are the paper's (Duo/MDLM yamls).
@@ -186,8 +249,7 @@ class DDiT(nn.Module):
 
     def __init__(self, cfg: DDiTConfig):
         super().__init__()
-        if cfg.hidden_size % cfg.n_heads:
-            raise ValueError(f"hidden_size {cfg.hidden_size} is not divisible by n_heads {cfg.n_heads}")
+        cfg.validate()  # ValueError naming the field, before any allocation
         self.config = cfg
         self.vocab_embed = EmbeddingLayer(cfg.hidden_size, cfg.vocab_size)
         self.sigma_map = TimestepEmbedder(cfg.cond_dim)

@@ -15,6 +15,9 @@ its import line below).
 from __future__ import annotations
 
 import hashlib
+import os
+import resource
+import stat
 from pathlib import Path
 
 from ..denoiser import Denoiser
@@ -47,12 +50,135 @@ def register(cls):
     return cls
 
 
+# Configs are small: a Lightning/Hydra/HF config is kilobytes. Tokenizer JSON can be tens of MB.
+MAX_CONFIG_BYTES = 64 << 20
+MAX_TOKENIZER_BYTES = 512 << 20
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def regular_file(path: str | Path, what: str = "") -> os.stat_result:
+    """Check, without blocking, that `path` is a readable regular file; → its stat.
+
+    Every file an adapter opens goes through here first: a FIFO opened for reading blocks forever
+    waiting for a writer, a device can stream without end, a directory is not a file. Refusals are
+    LoadErrors naming the file: `file missing`, `broken symlink`, `permission denied`,
+    `not a regular file (a FIFO …)`.
+    """
+    path = Path(path)
+    label = f"{path}{f' ({what})' if what else ''}"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            raise LoadError(f"{label}: broken symlink (points to {target}, which does not exist)") from None
+        raise LoadError(f"{label}: file missing") from None
+    except PermissionError:
+        raise LoadError(f"{label}: permission denied") from None
+    except OSError as e:
+        raise LoadError(f"{label}: cannot read ({e.strerror or type(e).__name__})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a plain file")
+        raise LoadError(f"{label}: not a regular file ({kind})")
+    try:  # permission check by opening; O_NONBLOCK so that a file swapped for a FIFO cannot block
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except PermissionError:
+        raise LoadError(f"{label}: permission denied") from None
+    except OSError as e:
+        raise LoadError(f"{label}: cannot read ({e.strerror or type(e).__name__})") from None
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise LoadError(f"{label}: not a regular file")
+    return st
+
+
+def read_limited(path: str | Path, limit: int = MAX_CONFIG_BYTES, what: str = "") -> bytes:
+    """The bytes of a regular file no larger than `limit` (a LoadError otherwise)."""
+    st = regular_file(path, what)
+    if st.st_size > limit:
+        raise LoadError(f"{path}: {st.st_size:,} bytes, more than the {limit >> 20} MiB memaudit reads "
+                        f"for this kind of file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except PermissionError:
+        raise LoadError(f"{path}: permission denied") from None
+    except OSError as e:
+        raise LoadError(f"{path}: cannot read ({e.strerror or type(e).__name__})") from None
+    if len(data) > limit:
+        raise LoadError(f"{path}: more than the {limit >> 20} MiB memaudit reads for this kind of file")
+    return data
+
+
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    regular_file(path)
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------- memory budget
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _cgroup_available() -> int | None:
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit == "max":
+            return None
+        with open("/sys/fs/cgroup/memory.current") as f:
+            current = int(f.read().strip())
+        return max(0, int(limit) - current)
+    except (OSError, ValueError):
+        return None
+
+
+def _address_space_available() -> int | None:
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return max(0, soft - int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        return None
+    return soft
+
+
+def memory_available() -> int | None:
+    """Bytes this process can still allocate: the least of available RAM, the cgroup's remaining
+    limit and the remaining address space under RLIMIT_AS. None when none of them is known."""
+    known = [v for v in (_meminfo_available(), _cgroup_available(), _address_space_available()) if v is not None]
+    return min(known) if known else None
+
+
+def check_memory(nbytes: int, what: str, source: str) -> None:
+    """LoadError, before anything is allocated, if `what` needs more memory than is available."""
+    available = memory_available()
+    if available is not None and nbytes > available:
+        raise LoadError(f"{source}: {what} needs {nbytes / 2**30:.2f} GiB of memory, more than the "
+                        f"{available / 2**30:.2f} GiB available; refusing to allocate it")
 
 
 def resolve(path_or_id: str | Path) -> Path:
@@ -65,6 +191,12 @@ def resolve(path_or_id: str | Path) -> Path:
 
 
 def detect(path: Path) -> Adapter:
+    if not path.is_dir():
+        regular_file(path)  # a FIFO / device / socket is never a checkpoint; say so, do not block
+    else:  # the files detection reads: refused here rather than silently skipped by is_file()
+        for name in ("config.json", ".hydra/config.yaml"):
+            if os.path.lexists(path / name):
+                regular_file(path / name)
     for adapter in ADAPTERS:
         try:
             if adapter.detect(path):

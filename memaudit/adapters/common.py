@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
-from ..diffusion import LogLinearSchedule
-from ..model import DDiT, DDiTConfig
-from . import LoadError
-from .native import load_state_into
-from .safe_pickle import Inert, global_name, iter_inert
+from ..diffusion import LogLinearSchedule, check_eps
+from ..model import MAX_SEQ_LEN, DDiT, DDiTConfig
+from . import LoadError, read_limited
+from .native import check_before_build, load_state_into
+from .safe_pickle import MAX_CONFIG_NODES, Inert, NodeBudget, check_tensor_geometry, global_name, iter_inert
 
 MASKED_REASON = ("masked (absorbing-state) diffusion: its x0 prediction copies every unmasked token, so "
                  "the entropy memaudit measures is zero off-mask by construction, not by memorization")
@@ -50,30 +50,35 @@ def as_bool(value: Any, what: str, source: str) -> bool:
 
 def as_int(value: Any, what: str, source: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise LoadError(f"{source}: {what} must be an integer, found {value!r}")
+        raise LoadError(f"{source}: {what} must be an integer, found {value!r:.60}")
     try:
         out = int(str(value).replace("_", "")) if not isinstance(value, float) else int(value)
-    except ValueError:
-        raise LoadError(f"{source}: {what} must be an integer, found {value!r}") from None
+    except (ValueError, OverflowError):
+        raise LoadError(f"{source}: {what} must be an integer, found {value!r:.60}") from None
     if isinstance(value, float) and value != out:
-        raise LoadError(f"{source}: {what} must be an integer, found {value!r}")
+        raise LoadError(f"{source}: {what} must be an integer, found {value!r:.60}")
     return out
 
 
 def as_float(value: Any, what: str, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise LoadError(f"{source}: {what} must be a number, found {value!r:.60}")
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise LoadError(f"{source}: {what} must be a number, found {value!r}") from None
+        out = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise LoadError(f"{source}: {what} must be a number, found {value!r:.60}") from None
+    if not math.isfinite(out):
+        raise LoadError(f"{source}: {what} must be a finite number, found {value!r:.60}")
+    return out
 
 
 def read_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise LoadError(f"{path}: file missing") from None
+        data = json.loads(read_limited(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise LoadError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise LoadError(f"{path}: not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise LoadError(f"{path}: expected a JSON object")
     return data
@@ -130,11 +135,16 @@ class GeometricSchedule:
         return {"name": self.name, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
 
 
+def schedule_eps(eps: Any, source: str, where: str = "noise.eps") -> float:
+    """ε of a log-linear or cosine schedule, validated like every other format's (diffusion.check_eps)."""
+    try:
+        return check_eps(1e-3 if eps is None else eps, where)
+    except ValueError as e:
+        raise LoadError(f"{source}: {e}") from None
+
+
 def loglinear(eps: Any, source: str) -> LogLinearSchedule:
-    eps = 1e-3 if eps is None else as_float(eps, "noise eps", source)
-    if not 0 <= eps < 1:
-        raise LoadError(f"{source}: noise eps must be in [0, 1), found {eps}")
-    return LogLinearSchedule(eps=eps)
+    return LogLinearSchedule(eps=schedule_eps(eps, source))
 
 
 # ----------------------------------------------------------------------------------- state dicts
@@ -148,23 +158,27 @@ def strip_prefix(state: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
 
 
-def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return (a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a.dtype == b.dtype
-            and a.storage_offset() == b.storage_offset() and a.shape == b.shape and a.stride() == b.stride())
-
-
 def parameter_names(state: dict) -> list[str]:
     """Parameters of the backbone in `backbone.parameters()` order: the state dict's order without
     buffers and without tied duplicates (a tied weight appears twice in a state dict, once in
     parameters())."""
     names: list[str] = []
+    seen: set = set()  # one pass, not a pairwise comparison: a state dict can hold 10^5 tensors
     for name, tensor in state.items():
         if name in ROTARY_BUFFERS:
             continue
-        if any(_same_tensor(tensor, state[n]) for n in names):
+        key = _tensor_key(tensor)
+        if key in seen:
             continue
+        seen.add(key)
         names.append(name)
     return names
+
+
+def _tensor_key(t: torch.Tensor) -> tuple:
+    """The identity of a tensor view: storage, dtype, offset, shape and stride (a tied weight appears
+    twice in a state dict with the same key)."""
+    return (t.untyped_storage().data_ptr(), t.dtype, t.storage_offset(), tuple(t.shape), t.stride())
 
 
 def ema_state(ema: Any, backbone: dict, source: str) -> tuple[dict, int]:
@@ -187,10 +201,10 @@ def ema_state(ema: Any, backbone: dict, source: str) -> tuple[dict, int]:
                             f"{name} has {tuple(backbone[name].shape)} (positional EMA does not match the "
                             f"parameter order); use --weights raw")
         out[name] = shadow[i]
+    first = {_tensor_key(backbone[n]): n for n in names}
     for name, tensor in backbone.items():  # tied duplicates share their twin's EMA
         if name not in out and name not in ROTARY_BUFFERS:
-            twin = next(n for n in names if _same_tensor(tensor, backbone[n]))
-            out[name] = out[twin]
+            out[name] = out[first[_tensor_key(tensor)]]
     return out, len(shadow) - len(names)
 
 
@@ -208,6 +222,9 @@ def drop_rotary_buffers(state: dict, arch: DDiTConfig, source: str) -> dict:
         if cos.dim() != 5 or cos.shape[-1] != head_dim:
             raise LoadError(f"{source}: rotary_emb.cos_cached has shape {tuple(cos.shape)}, expected head size "
                             f"{head_dim} (check the number of attention heads)")
+        if cos.shape[1] < arch.seq_len:  # the one place a checkpoint stores its length in the weights
+            raise LoadError(f"{source}: the sequence length {arch.seq_len} is longer than the stored rotary "
+                            f"cache rotary_emb.cos_cached ({cos.shape[1]} positions)")
         n = min(cos.shape[1], 64)
         pos = torch.arange(n, dtype=torch.float32)
         freqs = torch.outer(pos, inv_freq)
@@ -218,50 +235,69 @@ def drop_rotary_buffers(state: dict, arch: DDiTConfig, source: str) -> dict:
 
 
 def arch_from_state(state: dict, *, n_heads: Any, seq_len: Any, time_conditioning: bool, source: str,
-                    declared: dict | None = None) -> DDiTConfig:
-    """The DDiT shape implied by the weights, cross-checked against what the config declares."""
+                    declared: dict | None = None, keys: dict | None = None) -> DDiTConfig:
+    """The DDiT shape implied by the weights (tensors or plain shapes), cross-checked against what the
+    config declares. keys: the config's own names for n_heads / seq_len / declared fields, for messages."""
+    keys = keys or {}
     for key in ("vocab_embed.embedding", "sigma_map.mlp.0.weight", "output_layer.linear.weight"):
         if key not in state:
             raise LoadError(f"{source}: missing weights {key}")
-    emb = state["vocab_embed.embedding"]
-    if emb.dim() != 2:
-        raise LoadError(f"{source}: vocab_embed.embedding has shape {tuple(emb.shape)}, expected [V, d]")
-    vocab, hidden = emb.shape
-    sig = state["sigma_map.mlp.0.weight"]
-    if sig.dim() != 2 or sig.shape[1] != 256:
-        raise LoadError(f"{source}: sigma_map.mlp.0.weight has shape {tuple(sig.shape)}, expected [cond_dim, 256]")
-    cond_dim = sig.shape[0]
-    block_ids = sorted({int(m.group(1)) for k in state for m in [re.match(r"blocks\.(\d+)\.", k)] if m})
+    emb = _shape(state["vocab_embed.embedding"])
+    if len(emb) != 2 or 0 in emb:
+        raise LoadError(f"{source}: vocab_embed.embedding has shape {emb}, expected (V, d)")
+    vocab, hidden = emb
+    sig = _shape(state["sigma_map.mlp.0.weight"])
+    if len(sig) != 2 or sig[1] != 256 or sig[0] == 0:
+        raise LoadError(f"{source}: sigma_map.mlp.0.weight has shape {sig}, expected (cond_dim, 256)")
+    cond_dim = sig[0]
+    block_ids = sorted({int(m.group(1)) for k in state for m in [re.match(r"blocks\.(\d{1,9})\.", k)] if m})
     if not block_ids or block_ids != list(range(len(block_ids))):
         raise LoadError(f"{source}: transformer blocks missing or not numbered 0..N-1")
     n_blocks = len(block_ids)
-    mlp0 = state.get("blocks.0.mlp.0.weight")
-    if mlp0 is None:
+    if "blocks.0.mlp.0.weight" not in state:
         raise LoadError(f"{source}: missing weights blocks.0.mlp.0.weight")
-    if mlp0.dim() != 2 or mlp0.shape[1] != hidden or mlp0.shape[0] % hidden:
-        raise LoadError(f"{source}: blocks.0.mlp.0.weight has shape {tuple(mlp0.shape)}, inconsistent with "
+    mlp0 = _shape(state["blocks.0.mlp.0.weight"])
+    if len(mlp0) != 2 or mlp0[1] != hidden or mlp0[0] % hidden or mlp0[0] == 0:
+        raise LoadError(f"{source}: blocks.0.mlp.0.weight has shape {mlp0}, inconsistent with "
                         f"hidden size {hidden}")
-    mlp_ratio = mlp0.shape[0] // hidden
-    n_heads = as_int(n_heads, "number of attention heads", source)
-    seq_len = as_int(seq_len, "sequence length", source)
+    mlp_ratio = mlp0[0] // hidden
+    heads_key, len_key = keys.get("n_heads", "n_heads"), keys.get("seq_len", "sequence length")
+    n_heads = as_int(n_heads, f"number of attention heads ({heads_key})", source)
+    seq_len = as_int(seq_len, f"sequence length ({len_key})", source)
     if n_heads <= 0 or hidden % n_heads:
-        raise LoadError(f"{source}: hidden size {hidden} is not divisible by n_heads {n_heads}")
+        raise LoadError(f"{source}: hidden size {hidden} is not divisible by {heads_key} {n_heads}")
     if seq_len <= 0:
-        raise LoadError(f"{source}: invalid sequence length {seq_len}")
+        raise LoadError(f"{source}: invalid sequence length {len_key} = {seq_len}")
+    if seq_len > MAX_SEQ_LEN:
+        raise LoadError(f"{source}: {len_key} = {seq_len} is longer than the {MAX_SEQ_LEN} tokens memaudit accepts "
+                        f"(rotary embeddings have no weights to check a length against)")
     found = {"hidden_size": hidden, "cond_dim": cond_dim, "n_blocks": n_blocks}
     for key, value in (declared or {}).items():
         if value is None:
             continue
-        value = as_int(value, key, source)
+        name = keys.get(key, key)
+        value = as_int(value, name, source)
         if value != found[key]:
-            raise LoadError(f"{source}: config says {key} = {value} but the weights have {found[key]} "
+            raise LoadError(f"{source}: config says {name} = {value} but the weights have {found[key]} "
                             f"(wrong shapes for this config)")
-    return DDiTConfig(vocab_size=int(vocab), seq_len=seq_len, hidden_size=int(hidden), cond_dim=int(cond_dim),
+    arch = DDiTConfig(vocab_size=int(vocab), seq_len=seq_len, hidden_size=int(hidden), cond_dim=int(cond_dim),
                       n_blocks=n_blocks, n_heads=n_heads, mlp_ratio=int(mlp_ratio), dropout=0.0,
                       time_conditioning=bool(time_conditioning))
+    try:
+        return arch.validate("model")
+    except ValueError as e:
+        raise LoadError(f"{source}: {e}") from None
+
+
+def _shape(value: Any) -> tuple:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else tuple(value)
 
 
 def build_model(arch: DDiTConfig, state: dict, source: str) -> DDiT:
+    """DDiT(arch) with `state` loaded, after every check that needs no allocation: tensor geometry
+    within storages, exact shapes and dtypes, memory for the model (check_before_build)."""
+    check_tensor_geometry(state, source)
+    check_before_build(arch, state, source)
     try:
         model = DDiT(arch)
     except ValueError as e:
@@ -405,14 +441,20 @@ def remote_code_note(trust_remote_code: bool) -> list[str]:
     return [note]
 
 
-def jsonable(obj: Any, depth: int = 0) -> Any:
-    """A JSON-safe copy of a plain config: records and tensors become short strings."""
+def jsonable(obj: Any, depth: int = 0, _budget: NodeBudget | None = None) -> Any:
+    """A JSON-safe copy of a plain config: records and tensors become short strings. Bounded: a config
+    of more than MAX_CONFIG_NODES nodes (shared references can make a small file a huge tree) is a
+    LoadError."""
+    budget = _budget or NodeBudget(MAX_CONFIG_NODES, "config")
+    budget.visit()
     if depth > 50:
         return "…"
     if isinstance(obj, dict):
-        return {str(k): jsonable(v, depth + 1) for k, v in obj.items()}
+        return {str(k): jsonable(v, depth + 1, budget) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [jsonable(v, depth + 1) for v in obj]
+        return [jsonable(v, depth + 1, budget) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)  # the config goes into JSON reports, which never hold NaN / Infinity
     if obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
     name = global_name(obj)

@@ -23,6 +23,7 @@ Refused: mdlm (masked diffusion), GIDD with p_uniform = 0 (pure masking noise), 
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import torch
 
 from ..denoiser import Denoiser
 from ..diffusion import LogLinearSchedule
-from . import Adapter, LoadError, UnsupportedCheckpoint, file_sha256, register
+from . import Adapter, LoadError, UnsupportedCheckpoint, check_memory, file_sha256, register, regular_file
 from .common import (MASKED_REASON, jsonable, arch_from_state, as_bool, as_float, build_model, check_tokenizer_vocab,
                      drop_rotary_buffers, hub_provenance, read_json, remote_code_note, strip_prefix)
 
@@ -38,32 +39,49 @@ SUPPORTED_MODEL_TYPES = ("udlm", "duo", "dit")
 
 
 def load_hf_weights(folder: Path) -> tuple[dict, Path]:
-    """State dict from model.safetensors (single or sharded) or pytorch_model.bin. → (state, file)."""
+    """State dict from model.safetensors (single or sharded) or pytorch_model.bin. → (state, file).
+
+    Every file is checked to be a readable regular file, and their total size against the memory
+    available, before any is read."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    from .safe_pickle import check_tensor_geometry, check_zip_members
 
     single = folder / "model.safetensors"
     index = folder / "model.safetensors.index.json"
     binary = folder / "pytorch_model.bin"
-    try:
-        if single.is_file():
-            return load_file(str(single)), single
-        if index.is_file():
-            weight_map = read_json(index).get("weight_map")
-            if not isinstance(weight_map, dict) or not weight_map:
-                raise LoadError(f"{index}: no weight_map")
-            state: dict = {}
-            for shard in sorted(set(weight_map.values())):
-                shard_path = folder / str(shard)
-                if shard_path.parent != folder:
-                    raise LoadError(f"{index}: shard {shard!r} outside the model folder")
-                state.update(load_file(str(shard_path)))
-            return state, index
-    except FileNotFoundError as e:
-        raise LoadError(f"{folder}: weight shard missing ({Path(e.filename or '').name})") from None
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise LoadError(f"{folder}: unreadable or truncated safetensors file ({str(e).splitlines()[0]})") from None
-    if binary.is_file():
+
+    def read_safetensors(files: list[Path], source: Path) -> dict:
+        sizes = [regular_file(f).st_size for f in files]
+        check_memory(sum(sizes), f"reading {len(files)} weight file{'s' if len(files) > 1 else ''}", str(source))
+        state: dict = {}
+        for f in files:
+            try:
+                state.update(load_file(str(f)))
+            except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+                raise LoadError(f"{f}: unreadable or truncated safetensors file ({str(e).splitlines()[0]})") from None
+        return state
+
+    if os.path.lexists(single):
+        return read_safetensors([single], single), single
+    if os.path.lexists(index):
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
+            raise LoadError(f"{index}: no weight_map of tensor name to shard file name")
+        shards = []
+        for shard in sorted(set(weight_map.values())):
+            shard_path = folder / shard
+            if shard_path.parent != folder or shard in ("", ".", ".."):
+                raise LoadError(f"{index}: shard {shard!r:.60} outside the model folder")
+            if not os.path.lexists(shard_path):
+                raise LoadError(f"{folder}: weight shard missing ({shard})")
+            shards.append(shard_path)
+        return read_safetensors(shards, index), index
+    if os.path.lexists(binary):
+        size = regular_file(binary).st_size
+        check_memory(size, "reading the weight file", str(binary))
+        check_zip_members(binary)
         try:
             state = torch.load(binary, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - weights_only refusals and corrupt files alike
@@ -73,6 +91,7 @@ def load_hf_weights(folder: Path) -> tuple[dict, Path]:
             state = state["state_dict"]
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise LoadError(f"{binary}: not a state dict of tensors")
+        check_tensor_geometry(state, str(binary))
         return state, binary
     raise LoadError(f"{folder}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
 
@@ -183,7 +202,7 @@ class HFAdapter(Adapter):
         raw, weight_file = load_hf_weights(path)
         files = {"config.json": file_sha256(path / "config.json"), weight_file.name: file_sha256(weight_file)}
         tokenizer = None
-        if (path / "tokenizer.json").is_file():
+        if os.path.lexists(path / "tokenizer.json"):  # a FIFO / broken link is refused, not skipped
             from .native import load_tokenizer
 
             tokenizer = load_tokenizer(path / "tokenizer.json")
@@ -209,7 +228,9 @@ class HFAdapter(Adapter):
             arch = arch_from_state(state, n_heads=cfg.get("n_heads"), seq_len=cfg.get("model_length"),
                                    time_conditioning=tc, source=source,
                                    declared={"hidden_size": cfg.get("hidden_dim"), "cond_dim": cfg.get("cond_dim"),
-                                             "n_blocks": cfg.get("n_blocks")})
+                                             "n_blocks": cfg.get("n_blocks")},
+                                   keys={"n_heads": "n_heads", "seq_len": "model_length", "hidden_size": "hidden_dim",
+                                         "cond_dim": "cond_dim", "n_blocks": "n_blocks"})
             stored = "ema" if kind == "udlm" else "raw"
             schedule, time_input = LogLinearSchedule(eps=1e-3), ("sigma" if tc else "none")
             notes.append("noise schedule not stored in config.json; using the log-linear schedule "
@@ -221,6 +242,8 @@ class HFAdapter(Adapter):
             if state and all(k.startswith("dit.") for k in state):
                 state = strip_prefix(state, "dit.")
             p_uniform = as_float(cfg.get("p_uniform", 0.0), "p_uniform", source)
+            if p_uniform > 1:
+                raise LoadError(f"{source}: p_uniform must be a probability in (0, 1], found {p_uniform}")
             if p_uniform <= 0:
                 raise UnsupportedCheckpoint(f"{source}: unsupported family gidd (p_uniform = 0): trained with pure "
                                             f"masking noise; {MASKED_REASON}")
@@ -228,7 +251,10 @@ class HFAdapter(Adapter):
                                    time_conditioning=True, source=source,
                                    declared={"hidden_size": cfg.get("hidden_size"),
                                              "cond_dim": cfg.get("timestep_cond_dim"),
-                                             "n_blocks": cfg.get("num_hidden_layers")})
+                                             "n_blocks": cfg.get("num_hidden_layers")},
+                                   keys={"n_heads": "num_attention_heads", "seq_len": "max_seq_len",
+                                         "hidden_size": "hidden_size", "cond_dim": "timestep_cond_dim",
+                                         "n_blocks": "num_hidden_layers"})
             mask_id, mask_how = _mask_token_id(path, tokenizer, arch.vocab_size, cfg)
             if mask_id != arch.vocab_size - 1:
                 raise UnsupportedCheckpoint(f"{source}: unsupported: GIDD mask token id {mask_id} is not the last "
@@ -237,6 +263,8 @@ class HFAdapter(Adapter):
                          f"approximated as uniform by memaudit's sampler and recovery")
             stored = "raw"
             t_eps = as_float(cfg.get("t_eps", 1e-4), "t_eps", source)
+            if not 0 <= t_eps < 0.5:
+                raise LoadError(f"{source}: t_eps must be in [0, 0.5), found {t_eps}")
             schedule = GiddSchedule(p_uniform=p_uniform, vocab_size=arch.vocab_size)
             time_input, output_slice = "t", arch.vocab_size - 1
             cls, extra_fields, algorithm = GiddDenoiser, {"t_eps": t_eps}, "gidd"

@@ -32,7 +32,7 @@ from ..denoiser import Denoiser
 from . import Adapter, LoadError, UnsupportedCheckpoint, file_sha256, register
 from .common import (MASKED_REASON, CosineSchedule, arch_from_state, as_bool, build_model, cfg_get,
                      check_tokenizer_vocab, drop_rotary_buffers, ema_state, hub_provenance, is_tensor_dict, jsonable,
-                     loglinear, remote_code_note, strip_prefix, tokenizer_from_pickle)
+                     loglinear, remote_code_note, schedule_eps, strip_prefix, tokenizer_from_pickle)
 from .safe_pickle import Inert, global_name, pickle_bytes, resolve_interpolations, safe_load, to_plain
 
 
@@ -102,8 +102,7 @@ def schedule_from_config(cfg: dict, source: str):
     if leaf in ("loglinear",) or leaf.startswith("loglinear"):
         return loglinear(noise.get("eps"), source)
     if leaf.startswith("cosine"):
-        eps = noise.get("eps", 1e-3)
-        return CosineSchedule(eps=float(eps))
+        return CosineSchedule(eps=schedule_eps(noise.get("eps"), source))
     raise LoadError(f"{source}: unsupported noise schedule {kind!r} (memaudit implements log-linear and cosine)")
 
 
@@ -149,10 +148,13 @@ class LightningAdapter(Adapter):
         if not is_tensor_dict(state):
             raise LoadError(f"{source}: no state_dict of tensors (not a Lightning checkpoint)")
         config_obj, hp = _hyper_parameters(ckpt, source)
-        cfg = to_plain(config_obj)
-        if not isinstance(cfg, dict):
-            raise LoadError(f"{source}: hyper_parameters['config'] is not a mapping")
-        cfg = resolve_interpolations(cfg)
+        try:
+            cfg = to_plain(config_obj)
+            if not isinstance(cfg, dict):
+                raise LoadError("hyper_parameters['config'] is not a mapping")
+            cfg = resolve_interpolations(cfg)
+        except LoadError as e:
+            raise LoadError(f"{source}: {e}") from None
         info = classify(cfg)
         algorithm = info["algorithm"]
         if info["kind"] == "masked":
@@ -190,7 +192,10 @@ class LightningAdapter(Adapter):
                                time_conditioning=time_conditioning, source=source,
                                declared={"hidden_size": model_cfg.get("hidden_size"),
                                          "cond_dim": model_cfg.get("cond_dim"),
-                                         "n_blocks": model_cfg.get("n_blocks")})
+                                         "n_blocks": model_cfg.get("n_blocks")},
+                               keys={"n_heads": "model.n_heads", "seq_len": "model.length",
+                                     "hidden_size": "model.hidden_size", "cond_dim": "model.cond_dim",
+                                     "n_blocks": "model.n_blocks"})
         declared_vocab = hp.get("vocab_size")
         if isinstance(declared_vocab, int) and not isinstance(declared_vocab, bool) and declared_vocab != arch.vocab_size:
             raise LoadError(f"{source}: vocabulary mismatch: hyper_parameters vocab_size = {declared_vocab} but "

@@ -26,6 +26,7 @@ import _compat_pickle
 import collections
 import io
 import pickle
+import pickletools
 import struct
 import zipfile
 from pathlib import Path
@@ -33,11 +34,38 @@ from typing import Any
 
 import torch
 
-from . import LoadError
+from . import LoadError, regular_file
+
+# Bounds on what a pickle may make memaudit materialise (docs/formats.md, "Limits"):
+MAX_PICKLE_BYTES = 64 << 20      # data.pkl of a Lightning checkpoint is kilobytes to a few MB
+MAX_CONFIG_NODES = 250_000       # nodes visited when walking a config (a Hydra config has hundreds)
+MAX_INTERPOLATIONS = 100_000     # ${...} substitutions when resolving a config (a config has dozens)
+MAX_STRING_BYTES = 1 << 20       # one interpolated config string
+VIEW_SLACK_BYTES = 1 << 20       # how much larger than its storage a tensor view may be (stride 0)
+
+
+class NodeBudget:
+    """Counts the nodes a walk over pickled or parsed data visits. Shared references let a small
+    file describe a tree of 2^40 nodes (a list holding the same list twice, forty levels deep);
+    walking it would never end. Past `limit` visits: a LoadError."""
+
+    def __init__(self, limit: int = MAX_CONFIG_NODES, what: str = "config", message: str | None = None):
+        self.limit, self.what, self.count = limit, what, 0
+        self.message = message or (f"{what} has more than {limit:,} nodes (shared references repeated "
+                                   f"level after level?); refusing to expand it")
+
+    def visit(self, n: int = 1) -> None:
+        self.count += n
+        if self.count > self.limit:
+            raise LoadError(self.message)
 
 
 class UnsafePickle(LoadError):
     """The checkpoint's pickle would execute code when loaded with torch.load."""
+
+
+class UnsafeSize(LoadError):
+    """The checkpoint's pickle would make memaudit allocate far more than the file holds."""
 
 
 # --------------------------------------------------------------------------------- inert records
@@ -162,6 +190,16 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
     if len(size) != len(stride) or storage_offset < 0 or any(s < 0 for s in size) or any(s < 0 for s in stride):
         raise pickle.UnpicklingError("malformed tensor geometry")
     t = torch.empty((0,), dtype=storage.dtype)
+    numel = 1
+    for n in size:
+        numel *= n
+    nbytes = storage.untyped.nbytes()
+    if numel * t.element_size() > nbytes + VIEW_SLACK_BYTES:
+        # A stride-0 (or overlapping) view larger than the bytes stored: any copy of it (a dtype cast,
+        # a finiteness check, loading it into the model) would allocate size × element size bytes.
+        raise UnsafeSize(f"a tensor of shape {tuple(size)} ({numel * t.element_size():,} bytes) is a view of a "
+                         f"{nbytes:,}-byte storage (stride {tuple(stride)}); memaudit refuses tensors larger "
+                         f"than their stored data")
     try:
         return t.set_(storage.untyped, storage_offset, size, stride)
     except RuntimeError as e:  # geometry outside the storage: truncated or corrupt archive
@@ -210,6 +248,8 @@ def _defaultdict(*args):
 
 
 def _ordered_dict(*args):
+    if any(isinstance(a, (torch.Tensor, Storage, Inert)) for a in args):
+        raise UnsafePickle("refusing to load: the pickle calls collections.OrderedDict on a tensor or record")
     return collections.OrderedDict(*args)
 
 
@@ -255,10 +295,13 @@ def _getitem(obj, key):
 def _safe_builtin(fn):
     def call(*args):
         for a in args:
-            if isinstance(a, (Inert, Storage)) or _is_inert_class(a):
-                raise pickle.UnpicklingError(f"malformed {fn.__name__}() in pickle")
-        if fn in (bytes, bytearray) and args and isinstance(args[0], int):
-            raise UnsafePickle(f"refusing to load: the pickle calls builtins.{fn.__name__} with a size")
+            if isinstance(a, (Inert, Storage, torch.Tensor, StorageType)) or _is_inert_class(a):
+                # bytearray(tensor) / list(tensor) would materialise the tensor's full logical size
+                raise UnsafePickle(f"refusing to load: the pickle calls builtins.{fn.__name__} on a "
+                                   f"{global_name(a) or type(a).__name__}")
+        if fn in (bytes, bytearray) and args and not isinstance(args[0], (str, bytes, bytearray)):
+            raise UnsafePickle(f"refusing to load: the pickle calls builtins.{fn.__name__} with a "
+                               f"{type(args[0]).__name__} (a size or an iterable), not with bytes")
         return fn(*args)
     call.__name__ = fn.__name__
     return call
@@ -349,7 +392,28 @@ class _Unpickler(pickle.Unpickler):
 
 def _run_unpickler(data: bytes | io.BufferedReader, persistent_load) -> Any:
     f = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    _check_memo_indices(f)
     return _Unpickler(f, persistent_load).load()
+
+
+def _check_memo_indices(f) -> None:
+    """Refuse memo indices no pickler writes. The C unpickler grows its memo array to the largest
+    index it sees (`LONG_BINPUT 0xfffffff0` → a 32 GiB array, zero-filled: the process is killed
+    before pickle can fail). A pickler numbers memo entries 0, 1, 2 …, each PUT one opcode, so an
+    index is never above the number of opcodes read so far. Reads the pickle once with pickletools
+    (no object is built), then rewinds."""
+    start = f.tell()
+    try:
+        for count, (op, arg, _pos) in enumerate(pickletools.genops(f)):
+            if op.name in ("PUT", "LONG_BINPUT") and isinstance(arg, int) and arg > count:
+                raise UnsafeSize(f"the pickle stores memo entry {arg:,} after only {count:,} opcodes "
+                                 f"(that would allocate a memo of {arg * 8:,} bytes)")
+    except UnsafeSize:
+        raise
+    except Exception:  # noqa: BLE001 - malformed opcodes: let the unpickler report them
+        pass
+    finally:
+        f.seek(start)
 
 
 # --------------------------------------------------------------------------------------- loaders
@@ -381,7 +445,52 @@ def _element_size(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
+def check_zip_members(path: Path) -> None:
+    """Refuse a torch zip archive that could not have been written by torch.save before reading any
+    of it: torch stores every member uncompressed, so a compressed member (a zip bomb: 1.5 MB that
+    inflates to gigabytes) or members claiming more bytes than the archive holds are refused, and
+    data.pkl may not exceed MAX_PICKLE_BYTES. Not a zip archive: nothing to check."""
+    if not zipfile.is_zipfile(path):
+        return
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise LoadError(f"{path}: truncated or corrupt zip archive ({e})") from None
+    total = 0
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise UnsafeSize(f"{path}: archive member {info.filename!r:.80} is compressed "
+                             f"(torch.save stores members uncompressed); refusing to inflate it")
+        if info.file_size != info.compress_size or info.file_size > size:
+            raise UnsafeSize(f"{path}: archive member {info.filename!r:.80} claims {info.file_size:,} bytes "
+                             f"in a {size:,}-byte file")
+        total += info.file_size
+        if (info.filename == "data.pkl" or info.filename.endswith("/data.pkl")) and info.file_size > MAX_PICKLE_BYTES:
+            raise UnsafeSize(f"{path}: data.pkl is {info.file_size:,} bytes, more than the "
+                             f"{MAX_PICKLE_BYTES >> 20} MiB memaudit unpickles")
+    if total > size:
+        raise UnsafeSize(f"{path}: archive members claim {total:,} bytes in a {size:,}-byte file")
+
+
+def check_tensor_geometry(state: Any, source: str) -> None:
+    """Every tensor in a state dict (or list) must fit in its storage: a stride-0 view of a few bytes
+    with a huge shape is refused before anything copies it (torch.load's own unpickler does not check)."""
+    tensors = state.values() if isinstance(state, dict) else state
+    for name, t in zip(state.keys() if isinstance(state, dict) else range(len(tensors)), tensors):
+        if not isinstance(t, torch.Tensor):
+            continue
+        logical = t.numel() * t.element_size()
+        stored = t.untyped_storage().nbytes()
+        if logical > stored + VIEW_SLACK_BYTES:
+            raise UnsafeSize(f"{source}: tensor {name} of shape {tuple(t.shape)} ({logical:,} bytes) is a view "
+                             f"of {stored:,} stored bytes (stride {tuple(t.stride())}); memaudit refuses tensors "
+                             f"larger than their stored data")
+
+
 def _load_zip(path: Path) -> Any:
+    check_zip_members(path)
     try:
         reader = torch._C.PyTorchFileReader(str(path))
     except Exception as e:  # noqa: BLE001 - the C++ reader raises RuntimeError subclasses
@@ -396,6 +505,7 @@ def _load_zip(path: Path) -> Any:
     file_size = path.stat().st_size
     whole: list[torch.UntypedStorage] = []
     storages: dict[str, Storage] = {}
+    swapped_bytes = [0]
 
     def get_bytes(key: str, nbytes: int) -> torch.UntypedStorage:
         name = f"data/{key}"
@@ -420,6 +530,9 @@ def _load_zip(path: Path) -> Any:
         elsize = _element_size(dtype)
         untyped = get_bytes(key, numel * elsize)
         if byteorder == "big" and elsize > 1:
+            swapped_bytes[0] += untyped.nbytes()
+            if swapped_bytes[0] > file_size:  # records pointing at the same bytes, copied again and again
+                raise UnsafeSize(f"storages to byte-swap total more than the {file_size:,}-byte file")
             swapped = torch.frombuffer(bytearray(bytes(untyped)), dtype=torch.uint8).view(-1, elsize).flip(1)
             untyped = swapped.contiguous().untyped_storage()
         storages[key] = Storage(untyped, dtype)
@@ -448,6 +561,7 @@ def _load_legacy(path: Path) -> Any:
         little = not isinstance(sys_info, dict) or sys_info.get("little_endian", True)
         pending: dict[str, tuple[torch.dtype, int, torch.UntypedStorage]] = {}
         storages: dict[str, Storage] = {}
+        allocated = [0]
 
         def persistent_load(pid):
             key, info = _pid_parts(pid, legacy=True)
@@ -459,8 +573,12 @@ def _load_legacy(path: Path) -> Any:
                 raise pickle.UnpicklingError("legacy storage views are not supported")
             if key not in storages:
                 nbytes = numel * _element_size(dtype)
+                allocated[0] += nbytes
                 if nbytes > file_size:
                     raise pickle.UnpicklingError(f"storage {key} larger than the file")
+                if allocated[0] > file_size:  # each storage's bytes follow the pickle in the file
+                    raise UnsafeSize(f"storages declared by the pickle total more than the {file_size:,}-byte "
+                                     f"file holds")
                 untyped = torch.UntypedStorage(nbytes)
                 pending[key] = (dtype, numel, untyped)
                 storages[key] = Storage(untyped, dtype)
@@ -499,6 +617,7 @@ def safe_load(path: str | Path) -> Any:
     when the pickle would call code, `LoadError` for anything unreadable — always one line.
     """
     path = Path(path)
+    regular_file(path)
     try:
         with open(path, "rb") as f:
             head = f.read(4)
@@ -513,6 +632,8 @@ def safe_load(path: str | Path) -> Any:
             return _load_legacy(path)
     except UnsafePickle as e:
         raise UnsafePickle(f"{path}: {e}") from None
+    except UnsafeSize as e:
+        raise UnsafeSize(e.args[0] if str(e).startswith(str(path)) else f"{path}: {e}") from None
     except LoadError:
         raise
     except RecursionError:
@@ -529,41 +650,56 @@ def safe_load(path: str | Path) -> Any:
 _OMEGA_CONTAINERS = ("omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig")
 
 
-def to_plain(obj: Any, _depth: int = 0) -> Any:
+def to_plain(obj: Any, _depth: int = 0, _budget: NodeBudget | None = None) -> Any:
     """Inert config objects → plain dicts / lists / scalars (OmegaConf DictConfig/ListConfig and
-    value nodes, Lightning AttributeDict, argparse Namespace); tensors and other records unchanged."""
+    value nodes, Lightning AttributeDict, argparse Namespace); tensors and other records unchanged.
+    At most MAX_CONFIG_NODES nodes are visited (LoadError beyond: see NodeBudget)."""
     if _depth > 200:
         raise LoadError("config nested too deeply")
+    budget = _budget if _budget is not None else NodeBudget(MAX_CONFIG_NODES, "config")
+    budget.visit()
     d = _depth + 1
+
+    def rec(o):  # the recursion shares one budget
+        return to_plain(o, d, budget)
+
+    def key(k):
+        k = rec(k)
+        try:
+            hash(k)
+        except TypeError:
+            raise LoadError(f"config has a {type(k).__name__} as a mapping key") from None
+        return k
+
     if isinstance(obj, Inert):
         name = obj.global_name
         state = obj.state if isinstance(obj.state, dict) else {}
         if name in _OMEGA_CONTAINERS or name.endswith(".DictConfig") or name.endswith(".ListConfig"):
             content = state.get("_content")
             if isinstance(content, dict):
-                return {to_plain(k, d): to_plain(v, d) for k, v in content.items()}
+                return {key(k): rec(v) for k, v in content.items()}
             if isinstance(content, (list, tuple)):
-                return [to_plain(v, d) for v in content]
+                return [rec(v) for v in content]
             return content  # None, "???" or an unresolved "${...}" string
         if name.startswith("omegaconf.nodes.") or name.startswith("omegaconf.") and "_val" in state:
-            return to_plain(state.get("_val"), d)
+            return rec(state.get("_val"))
         if obj.items or name.endswith("AttributeDict"):
-            out = {to_plain(k, d): to_plain(v, d) for k, v in obj.items.items()}
+            out = {key(k): rec(v) for k, v in obj.items.items()}
             for k, v in state.items():
-                out.setdefault(k, to_plain(v, d))
+                out.setdefault(k, rec(v))
             return out
         if name == "argparse.Namespace":
-            return {k: to_plain(v, d) for k, v in state.items()}
+            return {k: rec(v) for k, v in state.items()}
         if obj.list_items and not state:
-            return [to_plain(v, d) for v in obj.list_items]
+            return [rec(v) for v in obj.list_items]
         if name.startswith("enum.") or name.split(".")[-1][:1].isupper() and len(obj.args) == 1 and not state:
             # enum member or simple value wrapper: keep the value
-            return to_plain(obj.args[0], d) if obj.args else name
+            return rec(obj.args[0]) if obj.args else name
         return obj
     if isinstance(obj, dict):
-        return {to_plain(k, d) if isinstance(k, Inert) else k: to_plain(v, d) for k, v in obj.items()}
+        return {key(k) if isinstance(k, Inert) else k: rec(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(to_plain(v, d) for v in obj) if isinstance(obj, list) else tuple(to_plain(v, d) for v in obj)
+        return type(obj)(rec(v) for v in obj) if isinstance(obj, list) else tuple(rec(v) for v in obj)
     return obj
 
 
@@ -575,6 +711,10 @@ def resolve_interpolations(cfg: Any) -> Any:
     import re
 
     pattern = re.compile(r"\$\{([^${}:]+)\}")
+    budget = NodeBudget(MAX_CONFIG_NODES, "config")
+    substitutions = NodeBudget(MAX_INTERPOLATIONS, message=(
+        f"config interpolations need more than {MAX_INTERPOLATIONS:,} substitutions (values that refer to "
+        f"other values again and again?); refusing to expand them"))
 
     def lookup(path: list, ref: str):
         if ref.startswith("."):
@@ -596,6 +736,7 @@ def resolve_interpolations(cfg: Any) -> Any:
     def resolve_value(value, path, seen=0):
         if not isinstance(value, str) or "${" not in value or seen > 20:
             return value
+        substitutions.visit()
         m = pattern.fullmatch(value.strip())
         if m:
             target, ok = lookup(path[:-1], m.group(1).strip())
@@ -605,9 +746,13 @@ def resolve_interpolations(cfg: Any) -> Any:
             target, ok = lookup(path[:-1], mm.group(1).strip())
             target = resolve_value(target, path, seen + 1) if ok else None
             return str(target) if ok and isinstance(target, (str, int, float, bool)) else mm.group(0)
-        return pattern.sub(sub, value)
+        out = pattern.sub(sub, value)
+        if len(out) > MAX_STRING_BYTES:  # "${a}${a}" with a = "${b}${b}" …: doubling at every level
+            raise LoadError(f"config interpolation {value[:60]!r} expands to more than {MAX_STRING_BYTES:,} characters")
+        return out
 
     def walk(node, path):
+        budget.visit()
         if isinstance(node, dict):
             return {k: walk(v, path + [str(k)]) for k, v in node.items()}
         if isinstance(node, list):
@@ -659,5 +804,5 @@ def pickle_bytes(path: Path, limit: int = 64 << 20) -> bytes | None:
     return None
 
 
-__all__ = ["Inert", "UnsafePickle", "safe_load", "to_plain", "resolve_interpolations", "iter_inert",
+__all__ = ["Inert", "UnsafePickle", "UnsafeSize", "NodeBudget", "check_tensor_geometry", "check_zip_members", "safe_load", "to_plain", "resolve_interpolations", "iter_inert",
            "global_name"]

@@ -23,6 +23,7 @@ graph is masked diffusion and is refused.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +68,9 @@ def _schedule(cfg: dict, source: str):
     if kind == "geometric":
         smin = as_float(noise.get("sigma_min", 1e-3), "noise.sigma_min", source)
         smax = as_float(noise.get("sigma_max", 1.0), "noise.sigma_max", source)
-        if not 0 < smin < smax:
-            raise LoadError(f"{source}: geometric noise needs 0 < sigma_min < sigma_max")
+        if not 0 < smin < smax <= 100:
+            raise LoadError(f"{source}: geometric noise needs 0 < noise.sigma_min < noise.sigma_max <= 100, "
+                            f"found {smin} and {smax}")
         return GeometricSchedule(sigma_min=smin, sigma_max=smax)
     if kind == "loglinear":
         return loglinear(None, source)  # SEDD's LogLinearNoise() uses its default eps = 1e-3
@@ -90,7 +92,7 @@ class SEDDAdapter(Adapter):
     def _run_root(path: Path) -> tuple[Path, Path] | None:
         if path.is_dir() and (path / ".hydra" / "config.yaml").is_file():
             ckpt = path / "checkpoints-meta" / "checkpoint.pth"
-            if ckpt.exists():
+            if os.path.lexists(ckpt):
                 return path, ckpt
             return None
         if path.is_file() and path.suffix == ".pth" and path.parent.name in ("checkpoints-meta", "checkpoints"):
@@ -125,7 +127,10 @@ class SEDDAdapter(Adapter):
             root, ckpt_path, source = path, None, str(path)
             cfg = read_json(path / "config.json")
             files["config.json"] = file_sha256(path / "config.json")
-        cfg = resolve_interpolations(cfg)
+        try:
+            cfg = resolve_interpolations(cfg)
+        except LoadError as e:
+            raise LoadError(f"{source}: {e}") from None
         graph = str(cfg_get(cfg, "graph.type") or "").lower()
         if graph == "absorb":
             raise UnsupportedCheckpoint(f"{source}: unsupported family sedd (absorb graph): {MASKED_REASON}")
@@ -168,13 +173,16 @@ class SEDDAdapter(Adapter):
         arch = arch_from_state(chosen, n_heads=model_cfg.get("n_heads"), seq_len=seq_len, time_conditioning=True,
                                source=source, declared={"hidden_size": model_cfg.get("hidden_size"),
                                                         "cond_dim": model_cfg.get("cond_dim"),
-                                                        "n_blocks": model_cfg.get("n_blocks")})
+                                                        "n_blocks": model_cfg.get("n_blocks")},
+                               keys={"n_heads": "model.n_heads", "seq_len": "model.length",
+                                     "hidden_size": "model.hidden_size", "cond_dim": "model.cond_dim",
+                                     "n_blocks": "model.n_blocks"})
         if arch.vocab_size != tokens:
             raise LoadError(f"{source}: vocabulary mismatch: config tokens = {tokens} but the embedding has "
                             f"{arch.vocab_size} rows (uniform graph: V = tokens)")
         model = build_model(arch, drop_rotary_buffers(chosen, arch, source), source)
         tokenizer = None
-        if (root / "tokenizer.json").is_file():
+        if os.path.lexists(root / "tokenizer.json"):  # a FIFO / broken link is refused, not skipped
             from .native import load_tokenizer
 
             tokenizer = load_tokenizer(root / "tokenizer.json")

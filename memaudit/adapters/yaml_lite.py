@@ -11,15 +11,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from . import LoadError
+from . import LoadError, read_limited
 
 
 def load_yaml(path: Path) -> Any:
     try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise LoadError(f"{path}: file missing") from None
-    except (OSError, UnicodeDecodeError) as e:
+        text = read_limited(path).decode("utf-8")
+    except UnicodeDecodeError as e:
         raise LoadError(f"{path}: unreadable ({e})") from None
     try:
         import yaml  # optional: PyYAML is not a declared dependency
@@ -27,7 +25,9 @@ def load_yaml(path: Path) -> Any:
         yaml = None
     if yaml is not None:
         try:
-            return yaml.safe_load(text)
+            return yaml.safe_load(text)  # aliases become shared references; walks over it are bounded
+        except RecursionError:
+            raise LoadError(f"{path}: not valid YAML (nested too deeply)") from None
         except yaml.YAMLError as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise LoadError(f"{path}: not valid YAML ({first})") from None
