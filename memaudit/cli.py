@@ -244,6 +244,8 @@ def train(
     json_output: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ):
     """Train a reference uniform-state diffusion model (UDLM NELBO) on built-in or user data."""
+    from rich.markup import escape
+
     if json_output:
         require_stdout()
     from .train import TrainConfig
@@ -264,7 +266,7 @@ def train(
         print_json(summary)
     console.print(f"{'interrupted' if result.interrupted else 'trained'}: {result.steps_done} steps, "
                   f"loss {result.final_loss:.4f} (NELBO, nats/token), {result.tokens_per_second:,.0f} tokens/s, "
-                  f"{result.wall_seconds:.1f} s → {result.out_dir}", highlight=False)
+                  f"{result.wall_seconds:.1f} s → {escape(str(result.out_dir))}", highlight=False)
     if result.interrupted:
         raise typer.Exit(130)
 
@@ -381,6 +383,7 @@ def recover_command(
 
 
 def _print_recovery(result, out) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="token recovery (95% CI)")
@@ -395,9 +398,10 @@ def _print_recovery(result, out) -> None:
     for g in result.gaps:
         console.print(f"t0={g['t0']:g}: train − test = {g['gap']:+.3f} [{g['gap_ci'][0]:+.3f}, {g['gap_ci'][1]:+.3f}]",
                       highlight=False)
-    console.print(f"[bold]{result.verdict}[/] ({result.reason}): {result.explanation}", highlight=False, soft_wrap=True)
+    console.print(f"[bold]{result.verdict}[/] ({result.reason}): {escape(result.explanation)}", highlight=False,
+                  soft_wrap=True)
     if out is not None:
-        console.print(f"report → {out}", highlight=False)
+        console.print(f"report → {escape(str(out))}", highlight=False)
 
 
 # --------------------------------------------------------------------------------------- sweep
@@ -433,6 +437,8 @@ def sweep_command(
     json_output: bool = typer.Option(False, "--json"),
 ):
     """Train one model per training-set size, recover and scan each, plot the transition."""
+    from rich.markup import escape
+
     if json_output:
         require_stdout()
     from .sweep import SweepError, SweepSettings, parse_float_list, parse_int_list
@@ -462,11 +468,11 @@ def sweep_command(
             console.print(f"n_train={p['n_train']:>7}  steps={p['steps']:>6}  recovery train {tr:.2f} / test {te:.2f} "
                           f"(t0={p['t0']:g}) → {p['recovery_verdict']:<12} scan: {p['scan_verdict']} "
                           f"({p['scan_reason']})", highlight=False)
-        console.print(f"sweep → {result.out} ({len(result.ran)} trained, {len(result.reused)} reused, "
+        console.print(f"sweep → {escape(str(result.out))} ({len(result.ran)} trained, {len(result.reused)} reused, "
                       f"{result.wall_seconds:.0f} s)", highlight=False)
     if result.failed:
         for n, msg in result.failed.items():
-            console.print(f"[bold red]memaudit:[/] point n_train={n} failed: {msg}", highlight=False, soft_wrap=True)
+            emit_error(f"point n_train={n} failed: {msg}")
         raise typer.Exit(EXIT_RUNTIME)
 
 
@@ -501,6 +507,8 @@ def calibrate_command(
     json_output: bool = typer.Option(False, "--json"),
 ):
     """Derive the scan's decision rule from reference sweeps, with token recovery as ground truth."""
+    from rich.markup import escape
+
     if json_output:
         require_stdout()
     import shlex
@@ -551,7 +559,7 @@ def calibrate_command(
                                 "files": {k: str(v) for k, v in result["files"].items()}}))
     else:
         console.print(confusion_markdown(report["confusion"]), highlight=False)
-        console.print(f"rule → {out / 'rule.json'} (t_eval={result['rule']['t_eval']:g}, tau={result['rule']['tau']:g}, "
+        console.print(f"rule → {escape(str(out / 'rule.json'))} (t_eval={result['rule']['t_eval']:g}, tau={result['rule']['tau']:g}, "
                       f"min_samples={result['rule']['min_samples']})", highlight=False)
 
 

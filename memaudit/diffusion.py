@@ -195,8 +195,9 @@ def entropy(log_probs: torch.Tensor) -> torch.Tensor:
     """Shannon entropy in nats of the distributions on the last axis, in float32 or better."""
     log_probs = log_probs.float() if log_probs.dtype in (torch.float16, torch.bfloat16) else log_probs
     probs = log_probs.exp()
-    # 0 · log 0 = 0; the where keeps −inf logits from producing NaN.
-    return -torch.where(probs > 0, probs * log_probs, torch.zeros_like(probs)).sum(-1)
+    # 0 · log 0 = 0: the where keeps −inf logits from producing NaN. It tests probs == 0, not
+    # probs > 0, so that a NaN probability stays NaN and the caller's finiteness check can fire.
+    return -torch.where(probs == 0, torch.zeros_like(probs), probs * log_probs).sum(-1)
 
 
 def max_entropy(vocab_size: int) -> float:

@@ -321,8 +321,7 @@ def test_interrupted_write_never_leaves_a_mixed_report(ckpt, report_sets, tmp_pa
         assert proc.returncode == 130, proc.stderr
         assert proc.stderr.strip().splitlines() == ["memaudit: interrupted"]
         assert _digest(out) == sets["new"]
-    rerun = _memaudit("scan", ckpt, *SCAN_FAST, "--seed", 1, "--out", out)
-    assert rerun.returncode in (0, 1, 3), rerun.stderr
+    recover_file_sets(out)   # the next run starts with this (test_kill_before_… runs it for real)
     assert _digest(out) == sets["new"]
     assert sorted(p.name for p in out.iterdir()) == REPORT
 
