@@ -7,7 +7,7 @@ Each case builds its checkpoint in a temporary directory. All cases then run thr
 
 * under `RLIMIT_AS` (WORKER_ADDRESS_SPACE): a memory bomb must be refused before it allocates,
   not end as a MemoryError (exit 5) or a kill;
-* with a per-case deadline: a FIFO that blocks an `open()` is unblocked by a watchdog thread that
+* with a per-case deadline: a FIFO that blocks an `open()` is unblocked by a watchdog process that
   opens it for writing, and the case fails because it was slow, not by hanging the suite;
 * with CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH dropped when the tests run as root, so that a
   chmod 000 file really is unreadable (EACCES).
@@ -400,7 +400,7 @@ CASES = {
 
 # ------------------------------------------------------------------------------------------ worker
 WORKER = textwrap.dedent('''
-    import json, os, signal, sys, threading, time
+    import json, os, signal, subprocess, sys, time
 
     cases = json.load(open(sys.argv[1]))
     results = open(sys.argv[2], "a")
@@ -415,22 +415,10 @@ WORKER = textwrap.dedent('''
         raise CaseTimeout()
 
     signal.signal(signal.SIGALRM, on_alarm)
-    current = {"fifos": [], "until": None}
-
-    def watchdog():
-        # A reader blocked in open() on a FIFO (in Python, Rust or C++) never sees SIGALRM: open the
-        # FIFO for writing once the case is late, so the reader gets EOF and the case can end.
-        while True:
-            time.sleep(0.25)
-            until = current["until"]
-            if until is not None and time.monotonic() > until:
-                for f in current["fifos"]:
-                    try:
-                        os.close(os.open(f, os.O_WRONLY | os.O_NONBLOCK))
-                    except OSError:
-                        pass
-
-    threading.Thread(target=watchdog, daemon=True).start()
+    # A reader blocked in open() on a FIFO sees no SIGALRM, and may hold the GIL (safetensors,
+    # tokenizers): a separate process (WATCHDOG) opens the FIFOs for writing once the case is
+    # late, so the reader gets EOF and the case ends (as a failure: it took too long).
+    watchdog_script = sys.argv[4]
     runner = CliRunner()
     for case in cases:
         res = {"id": case["id"]}
@@ -441,7 +429,9 @@ WORKER = textwrap.dedent('''
             except PermissionError:
                 pass
         if "skip" not in res:
-            current["fifos"], current["until"] = case.get("fifos", []), time.monotonic() + deadline
+            watchdog = None
+            if case.get("fifos"):
+                watchdog = subprocess.Popen([sys.executable, watchdog_script, str(deadline), *case["fifos"]])
             start = time.monotonic()
             signal.alarm(int(deadline) + 5)
             try:
@@ -453,10 +443,26 @@ WORKER = textwrap.dedent('''
                 res.update(exit_code=None, stderr="", stdout="", exception="timed out")
             finally:
                 signal.alarm(0)
-                current["until"] = None
+                if watchdog is not None:
+                    watchdog.kill()
+                    watchdog.wait()
             res["seconds"] = time.monotonic() - start
         results.write(json.dumps(res) + "\\n")
         results.flush()
+''')
+
+
+WATCHDOG = textwrap.dedent('''
+    import os, sys, time
+
+    time.sleep(float(sys.argv[1]))
+    while True:
+        for f in sys.argv[2:]:
+            try:
+                os.close(os.open(f, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+        time.sleep(0.25)
 ''')
 
 
@@ -480,13 +486,14 @@ def results(tmp_path_factory):
         cases.append({"id": case_id, "argv": argv, **extra})
     (root / "cases.json").write_text(json.dumps(cases))
     (root / "worker.py").write_text(WORKER)
+    (root / "watchdog.py").write_text(WATCHDOG)
     out = root / "results.jsonl"
     env = {**os.environ, "MEMAUDIT_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1", "NO_COLOR": "1",
            "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
                                                                                os.environ.get("PYTHONPATH")]))}
     try:
         proc = subprocess.run([sys.executable, str(root / "worker.py"), str(root / "cases.json"), str(out),
-                               str(CASE_DEADLINE_S)], capture_output=True, text=True, env=env,
+                               str(CASE_DEADLINE_S), str(root / "watchdog.py")], capture_output=True, text=True, env=env,
                               timeout=WORKER_TIMEOUT_S, preexec_fn=_limit_worker)
         worker = f"worker exit {proc.returncode}: {proc.stderr[-2000:]}"
     except subprocess.TimeoutExpired:

@@ -186,6 +186,8 @@ def resolve(path_or_id: str | Path) -> Path:
     path = Path(path_or_id).expanduser()
     if path.exists():
         return path
+    if os.path.islink(path):  # a dangling link is a local path gone wrong, not a hub id
+        regular_file(path)
     from . import hub  # noqa: WPS433 - optional dependency, imported on demand
     return hub.resolve_hub_id(str(path_or_id))
 

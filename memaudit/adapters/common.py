@@ -453,8 +453,6 @@ def jsonable(obj: Any, depth: int = 0, _budget: NodeBudget | None = None) -> Any
         return {str(k): jsonable(v, depth + 1, budget) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [jsonable(v, depth + 1, budget) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)  # the config goes into JSON reports, which never hold NaN / Infinity
     if obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
     name = global_name(obj)
