@@ -735,11 +735,5 @@ def preload() -> None:
     from . import adapters, probe, recovery, report, train, verdict  # noqa: F401
 
 
-def main() -> None:
-    from .entrypoint import main as entry
-
-    entry()
-
-
-if __name__ == "__main__":
-    main()
+# The console script and `python -m memaudit` start in memaudit.entrypoint, which holds Ctrl-C
+# while this module and torch load, then runs `app`.

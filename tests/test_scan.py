@@ -439,7 +439,7 @@ def test_cli_runtime_failure_exits_5_and_writes_nothing(tiny_ckpt, tmp_path, mon
 def test_cli_json_is_exactly_one_document_on_stdout(tiny_ckpt, tmp_path):
     """A real process: stdout holds one JSON document and nothing else; the table is on stderr."""
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, "-m", "memaudit.cli", "scan", str(tiny_ckpt), "--samples", "8",
+    proc = subprocess.run([sys.executable, "-m", "memaudit", "scan", str(tiny_ckpt), "--samples", "8",
                            "--steps", "2", "--json", "--out", str(out), "--junit", str(out / "junit.xml"),
                            "--summary-md", str(out / "summary.md")],
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
