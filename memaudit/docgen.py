@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{DOC_PATH} is out of date: run `python -m memaudit.docgen`", file=sys.stderr)
             return 1
         return 0
-    from .ci_outputs import atomic_write_bytes
+    from .io import atomic_write_bytes
 
     atomic_write_bytes(DOC_PATH, text.encode("utf-8"))
     print(f"wrote {DOC_PATH}", file=sys.stderr)

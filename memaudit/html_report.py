@@ -33,7 +33,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .ci_outputs import atomic_write_bytes, checkpoint_name, ci_level, fmt_value, key_statistics, rule_line
+from .io import atomic_write_bytes
+from .ci_outputs import checkpoint_name, ci_level, fmt_value, key_statistics, rule_line
 
 REPORT_NAME = "report.html"
 LOWEST_SAMPLES = 8          # lowest-entropy samples shown as text

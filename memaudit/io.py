@@ -132,6 +132,22 @@ def _write_new(path: Path, data: bytes) -> None:
     os.chmod(path, FILE_MODE)
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write one file so that readers see the old file or the new one, never half of one: staged
+    beside the target under memaudit's temporary name (cleaned up after a kill by the next write
+    into that directory), flushed to disk, renamed into place."""
+    path = Path(path)
+    check_writable_target(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _staged_name(path, secrets.token_hex(4), "tmp")
+    try:
+        _write_new(tmp, data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 @contextmanager
 def _sigint_deferred():
     """Hold SIGINT until the block ends (main thread only), then deliver it."""

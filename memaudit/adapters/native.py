@@ -11,17 +11,18 @@ directory with a config.json always holds a complete checkpoint.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from ..denoiser import Denoiser
 from ..diffusion import schedule_from_dict
+from ..io import atomic_write_bytes
 from ..model import DDiT, DDiTConfig
 from . import (MAX_TOKENIZER_BYTES, Adapter, LoadError, check_memory, file_sha256, read_limited, register,
                regular_file)
@@ -30,34 +31,8 @@ FORMAT = "memaudit"
 FORMAT_VERSION = 1
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to a temporary file next to `path`, then rename it into place: readers see the
-    old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata))
 
 
 def save_checkpoint(directory: str | Path, model: DDiT, config: dict, ema_state: dict | None = None,
@@ -73,10 +48,9 @@ def save_checkpoint(directory: str | Path, model: DDiT, config: dict, ema_state:
     if tokenizer is not None:
         atomic_write_bytes(directory / "tokenizer.json", tokenizer.to_str().encode())
     if trainer_state is not None:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".trainer_state.", suffix=".tmp")
-        os.close(fd)
-        torch.save(trainer_state, tmp)
-        os.replace(tmp, directory / "trainer_state.pt")
+        buffer = io.BytesIO()
+        torch.save(trainer_state, buffer)
+        atomic_write_bytes(directory / "trainer_state.pt", buffer.getvalue())
     full = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model.config.to_dict(),
             **config, "tokenizer": {"file": "tokenizer.json"} if tokenizer is not None else None}
     atomic_write_bytes(directory / "config.json", (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
