@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UsageError
 from . import __version__
 
 # --------------------------------------------------------------------------------------- the plan
@@ -60,7 +61,7 @@ LABELS = ("memorizing", "generalizing", "transition", "undertrained")
 VERDICTS = ("memorizing", "generalizing", "inconclusive")
 
 
-class CalibrationError(Exception):
+class CalibrationError(UsageError):
     """Bad calibration settings or table (CLI exit code 2)."""
 
 

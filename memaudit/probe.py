@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import UsageError
 from . import __version__
 from . import diffusion as D
 from .denoiser import Denoiser
@@ -58,7 +59,7 @@ BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.95
 
 
-class ScanError(Exception):
+class ScanError(UsageError):
     """Bad scan settings (CLI exit code 2)."""
 
 

@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import UsageError
 from . import __version__
 from . import diffusion as D
 from .denoiser import Denoiser
@@ -78,7 +79,7 @@ SPLITS = ("train", "test")
 CATEGORIES = ("recovered", "stable", "unstable", "failed")
 
 
-class RecoveryError(Exception):
+class RecoveryError(UsageError):
     """Bad recovery settings or data (CLI exit code 2)."""
 
 

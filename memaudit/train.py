@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import UsageError
 from . import __version__
 from . import diffusion as D
 from .adapters.native import load_state_into, load_tensors, read_config, save_checkpoint
@@ -20,7 +21,7 @@ from .model import DDiT, preset_config
 from .progress import progress_bar
 
 
-class TrainError(Exception):
+class TrainError(UsageError):
     """Bad training settings or an unusable output directory (CLI exit code 2)."""
 
 

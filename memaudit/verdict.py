@@ -51,6 +51,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import UsageError
+
 CALIBRATION_DIR = Path(__file__).with_name("calibration")
 CALIBRATED_RULE = CALIBRATION_DIR / "rule.json"  # written by `memaudit calibrate`; preferred when present
 DEFAULT_RULE = CALIBRATED_RULE if CALIBRATED_RULE.exists() else CALIBRATION_DIR / "provisional.json"
@@ -58,7 +60,7 @@ VERDICTS = ("memorizing", "generalizing", "inconclusive")
 STATUSES = ("provisional", "calibrated")
 
 
-class RuleError(Exception):
+class RuleError(UsageError):
     """A rule file is missing, unreadable or malformed (CLI exit code 2)."""
 
 
