@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .diffusion import LogLinearSchedule
+from .diffusion import Schedule
 from .model import DDiT
 
 
@@ -30,7 +30,7 @@ class Denoiser:
     """
 
     model: DDiT
-    schedule: LogLinearSchedule
+    schedule: Schedule
     vocab_size: int
     seq_len: int
     tokenizer: Any = None              # tokenizers.Tokenizer or None (token ids only)

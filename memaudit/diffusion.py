@@ -1,7 +1,12 @@
-"""Uniform-state discrete diffusion: schedule, corruption, exact posterior, reverse steps, NELBO.
+"""Uniform-state discrete diffusion: schedules, corruption, exact posterior, reverse steps, NELBO.
 
 Pure tensor math: no network, no I/O, no loops over time. The sampler that chains these steps
 lives in `memaudit.sampling`; the network in `memaudit.model`.
+
+Every noise schedule implements the `Schedule` protocol (α_t, dα_t/dt, σ_t, ε, name, to_dict) and
+lives here: log-linear (memaudit, Duo, UDLM), cosine (Duo), geometric (SEDD), GIDD's hybrid keep
+probability. `schedule_from_dict` is the one lookup from plain data to a schedule; every adapter
+builds its schedule through it.
 
 Notation (V = vocabulary size, x̂ = model's x0 probabilities, t ∈ [0, 1]):
 
@@ -17,31 +22,39 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 
 T_MIN = 1e-5  # time of the final noise-removal step, as in the reference code
 
 
-@dataclass(frozen=True)
-class LogLinearSchedule:
-    """α_t = 1 − (1 − ε) t. At t = 1 a fraction ε of tokens survives."""
+@runtime_checkable
+class Schedule(Protocol):
+    """What every noise schedule provides; `Denoiser.schedule` is typed as this.
 
-    eps: float = 1e-3
-    name: str = "loglinear"
+    alpha(t)      α_t, the probability that a token is kept at time t ∈ [0, 1]
+    dalpha_dt(t)  dα_t/dt (negative), the NELBO's weight
+    sigma(t)      σ_t = −log α_t, the time input of Duo/UDLM/SEDD networks
+    eps           the schedule's ε, for reports (log-linear, cosine: the fraction of tokens that
+                  survive at t = 1; geometric: exp(−σ_max); GIDD: p_uniform)
+    name          the key of the schedule in SCHEDULES
+    to_dict()     the schedule as plain data for reports and configs
+    """
 
-    def alpha(self, t: torch.Tensor) -> torch.Tensor:
-        return 1.0 - (1.0 - self.eps) * t
+    @property
+    def name(self) -> str: ...
 
-    def dalpha_dt(self, t: torch.Tensor) -> torch.Tensor:
-        return torch.full_like(t, -(1.0 - self.eps))
+    @property
+    def eps(self) -> float: ...
 
-    def sigma(self, t: torch.Tensor) -> torch.Tensor:
-        # −log α_t, the time input of Duo/UDLM networks; log1p keeps precision near t = 0.
-        return -torch.log1p(-(1.0 - self.eps) * t)
+    def alpha(self, t: torch.Tensor) -> torch.Tensor: ...
 
-    def to_dict(self) -> dict:
-        return {"name": self.name, "eps": self.eps}
+    def dalpha_dt(self, t: torch.Tensor) -> torch.Tensor: ...
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor: ...
+
+    def to_dict(self) -> dict: ...
 
 
 def check_eps(eps, where: str = "schedule.eps") -> float:
@@ -59,18 +72,187 @@ def check_eps(eps, where: str = "schedule.eps") -> float:
     return value
 
 
-def schedule_from_dict(d: dict | None, where: str = "schedule") -> LogLinearSchedule:
-    """memaudit's own `schedule` entry ({"name": "loglinear", "eps": ε}); ValueError naming the field."""
+def check_float(value, where: str) -> float:
+    """A finite number (an int, a float or a numeric string such as YAML's `1e-4`). → float(value),
+    or ValueError naming `where`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{where} must be a number, found {value!r:.60}")
+    try:
+        out = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{where} must be a number, found {value!r:.60}") from None
+    if not math.isfinite(out):
+        raise ValueError(f"{where} must be a finite number, found {value!r:.60}")
+    return out
+
+
+@dataclass(frozen=True)
+class EpsSchedule:
+    """What the schedules set by one ε (log-linear, cosine) share: the field and its plain-data form."""
+
+    eps: float = 1e-3
+    name: str = ""  # each subclass names itself
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "eps": self.eps}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "schedule"):
+        return cls(eps=check_eps(d.get("eps", 1e-3), f"{where}.eps"))
+
+
+@dataclass(frozen=True)
+class LogLinearSchedule(EpsSchedule):
+    """α_t = 1 − (1 − ε) t. At t = 1 a fraction ε of tokens survives."""
+
+    name: str = "loglinear"
+
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        return 1.0 - (1.0 - self.eps) * t
+
+    def dalpha_dt(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(t, -(1.0 - self.eps))
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        # −log α_t, the time input of Duo/UDLM networks; log1p keeps precision near t = 0.
+        return -torch.log1p(-(1.0 - self.eps) * t)
+
+
+@dataclass(frozen=True)
+class CosineSchedule(EpsSchedule):
+    """Duo's cosine schedule (CIFAR-10 configs): α_t = 1 − cos(π/2 · (1 − (1 − ε) t)), σ_t = −log α_t."""
+
+    name: str = "cosine"
+
+    def _u(self, t):
+        return (math.pi / 2) * (1 - (1 - self.eps) * t)
+
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        return 1 - torch.cos(self._u(t))
+
+    def dalpha_dt(self, t: torch.Tensor) -> torch.Tensor:
+        return -torch.sin(self._u(t)) * (math.pi / 2) * (1 - self.eps)
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        return -torch.log(self.alpha(t))
+
+
+@dataclass(frozen=True)
+class GeometricSchedule:
+    """SEDD's geometric total noise σ_t = σ_min^(1−t) σ_max^t; α_t = exp(−σ_t) for the uniform graph."""
+
+    sigma_min: float = 1e-4
+    sigma_max: float = 20.0
+    name: str = "geometric"
+
+    @property
+    def eps(self) -> float:  # the fraction of tokens that survive at t = 1, for reports
+        return math.exp(-self.sigma_max)
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=torch.float32)
+        return self.sigma_min ** (1 - t) * self.sigma_max ** t
+
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-self.sigma(t))
+
+    def dalpha_dt(self, t: torch.Tensor) -> torch.Tensor:
+        s = self.sigma(t)
+        return -torch.exp(-s) * s * math.log(self.sigma_max / self.sigma_min)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "schedule") -> "GeometricSchedule":
+        smin = check_float(d.get("sigma_min", 1e-4), f"{where}.sigma_min")
+        smax = check_float(d.get("sigma_max", 20.0), f"{where}.sigma_max")
+        if not 0 < smin < smax <= 100:
+            raise ValueError(f"geometric noise needs 0 < {where}.sigma_min < {where}.sigma_max <= 100, "
+                             f"found {smin} and {smax}")
+        return cls(sigma_min=smin, sigma_max=smax)
+
+
+@dataclass(frozen=True)
+class GiddSchedule:
+    """GIDD's hybrid (mask + uniform) noise: α_t is the probability that a token is kept.
+
+    Only α_t is exposed: memaudit's sampler and recovery treat the remaining 1 − α_t as uniform
+    noise, which approximates GIDD's process (it sends part of it to [MASK]); see docs/formats.md.
+    to_dict() leaves out vocab_size, so from_dict needs it given separately.
+    """
+
+    p_uniform: float
+    vocab_size: int  # including the mask token
+    gamma: float = 1.0
+    clip_noise: float = 20.0
+    name: str = "gidd-hybrid"
+
+    @property
+    def eps(self) -> float:
+        return self.p_uniform
+
+    def _parts(self, t: torch.Tensor):
+        t = torch.as_tensor(t, dtype=torch.float64).clamp(1e-6, 1 - 1e-6)
+        p = max(math.exp(-self.clip_noise), self.p_uniform)
+        log_b = max(-math.log1p((1 - p) / p * self.vocab_size / 2), -self.clip_noise)
+        tg, t1g = t ** self.gamma, (1 - t) ** self.gamma
+        c = (tg * t1g).sqrt() * math.exp(log_b)
+        big_c = (tg + t1g + (self.vocab_size - 2) * c).clamp_min(1e-4)
+        return (t1g - c) / big_c
+
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        return self._parts(t).float()
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        return -torch.log(self._parts(t).clamp_min(1e-30)).float()
+
+    def dalpha_dt(self, t: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=torch.float64)
+        h = 1e-4
+        return ((self._parts(t + h) - self._parts(t - h)) / (2 * h)).float()
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "p_uniform": self.p_uniform, "gamma": self.gamma}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "schedule") -> "GiddSchedule":
+        p_uniform = check_float(d.get("p_uniform"), f"{where}.p_uniform")
+        if not 0 < p_uniform <= 1:
+            raise ValueError(f"{where}.p_uniform must be a probability in (0, 1], found {p_uniform}")
+        vocab_size = d.get("vocab_size")
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2:
+            raise ValueError(f"{where}.vocab_size must be an integer of at least 2, found {vocab_size!r:.60}")
+        gamma = check_float(d.get("gamma", 1.0), f"{where}.gamma")
+        clip_noise = check_float(d.get("clip_noise", 20.0), f"{where}.clip_noise")
+        if gamma <= 0 or clip_noise <= 0:
+            raise ValueError(f"{where}.gamma and {where}.clip_noise must be positive, found {gamma} and {clip_noise}")
+        return cls(p_uniform=p_uniform, vocab_size=vocab_size, gamma=gamma, clip_noise=clip_noise)
+
+
+# The one schedule lookup: a `name` (as in to_dict()) → its class. Every adapter builds its schedule
+# through schedule_from_dict, so every format's fields are validated the same way.
+SCHEDULES: dict[str, type] = {
+    "loglinear": LogLinearSchedule, "log-linear": LogLinearSchedule, "log_linear": LogLinearSchedule,
+    "cosine": CosineSchedule,
+    "geometric": GeometricSchedule,
+    "gidd-hybrid": GiddSchedule,
+}
+
+
+def schedule_from_dict(d: dict | None, where: str = "schedule") -> Schedule:
+    """A schedule from plain data such as `{"name": "loglinear", "eps": 0.001}` (the name defaults to
+    loglinear; fields a schedule does not list are ignored). ValueError naming the field."""
     if d is None:
         d = {}
     if not isinstance(d, dict):
         raise ValueError(f"{where} must be a mapping like {{\"name\": \"loglinear\", \"eps\": 0.001}}, "
                          f"found {type(d).__name__} {d!r:.60}")
     name = d.get("name", "loglinear")
-    if name not in ("loglinear", "log-linear", "log_linear"):
-        raise ValueError(f"{where}.name: unsupported noise schedule {name!r:.60} (only the log-linear schedule "
-                         f"is implemented)")
-    return LogLinearSchedule(eps=check_eps(d.get("eps", 1e-3), f"{where}.eps"))
+    if not isinstance(name, str) or name not in SCHEDULES:
+        known = ", ".join(sorted({cls.name for cls in SCHEDULES.values()}))
+        raise ValueError(f"{where}.name: unsupported noise schedule {name!r:.60} (memaudit implements {known})")
+    return SCHEDULES[name].from_dict(d, where)
 
 
 def corrupt(x0: torch.Tensor, alpha: torch.Tensor, vocab_size: int,

@@ -74,6 +74,62 @@ def test_schedule_values():
     assert torch.allclose(s.dalpha_dt(t), torch.full_like(t, -0.999))
 
 
+
+# Every schedule memaudit knows, as the plain data its adapter builds it from.
+SCHEDULE_DICTS = {
+    "loglinear": {"name": "loglinear", "eps": 1e-3},
+    "cosine": {"name": "cosine", "eps": 1e-3},
+    "geometric": {"name": "geometric", "sigma_min": 1e-4, "sigma_max": 20.0},
+    "gidd-hybrid": {"name": "gidd-hybrid", "p_uniform": 0.1, "vocab_size": 50},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULE_DICTS))
+def test_every_schedule_implements_the_protocol_and_round_trips(name):
+    s = D.schedule_from_dict(SCHEDULE_DICTS[name])
+    assert isinstance(s, D.Schedule) and s.name == name
+    again = D.schedule_from_dict({**s.to_dict(), **({"vocab_size": 50} if name == "gidd-hybrid" else {})})
+    assert again == s
+    t = torch.linspace(0.05, 0.95, 7)
+    alpha, sigma, dalpha = s.alpha(t), s.sigma(t), s.dalpha_dt(t)
+    assert alpha.dtype == sigma.dtype == dalpha.dtype == torch.float32
+    assert ((alpha > 0) & (alpha <= 1)).all() and (dalpha < 0).all()
+    assert torch.allclose(sigma, -torch.log(alpha), rtol=1e-4, atol=1e-6)
+    h = 1e-3  # dα/dt against a central difference in float64
+    t64 = t.double()
+    numeric = (s.alpha(t64 + h).double() - s.alpha(t64 - h).double()) / (2 * h)
+    assert torch.allclose(dalpha.double(), numeric, rtol=2e-3, atol=1e-4)
+    assert 0 < s.eps < 1
+
+
+def test_schedule_lookup_refuses_unknown_names_and_bad_fields():
+    assert D.schedule_from_dict(None) == D.LogLinearSchedule()
+    assert D.schedule_from_dict({"name": "log-linear", "eps": "0.01"}) == D.LogLinearSchedule(eps=0.01)
+    with pytest.raises(ValueError, match=r"schedule\.name: unsupported noise schedule 'sqrt'.*cosine"):
+        D.schedule_from_dict({"name": "sqrt"})
+    with pytest.raises(ValueError, match=r"unsupported noise schedule \['a'\]"):
+        D.schedule_from_dict({"name": ["a"]})
+    with pytest.raises(ValueError, match="schedule must be a mapping"):
+        D.schedule_from_dict("loglinear")
+    with pytest.raises(ValueError, match=r"noise\.eps must be a number in \(0, 1\)"):
+        D.schedule_from_dict({"name": "cosine", "eps": 0}, where="noise")
+    with pytest.raises(ValueError, match=r"0 < noise\.sigma_min < noise\.sigma_max <= 100"):
+        D.schedule_from_dict({"name": "geometric", "sigma_min": 2, "sigma_max": 1}, where="noise")
+    with pytest.raises(ValueError, match=r"noise\.sigma_max must be a finite number"):
+        D.schedule_from_dict({"name": "geometric", "sigma_max": "inf"}, where="noise")
+    with pytest.raises(ValueError, match=r"schedule\.vocab_size must be an integer"):
+        D.schedule_from_dict({"name": "gidd-hybrid", "p_uniform": 0.5})
+    with pytest.raises(ValueError, match=r"schedule\.p_uniform must be a probability"):
+        D.schedule_from_dict({"name": "gidd-hybrid", "p_uniform": 0, "vocab_size": 9})
+
+
+def test_denoiser_schedule_is_typed_as_the_protocol():
+    import typing
+
+    from memaudit.denoiser import Denoiser
+
+    assert typing.get_type_hints(Denoiser)["schedule"] is D.Schedule
+
 def discrete_kl_rate(x0: int, x_t: int, x0_probs: torch.Tensor, t: float, dt: float,
                      sched: D.LogLinearSchedule) -> float:
     """KL(q(x_s | x_t, x0) ‖ p_θ(x_s | x_t)) / dt with s = t − dt, by enumeration."""

@@ -6,15 +6,13 @@ from the restricted unpickler. Nothing imports or runs code from a checkpoint.
 from __future__ import annotations
 
 import json
-import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..diffusion import LogLinearSchedule, check_eps
+from ..diffusion import Schedule, check_float, schedule_from_dict
 from ..model import MAX_SEQ_LEN, DDiT, DDiTConfig
 from . import LoadError, read_limited
 from .native import check_before_build, load_state_into
@@ -61,15 +59,10 @@ def as_int(value: Any, what: str, source: str) -> int:
 
 
 def as_float(value: Any, what: str, source: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise LoadError(f"{source}: {what} must be a number, found {value!r:.60}")
     try:
-        out = float(value)
-    except (TypeError, ValueError, OverflowError):
-        raise LoadError(f"{source}: {what} must be a number, found {value!r:.60}") from None
-    if not math.isfinite(out):
-        raise LoadError(f"{source}: {what} must be a finite number, found {value!r:.60}")
-    return out
+        return check_float(value, what)
+    except ValueError as e:
+        raise LoadError(f"{source}: {e}") from None
 
 
 def read_json(path: Path) -> dict:
@@ -85,66 +78,14 @@ def read_json(path: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------- schedules
-@dataclass(frozen=True)
-class CosineSchedule:
-    """Duo's cosine schedule (CIFAR-10 configs): α_t = 1 − cos(π/2 · (1 − (1 − ε) t)), σ_t = −log α_t."""
-
-    eps: float = 1e-3
-    name: str = "cosine"
-
-    def _u(self, t):
-        return (math.pi / 2) * (1 - (1 - self.eps) * t)
-
-    def alpha(self, t: torch.Tensor) -> torch.Tensor:
-        return 1 - torch.cos(self._u(t))
-
-    def dalpha_dt(self, t: torch.Tensor) -> torch.Tensor:
-        return -torch.sin(self._u(t)) * (math.pi / 2) * (1 - self.eps)
-
-    def sigma(self, t: torch.Tensor) -> torch.Tensor:
-        return -torch.log(self.alpha(t))
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "eps": self.eps}
-
-
-@dataclass(frozen=True)
-class GeometricSchedule:
-    """SEDD's geometric total noise σ_t = σ_min^(1−t) σ_max^t; α_t = exp(−σ_t) for the uniform graph."""
-
-    sigma_min: float = 1e-4
-    sigma_max: float = 20.0
-    name: str = "geometric"
-
-    @property
-    def eps(self) -> float:  # the fraction of tokens that survive at t = 1, for reports
-        return math.exp(-self.sigma_max)
-
-    def sigma(self, t: torch.Tensor) -> torch.Tensor:
-        t = torch.as_tensor(t, dtype=torch.float32)
-        return self.sigma_min ** (1 - t) * self.sigma_max ** t
-
-    def alpha(self, t: torch.Tensor) -> torch.Tensor:
-        return torch.exp(-self.sigma(t))
-
-    def dalpha_dt(self, t: torch.Tensor) -> torch.Tensor:
-        s = self.sigma(t)
-        return -torch.exp(-s) * s * math.log(self.sigma_max / self.sigma_min)
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
-
-
-def schedule_eps(eps: Any, source: str, where: str = "noise.eps") -> float:
-    """ε of a log-linear or cosine schedule, validated like every other format's (diffusion.check_eps)."""
+def make_schedule(name: str, source: str, where: str = "noise", **fields: Any) -> Schedule:
+    """The schedule `name` with `fields`, through the one lookup (diffusion.schedule_from_dict), so
+    every format's fields are validated alike; a refusal is a LoadError naming the checkpoint and
+    the field (`noise.eps must be a number in (0, 1) …`)."""
     try:
-        return check_eps(1e-3 if eps is None else eps, where)
+        return schedule_from_dict({"name": name, **fields}, where)
     except ValueError as e:
         raise LoadError(f"{source}: {e}") from None
-
-
-def loglinear(eps: Any, source: str) -> LogLinearSchedule:
-    return LogLinearSchedule(eps=schedule_eps(eps, source))
 
 
 # ----------------------------------------------------------------------------------- state dicts

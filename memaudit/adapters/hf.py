@@ -30,10 +30,10 @@ from pathlib import Path
 import torch
 
 from ..denoiser import Denoiser
-from ..diffusion import LogLinearSchedule
 from . import Adapter, LoadError, UnsupportedCheckpoint, check_memory, file_sha256, register, regular_file
-from .common import (MASKED_REASON, jsonable, arch_from_state, as_bool, as_float, build_model, check_tokenizer_vocab,
-                     drop_rotary_buffers, hub_provenance, read_json, remote_code_note, strip_prefix)
+from .common import (MASKED_REASON, arch_from_state, as_bool, as_float, build_model, check_tokenizer_vocab,
+                     drop_rotary_buffers, hub_provenance, jsonable, make_schedule, read_json, remote_code_note,
+                     strip_prefix)
 
 SUPPORTED_MODEL_TYPES = ("udlm", "duo", "dit")
 
@@ -104,50 +104,6 @@ class GiddDenoiser(Denoiser):
 
     def time_features(self, t: torch.Tensor) -> torch.Tensor:
         return t.float().clamp(self.t_eps, 1 - self.t_eps)
-
-
-@dataclass(frozen=True)
-class GiddSchedule:
-    """GIDD's hybrid (mask + uniform) noise: α_t is the probability that a token is kept.
-
-    Only α_t is exposed: memaudit's sampler and recovery treat the remaining 1 − α_t as uniform
-    noise, which approximates GIDD's process (it sends part of it to [MASK]); see docs/formats.md.
-    """
-
-    p_uniform: float
-    vocab_size: int  # including the mask token
-    gamma: float = 1.0
-    clip_noise: float = 20.0
-    name: str = "gidd-hybrid"
-
-    @property
-    def eps(self) -> float:
-        return self.p_uniform
-
-    def _parts(self, t: torch.Tensor):
-        import math
-
-        t = torch.as_tensor(t, dtype=torch.float64).clamp(1e-6, 1 - 1e-6)
-        p = max(math.exp(-self.clip_noise), self.p_uniform)
-        log_b = max(-math.log1p((1 - p) / p * self.vocab_size / 2), -self.clip_noise)
-        tg, t1g = t ** self.gamma, (1 - t) ** self.gamma
-        c = (tg * t1g).sqrt() * math.exp(log_b)
-        big_c = (tg + t1g + (self.vocab_size - 2) * c).clamp_min(1e-4)
-        return (t1g - c) / big_c
-
-    def alpha(self, t: torch.Tensor) -> torch.Tensor:
-        return self._parts(t).float()
-
-    def sigma(self, t: torch.Tensor) -> torch.Tensor:
-        return -torch.log(self._parts(t).clamp_min(1e-30)).float()
-
-    def dalpha_dt(self, t: torch.Tensor) -> torch.Tensor:
-        t = torch.as_tensor(t, dtype=torch.float64)
-        h = 1e-4
-        return ((self._parts(t + h) - self._parts(t - h)) / (2 * h)).float()
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "p_uniform": self.p_uniform, "gamma": self.gamma}
 
 
 def _mask_token_id(folder: Path, tokenizer, vocab_size: int, cfg: dict) -> tuple[int, str]:
@@ -232,7 +188,7 @@ class HFAdapter(Adapter):
                                    keys={"n_heads": "n_heads", "seq_len": "model_length", "hidden_size": "hidden_dim",
                                          "cond_dim": "cond_dim", "n_blocks": "n_blocks"})
             stored = "ema" if kind == "udlm" else "raw"
-            schedule, time_input = LogLinearSchedule(eps=1e-3), ("sigma" if tc else "none")
+            schedule, time_input = make_schedule("loglinear", source, eps=1e-3), ("sigma" if tc else "none")
             notes.append("noise schedule not stored in config.json; using the log-linear schedule "
                          "(eps = 1e-3) both codebases train with")
             output_slice, cls, extra_fields = None, Denoiser, {}
@@ -265,7 +221,8 @@ class HFAdapter(Adapter):
             t_eps = as_float(cfg.get("t_eps", 1e-4), "t_eps", source)
             if not 0 <= t_eps < 0.5:
                 raise LoadError(f"{source}: t_eps must be in [0, 0.5), found {t_eps}")
-            schedule = GiddSchedule(p_uniform=p_uniform, vocab_size=arch.vocab_size)
+            schedule = make_schedule("gidd-hybrid", source, where="config.json", p_uniform=p_uniform,
+                                     vocab_size=arch.vocab_size)
             time_input, output_slice = "t", arch.vocab_size - 1
             cls, extra_fields, algorithm = GiddDenoiser, {"t_eps": t_eps}, "gidd"
         if weights is None:

@@ -30,9 +30,9 @@ from typing import Any
 
 from ..denoiser import Denoiser
 from . import Adapter, LoadError, UnsupportedCheckpoint, file_sha256, register
-from .common import (MASKED_REASON, CosineSchedule, arch_from_state, as_bool, build_model, cfg_get,
-                     check_tokenizer_vocab, drop_rotary_buffers, ema_state, hub_provenance, is_tensor_dict, jsonable,
-                     loglinear, remote_code_note, schedule_eps, strip_prefix, tokenizer_from_pickle)
+from .common import (MASKED_REASON, arch_from_state, as_bool, build_model, cfg_get, check_tokenizer_vocab,
+                     drop_rotary_buffers, ema_state, hub_provenance, is_tensor_dict, jsonable, make_schedule,
+                     remote_code_note, strip_prefix, tokenizer_from_pickle)
 from .safe_pickle import Inert, global_name, pickle_bytes, resolve_interpolations, safe_load, to_plain
 
 
@@ -99,10 +99,11 @@ def schedule_from_config(cfg: dict, source: str):
         raise LoadError(f"{source}: the config has no noise schedule (noise.type / noise._target_)")
     kind = str(noise.get("type") or noise.get("_target_") or "").lower()
     leaf = kind.split(".")[-1].replace("-", "").replace("_", "")
+    eps = {} if noise.get("eps") is None else {"eps": noise["eps"]}  # no eps: the schedule's default, 1e-3
     if leaf in ("loglinear",) or leaf.startswith("loglinear"):
-        return loglinear(noise.get("eps"), source)
+        return make_schedule("loglinear", source, **eps)
     if leaf.startswith("cosine"):
-        return CosineSchedule(eps=schedule_eps(noise.get("eps"), source))
+        return make_schedule("cosine", source, **eps)
     raise LoadError(f"{source}: unsupported noise schedule {kind!r} (memaudit implements log-linear and cosine)")
 
 

@@ -31,9 +31,9 @@ import torch
 
 from ..denoiser import Denoiser
 from . import Adapter, LoadError, UnsupportedCheckpoint, file_sha256, register
-from .common import (MASKED_REASON, jsonable, GeometricSchedule, arch_from_state, as_float, as_int, build_model, cfg_get,
-                     check_tokenizer_vocab, drop_rotary_buffers, ema_state, hub_provenance, is_tensor_dict,
-                     loglinear, read_json, remote_code_note)
+from .common import (MASKED_REASON, arch_from_state, as_int, build_model, cfg_get, check_tokenizer_vocab,
+                     drop_rotary_buffers, ema_state, hub_provenance, is_tensor_dict, jsonable, make_schedule, read_json,
+                     remote_code_note)
 from .safe_pickle import resolve_interpolations, safe_load
 from .yaml_lite import load_yaml
 
@@ -62,18 +62,15 @@ class SEDDDenoiser(Denoiser):
         return x0_log_probs_from_log_score(self.model(tokens, sigma), tokens, sigma, self.vocab_size)
 
 
-def _schedule(cfg: dict, source: str):
+def schedule_from_config(cfg: dict, source: str):
+    """SEDD's `noise` entry → a memaudit schedule (SEDD's own defaults when a field is absent)."""
     noise = cfg.get("noise") if isinstance(cfg.get("noise"), dict) else {}
     kind = str(noise.get("type") or "").lower()
     if kind == "geometric":
-        smin = as_float(noise.get("sigma_min", 1e-3), "noise.sigma_min", source)
-        smax = as_float(noise.get("sigma_max", 1.0), "noise.sigma_max", source)
-        if not 0 < smin < smax <= 100:
-            raise LoadError(f"{source}: geometric noise needs 0 < noise.sigma_min < noise.sigma_max <= 100, "
-                            f"found {smin} and {smax}")
-        return GeometricSchedule(sigma_min=smin, sigma_max=smax)
+        return make_schedule("geometric", source, sigma_min=noise.get("sigma_min", 1e-3),
+                             sigma_max=noise.get("sigma_max", 1.0))
     if kind == "loglinear":
-        return loglinear(None, source)  # SEDD's LogLinearNoise() uses its default eps = 1e-3
+        return make_schedule("loglinear", source)  # SEDD's LogLinearNoise() uses its default eps = 1e-3
     raise LoadError(f"{source}: unsupported SEDD noise type {kind!r} (geometric or loglinear)")
 
 
@@ -139,7 +136,7 @@ class SEDDAdapter(Adapter):
         if cfg_get(cfg, "model.scale_by_sigma") is True:
             raise LoadError(f"{source}: model.scale_by_sigma=True is only valid for SEDD's absorb graph")
         tokens = as_int(cfg.get("tokens"), "tokens", source)
-        schedule = _schedule(cfg, source)
+        schedule = schedule_from_config(cfg, source)
 
         if ckpt_path is not None:
             ckpt = safe_load(ckpt_path)
