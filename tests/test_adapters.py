@@ -628,10 +628,10 @@ def test_sedd_loglinear_noise(tmp_path):
 
 
 def test_sedd_hf_mixin_folder(tmp_path):
-    from memaudit.adapters.yaml_lite import parse_block_yaml
+    import yaml
 
     sd = random_state(seed=32)
-    cfg = parse_block_yaml(SEDD_YAML.format(tokens=V, graph="uniform", noise="geometric", d=D, cond=COND, length=L,
+    cfg = yaml.safe_load(SEDD_YAML.format(tokens=V, graph="uniform", noise="geometric", d=D, cond=COND, length=L,
                                             nb=NB, h=H))
     (tmp_path / "config.json").write_text(json.dumps(cfg))  # PyTorchModelHubMixin stores the whole config
     write_safetensors(tmp_path / "model.safetensors", sd)
@@ -641,16 +641,43 @@ def test_sedd_hf_mixin_folder(tmp_path):
     assert_sedd_close(den, sd, tokens_for(seed=12), lambda t: 1e-4 ** (1 - t) * 20.0 ** t)
 
 
-def test_yaml_lite_matches_pyyaml_on_a_hydra_config():
-    from memaudit.adapters.yaml_lite import parse_block_yaml
+def test_yaml_configs_are_read_with_pyyaml_safe_load(tmp_path):
+    import yaml
+
+    from memaudit.adapters.common import read_yaml
 
     text = SEDD_YAML.format(tokens=V, graph="uniform", noise="geometric", d=D, cond=COND, length=L, nb=NB, h=H)
     text += "callbacks:\n  - a\n  - name: b\n    every: 2\nflow: [1, 2.5, x]\nquoted: 'it''s'  # comment\n"
-    got = parse_block_yaml(text)
-    yaml = pytest.importorskip("yaml")
-    want = yaml.safe_load(text)
-    want["noise"]["sigma_min"] = float(want["noise"]["sigma_min"])  # PyYAML reads 1e-4 as a string
-    assert got == want
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    assert read_yaml(path) == yaml.safe_load(text)
+    assert read_yaml(path)["noise"]["sigma_min"] == "1e-4"  # YAML 1.1: no dot, a string; as_float reads it
+
+
+def test_yaml_non_ascii_and_block_scalars_round_trip(tmp_path):
+    from memaudit.adapters.common import read_yaml
+
+    path = tmp_path / "config.yaml"
+    path.write_text("name: café\nquoted: \"naïve ☃\"\nnote: |\n  first line\n    indented\n  last\n"
+                    "folded: >-\n  one\n  two\nafter: 1\n", encoding="utf-8")
+    assert read_yaml(path) == {"name": "café", "quoted": "naïve ☃", "note": "first line\n  indented\nlast\n",
+                               "folded": "one two", "after": 1}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a: !!python/object/apply:os.system ['echo pwned']\n", "not valid YAML"),
+    ("a: [1, 2\n", "not valid YAML"),
+    ("day: 2024-13-45\n", "not valid YAML"),
+    (b"name: caf\xe9\n", "unreadable"),
+])
+def test_bad_yaml_is_one_load_error(tmp_path, text, message):
+    from memaudit.adapters.common import read_yaml
+
+    path = tmp_path / "config.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(LoadError, match=message) as info:
+        read_yaml(path)
+    assert "\n" not in str(info.value)
 
 
 # -------------------------------------------------------------------------------- HF directories

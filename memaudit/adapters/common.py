@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from ..diffusion import Schedule, check_float, schedule_from_dict
 from ..model import MAX_SEQ_LEN, DDiT, DDiTConfig
@@ -75,6 +76,27 @@ def read_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise LoadError(f"{path}: expected a JSON object")
     return data
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file (a Hydra `config.yaml`) as plain data: `yaml.safe_load`, which builds only dicts,
+    lists and scalars and never constructs Python objects from tags. Read through read_limited
+    (64 MiB); aliases become shared references, and every walk over the result is bounded
+    (NodeBudget)."""
+    try:
+        text = read_limited(path).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise LoadError(f"{path}: unreadable ({e})") from None
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise LoadError(f"{path}: not valid YAML (nested too deeply)") from None
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LoadError(f"{path}: not valid YAML ({first})") from None
+    except (ValueError, TypeError, OverflowError) as e:  # a scalar safe_load cannot build: date 2024-13-45
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LoadError(f"{path}: not valid YAML ({first})") from None
 
 
 # ------------------------------------------------------------------------------------- schedules

@@ -33,9 +33,8 @@ from ..denoiser import Denoiser
 from . import Adapter, LoadError, UnsupportedCheckpoint, file_sha256, register
 from .common import (MASKED_REASON, arch_from_state, as_int, build_model, cfg_get, check_tokenizer_vocab,
                      drop_rotary_buffers, ema_state, hub_provenance, is_tensor_dict, jsonable, make_schedule, read_json,
-                     remote_code_note)
+                     read_yaml, remote_code_note)
 from .safe_pickle import resolve_interpolations, safe_load
-from .yaml_lite import load_yaml
 
 
 def x0_log_probs_from_log_score(log_score: torch.Tensor, tokens: torch.Tensor, sigma: torch.Tensor,
@@ -116,7 +115,7 @@ class SEDDAdapter(Adapter):
         if run is not None:
             root, ckpt_path = run
             source = str(root)
-            cfg = load_yaml(root / ".hydra" / "config.yaml")
+            cfg = read_yaml(root / ".hydra" / "config.yaml")
             if not isinstance(cfg, dict):
                 raise LoadError(f"{root / '.hydra' / 'config.yaml'}: not a mapping")
             files[".hydra/config.yaml"] = file_sha256(root / ".hydra" / "config.yaml")
