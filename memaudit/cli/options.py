@@ -1,0 +1,144 @@
+"""Options shared by several commands, declared once (typer `Annotated` aliases), and the helpers
+every command uses for stdout and report files."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import OutputError, UsageError
+
+# Seeds feed torch generators through derived streams (seed·100003 + batch); 32 bits keep every
+# derived seed inside the generator's 64-bit range.
+SEED_MAX = 2**32 - 1
+DATA_SOURCES = "synthetic | docs | stdlib | templates | records | code | PATH (.txt, .jsonl, .parquet)"
+PRESET_NAMES = "nano, micro, tiny, small, medium"
+
+
+def _check_weights(value: Optional[str]) -> Optional[str]:
+    if value not in (None, "ema", "raw"):
+        raise typer.BadParameter("must be ema or raw")
+    return value
+
+
+Checkpoint = Annotated[str, typer.Argument(help="Checkpoint directory, file or hub id (org/name[@revision]).")]
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
+JsonOutput = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (nothing on failure).")]
+Weights = Annotated[Optional[str], typer.Option("--weights", callback=_check_weights,
+                                                help="ema | raw (default: ema when present).")]
+Seed = Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX, help="Seed (0 … 2^32−1).")]
+DataSeed = Annotated[int, typer.Option("--data-seed", min=0, max=SEED_MAX,
+                                       help="Seed of the corpus (Markov chain / block permutation).")]
+Data = Annotated[str, typer.Option("--data", help=DATA_SOURCES)]
+Preset = Annotated[str, typer.Option("--preset", help=f"Model preset: {PRESET_NAMES}.")]
+SeqLen = Annotated[Optional[int], typer.Option("--seq-len", min=1, help="Default: 32 synthetic, 64 text.")]
+VocabSize = Annotated[Optional[int], typer.Option("--vocab-size", min=2,
+                                                  help="BPE vocabulary for text (default 512); symbols of the "
+                                                  "synthetic chain (default 32).")]
+ExitZero = Annotated[bool, typer.Option("--exit-zero", help="Exit 0 for any completed run (errors still fail).")]
+Workers = Annotated[int, typer.Option("--workers", min=1, help="Points trained in parallel processes "
+                                      "(single-threaded each on CPU).")]
+Deadline = Annotated[Optional[float], typer.Option("--deadline", help="Wall-clock budget in seconds of the training "
+                                                   "phase; points still training then are evaluated as they are "
+                                                   "(marked truncated).")]
+ScanSteps = Annotated[Optional[int], typer.Option("--scan-steps", min=1, help="Scan sampler steps (default: the scan's).")]
+RecoverN = Annotated[int, typer.Option("--recover-n", min=1, help="Recovery examples per split.")]
+StepsPerUnit = Annotated[int, typer.Option("--steps-per-unit", min=1, help="Reverse steps per unit of time: t0=0.25 "
+                                           "runs 0.25·this (reference: 1000).")]
+Samples = Annotated[int, typer.Option("--samples", min=1, help="Number of generated samples per scan "
+                                      "(the rule needs a minimum).")]
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise UsageError(f"--device must be auto, cpu or cuda (got {device!r})")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda requested but no CUDA device is available")
+    return device
+
+
+# ------------------------------------------------------------------------------------------ stdout
+def require_stdout() -> None:
+    """Fail before any work when the command's output has nowhere to go (stdout closed)."""
+    if sys.stdout is None or getattr(sys.stdout, "closed", False):
+        raise OutputError("cannot write to stdout (it is closed); nothing was run")
+
+
+def write_out(text: str) -> None:
+    from ..io import write_stdout
+
+    try:
+        write_stdout(text)
+    except (OSError, ValueError) as e:   # closed (None or ValueError on a closed file) or broken pipe
+        _silence_stdout()
+        raise OutputError(f"cannot write to stdout ({e}); no output was lost silently") from None
+
+
+def print_json(document: dict) -> None:
+    """The one JSON document on stdout: strict JSON (NaN/inf become null), sorted keys."""
+    from ..io import json_text
+
+    write_out(json_text(document, ensure_ascii=True) + "\n")
+
+
+def _silence_stdout() -> None:
+    """After a failed write, point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+    sys.stdout = open(os.devnull, "w")
+
+
+# ------------------------------------------------------------------------------------ report files
+def check_output_targets(paths) -> None:
+    """Before any work: every report path must be a regular file or absent, in a directory memaudit
+    may create or write; else a usage error naming the path. Leftovers of killed runs are cleaned."""
+    from ..io import recover_file_sets
+
+    for path in paths:
+        path = Path(path)
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise UsageError(f"cannot write {path}: it exists and is not a regular file")
+        ancestor = path.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise UsageError(f"cannot write {path}: {ancestor} is not a directory")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise UsageError(f"cannot write {path}: permission denied in {ancestor}")
+        if path.parent.is_dir():
+            recover_file_sets(path.parent)
+
+
+def check_out_dir(out: Optional[Path]) -> None:
+    if out is not None and out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+
+
+def write_report_set(files: dict) -> None:
+    """All report files of one command as one set (memaudit.io.write_file_set)."""
+    from ..io import write_file_set
+
+    if not files:
+        return
+    try:
+        write_file_set(files)
+    except OSError as e:
+        raise OutputError(f"could not write the report ({e.strerror or e}: {e.filename or ''}); "
+                          f"the previous report files are unchanged") from None
+
+
+def parse_floats(text: str, what: str) -> tuple[float, ...]:
+    from ..sweep import parse_float_list
+
+    return parse_float_list(text, what)

@@ -1,0 +1,34 @@
+"""`memaudit sample`: sequences from noise with the model's own reverse process."""
+from __future__ import annotations
+
+import typer
+
+from .errors import cli_errors
+from .options import Checkpoint, Device, JsonOutput, Seed, Weights, print_json, require_stdout, resolve_device, \
+    write_out
+
+
+@cli_errors
+def sample(
+    checkpoint: Checkpoint,
+    n: int = typer.Option(8, "--n", min=1, help="Number of sequences."),
+    steps: int = typer.Option(128, "--steps", min=1, help="Reverse steps from t=1."),
+    seed: Seed = 0,
+    weights: Weights = None,
+    device: Device = "auto",
+    json_output: JsonOutput = False,
+):
+    """Generate sequences from noise with the model's own reverse process and print them."""
+    from ..adapters import load
+    from ..sampling import generate
+
+    require_stdout()
+    denoiser = load(checkpoint, weights=weights, device=resolve_device(device))
+    tokens = generate(denoiser, n, steps=steps, seed=seed)
+    rows = [{"tokens": row.tolist(), "text": denoiser.decode(row)} for row in tokens]
+    if json_output:
+        print_json({"samples": rows, "steps": steps, "seed": seed})
+        return
+    for i, row in enumerate(rows):
+        shown = row["text"] if row["text"] is not None else " ".join(map(str, row["tokens"]))
+        write_out(f"[{i}] {shown}\n")

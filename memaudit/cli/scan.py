@@ -1,0 +1,132 @@
+"""`memaudit scan`: the data-free probe and release gate."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..probe import DEFAULT_BATCH_SIZE
+from ..progress import console
+from .errors import UsageError, cli_errors
+from .options import Checkpoint, Device, ExitZero, JsonOutput, Samples, Seed, Weights, check_output_targets, \
+    print_json, require_stdout, resolve_device, write_report_set
+
+HELP = """Probe a checkpoint without training data: sample from it, measure the conditional entropy of its predictions, give a verdict (memorizing / generalizing / inconclusive) and exit with a gate code.
+
+\b
+Gate (exit code of a completed scan):
+  generalizing   0
+  memorizing     1
+  inconclusive   3; 1 with --fail-on inconclusive
+  --exit-zero    0 for any verdict (overrides --fail-on)
+Could not check, never 0: 2 usage, 4 load failure/unsupported, 5 runtime.
+
+--json prints exactly one JSON document on stdout (the summary; nothing on failure); the table, logs and progress go to stderr. --out DIR writes samples.parquet, tokens.parquet, summary.json and report.html, byte-identical for the same checkpoint, settings and seed."""
+
+
+@cli_errors
+def scan(
+    checkpoint: Checkpoint,
+    samples: Samples = 256,
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Reverse steps of the sampler (default: 32 on "
+                                        "the quadratic grid, chosen by measurement, docs/performance.md)."),
+    grid: Optional[str] = typer.Option(None, "--grid", help="Time grid of the sampler: linear | quadratic "
+                                       "(default: quadratic)."),
+    seed: Seed = 0,
+    t_eval: Optional[float] = typer.Option(None, "--t-eval", help="Time of the entropy evaluation (default: the "
+                                           "rule's: 0.05 for the calibrated rule; another value gives 'inconclusive: "
+                                           "rule_mismatch')."),
+    t_profile: str = typer.Option("", "--t-profile", help="Extra evaluation times reported alongside, e.g. "
+                                  "0.05,0.1 (tokens.parquet gains a t_eval column)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the report files into this directory."),
+    json_output: JsonOutput = False,
+    fail_on: str = typer.Option("memorizing", "--fail-on", help="memorizing | inconclusive: the least severe "
+                                "verdict that fails the gate with exit 1 (see exit codes above)."),
+    exit_zero: ExitZero = False,
+    weights: Weights = None,
+    device: Device = "auto",
+    batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", min=1, help="Sequences per network call."),
+    rule: Optional[Path] = typer.Option(None, "--rule", help="Decision rule file (default: the "
+                                        "calibrated memaudit/calibration/rule.json; provisional.json "
+                                        "where it is absent)."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Also write a JUnit XML file (test case "
+                                         "'memorization gate')."),
+    summary_md: Optional[Path] = typer.Option(None, "--summary-md", help="Also write a Markdown summary "
+                                              "(for $GITHUB_STEP_SUMMARY)."),
+):
+    from ..probe import scan as run_scan
+    from ..report import REPORT_FILES, render_report
+    from ..verdict import FAIL_ON, gate_exit_code, load_rule
+
+    if json_output:
+        require_stdout()
+    if fail_on not in FAIL_ON:
+        raise UsageError(f"--fail-on must be memorizing or inconclusive (got {fail_on!r})")
+    if out is not None and out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    targets = ([out / name for name in REPORT_FILES] if out is not None else []) + [p for p in (junit, summary_md) if p]
+    check_output_targets(targets)
+    try:
+        profile = tuple(float(v) for v in t_profile.split(",") if v.strip())
+    except ValueError:
+        raise UsageError(f"--t-profile must be comma-separated numbers (got {t_profile!r})") from None
+    result = run_scan(checkpoint, samples=samples, steps=steps, grid=grid, seed=seed, t_eval=t_eval,
+                      batch_size=batch_size, weights=weights, device=resolve_device(device), rule=load_rule(rule),
+                      t_profile=profile)
+    summary = result.summary(include_timings=True)
+    files = {out / name: data for name, data in render_report(result).items()} if out is not None else {}
+    if junit is not None:
+        from ..ci_outputs import junit_xml
+
+        files[junit] = junit_xml(summary, inconclusive="failure" if fail_on == "inconclusive" else "error")
+    if summary_md is not None:
+        from ..ci_outputs import summary_markdown
+
+        artifacts = sorted(REPORT_FILES) if out is not None else None
+        files[summary_md] = summary_markdown(summary, artifacts).encode("utf-8")
+    write_report_set(files)
+    print_scan_summary(result, out)
+    if json_output:
+        print_json(summary)
+    raise typer.Exit(gate_exit_code(result.verdict, fail_on=fail_on, exit_zero=exit_zero))
+
+
+def print_scan_summary(result, out: Optional[Path] = None) -> None:
+    """The Rich summary of a scan, on stderr."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ..report import fmt_ci
+
+    colour = {"memorizing": "red", "generalizing": "green"}.get(result.verdict, "yellow")
+    s = result.settings
+    from ..probe import checkpoint_label
+
+    table = Table(title=f"memaudit scan · {escape(str(checkpoint_label(result.model) or ''))}",
+                  title_justify="left")
+    table.add_column("statistic")
+    table.add_column("value", justify="right")
+    table.add_column(f"{s.confidence:.0%} CI", justify="right")
+    table.add_row("mean conditional entropy (nats)", f"{result.mean_entropy:.4f}", fmt_ci(result.mean_entropy_ci))
+    table.add_row("… relative to ln V", f"{result.entropy_ratio:.1%}", fmt_ci(result.entropy_ratio_ci, "{:.1%}"))
+    table.add_row(f"tokens with H < τ={s.tau:g}", f"{result.low_entropy_fraction:.1%}",
+                  fmt_ci(result.low_entropy_fraction_ci, "{:.1%}"))
+    table.add_row("samples with mean H < τ", f"{result.near_zero_sample_fraction:.1%}",
+                  fmt_ci(result.near_zero_sample_fraction_ci, "{:.1%}"))
+    table.add_row("duplicate samples", f"{result.duplicate_rate:.1%}", "")
+    table.add_row(f"fixed points (greedy, t={s.fixed_point_t:g}, {s.fixed_point_steps} steps)",
+                  f"{result.fixed_point_fraction:.1%}", "")
+    table.add_row("… tokens the greedy dynamics changes (mean)", f"{result.mean_fixed_point_distance:.1%}", "")
+    for p in result.stats.get("profile", [])[1:]:
+        table.add_row(f"mean entropy at t={p['t']:g}", f"{p['mean_entropy']:.4f}", "")
+    console.print(table)
+    rule = result.rule
+    console.print(f"[bold {colour}]{result.verdict}[/] ({result.reason}): {escape(result.explanation)}",
+                  highlight=False, soft_wrap=True)
+    console.print(f"rule: {rule.name} v{rule.version} ({rule.status}) · {escape(rule.source[:160])}"
+                  f"{'…' if len(rule.source) > 160 else ''}", highlight=False, soft_wrap=True)
+    t = result.timings
+    console.print(f"{result.n_samples} samples × {result.tokens.shape[1]} tokens, {s.steps} sampler steps, seed "
+                  f"{s.seed}, {s.device}: {t.get('total_s', 0):.1f} s (sampling {t.get('sampling_s', 0):.1f} s)"
+                  + (f" · report → {escape(str(out))}" if out is not None else ""), highlight=False, soft_wrap=True)
