@@ -64,6 +64,8 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from .errors import UsageError
+
 __all__ = [
     "Corpus",
     "DataError",
@@ -104,7 +106,7 @@ _FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
 BUILTIN_TEXT_SOURCES = ("docs", "stdlib", "templates", "records", "code")
 
 
-class DataError(Exception):
+class DataError(UsageError):
     """A corpus could not be built from the given input (message: one human sentence)."""
 
 
