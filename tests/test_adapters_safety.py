@@ -274,3 +274,138 @@ def test_inspect_human_summary_goes_to_stderr(tmp_path, fakes):
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
     assert "scan would use" in result.stderr and "raw weights" in result.stderr
+
+
+# ------------------------------------------------ the container: zipfile and public torch APIs only
+def tensor_zoo():
+    """Every kind of tensor torch.save writes: dtypes, views sharing a storage (offsets, strides,
+    transposes), scalars, empty and expanded tensors, parameters, nested containers."""
+    import collections
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(6, 5, generator=g)
+    return {
+        "f32": base, "view": base[1:4, ::2], "t": base.t(), "row": base[2], "f64": torch.randn(4, generator=g).double(),
+        "f16": torch.randn(3, 4, generator=g).half(), "bf16": torch.randn(5, generator=g).bfloat16(),
+        "i64": torch.arange(7), "i32": torch.arange(5, dtype=torch.int32), "i16": torch.arange(3, dtype=torch.int16),
+        "i8": torch.tensor([-3, 4], dtype=torch.int8), "u8": torch.tensor([0, 255], dtype=torch.uint8),
+        "bool": torch.tensor([True, False, True]), "c64": torch.randn(3, generator=g, dtype=torch.complex64),
+        "scalar": torch.tensor(3.5), "empty": torch.empty(0, 4), "expanded": torch.zeros(1).expand(10),
+        "param": torch.nn.Parameter(torch.randn(2, 2, generator=g)),
+        "nested": {"list": [torch.ones(2), 3, "x"], "tuple": (torch.zeros(3), None), "set": {1, 2}},
+        "od": collections.OrderedDict(a=torch.ones(1), b=2.5),
+    }
+
+
+def assert_same(got, want, where="top"):
+    if isinstance(want, torch.Tensor):
+        assert isinstance(got, torch.Tensor), where
+        assert (got.dtype, got.shape, got.stride(), got.storage_offset()) == \
+            (want.dtype, want.shape, want.stride(), want.storage_offset()), where
+        assert torch.equal(got, want.detach()), where
+        return
+    assert type(got) is type(want), (where, type(got), type(want))
+    if isinstance(want, dict):
+        assert list(got) == list(want), where
+        for k in want:
+            assert_same(got[k], want[k], f"{where}.{k}")
+    elif isinstance(want, (list, tuple)):
+        assert len(got) == len(want), where
+        for i, (a, b) in enumerate(zip(got, want)):
+            assert_same(a, b, f"{where}[{i}]")
+    else:
+        assert got == want, where
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_safe_load_matches_torch_load_on_real_files(tmp_path, legacy):
+    path = tmp_path / "zoo.pt"
+    torch.save(tensor_zoo(), path, _use_new_zipfile_serialization=not legacy)
+    got, want = safe_load(path), torch.load(path, weights_only=True)
+    assert_same(got, want)
+    # views share their storage exactly as torch.load's do
+    for name in ("view", "t", "row"):
+        assert got[name].untyped_storage().data_ptr() == got["f32"].untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.int64])
+def test_big_endian_archives_are_byte_swapped(tmp_path, dtype):
+    import zipfile
+
+    g = torch.Generator().manual_seed(1)
+    base = (100 * torch.randn(4, 3, generator=g)).to(dtype)
+    torch.save({"w": base, "v": base[1:, 1]}, tmp_path / "little.pt")
+    elsize = base.element_size()
+
+    def swap(data):
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(-1, elsize).flip(1).contiguous().numpy().tobytes()
+
+    with zipfile.ZipFile(tmp_path / "little.pt") as zin, zipfile.ZipFile(tmp_path / "big.pt", "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith("/byteorder"):
+                data = b"big"
+            elif "/data/" in info.filename:
+                data = swap(data)
+            zout.writestr(info.filename, data)
+    assert_same(safe_load(tmp_path / "big.pt"), torch.load(tmp_path / "little.pt", weights_only=True))
+
+
+def _rewritten(tmp_path, name, edit):
+    """A copy of a small torch.save archive with its members edited: edit(name, data) → (name, data) or None."""
+    import zipfile
+
+    torch.save({"w": torch.randn(8)}, tmp_path / "src.pt")
+    with zipfile.ZipFile(tmp_path / "src.pt") as zin, zipfile.ZipFile(tmp_path / name, "w") as zout:
+        for info in zin.infolist():
+            out = edit(info.filename, zin.read(info.filename))
+            if out is not None:
+                zout.writestr(*out)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("case, edit, message", [
+    ("no-version", lambda n, d: None if n.endswith("/version") else (n, d), "no valid version record"),
+    ("bad-version", lambda n, d: (n, b"three") if n.endswith("/version") else (n, d), "no valid version record"),
+    ("no-pickle", lambda n, d: None if n.endswith("/data.pkl") else (n, d), "no data.pkl"),
+    ("no-folder", lambda n, d: (n.split("/", 1)[1], d), "not in one folder"),
+    ("no-storage", lambda n, d: None if "/data/" in n else (n, d), "storage 0 missing"),
+    ("bad-byteorder", lambda n, d: (n, b"middle") if n.endswith("/byteorder") else (n, d), "unknown byte order"),
+])
+def test_malformed_archives_are_one_load_error(tmp_path, case, edit, message):
+    path = _rewritten(tmp_path, f"{case}.pt", edit)
+    with pytest.raises(LoadError, match=message) as info:
+        safe_load(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_corrupt_pickle_member_fails_its_crc(tmp_path):
+    import zipfile
+
+    torch.save({"w": torch.randn(8)}, tmp_path / "t.pt")
+    data = bytearray((tmp_path / "t.pt").read_bytes())
+    with zipfile.ZipFile(tmp_path / "t.pt") as z:
+        pkl = z.read(next(n for n in z.namelist() if n.endswith("/data.pkl")))
+    start = bytes(data).index(pkl)
+    data[start + 5] ^= 0xFF  # the pickle's bytes change; its CRC in the zip directory does not
+    (tmp_path / "t.pt").write_bytes(bytes(data))
+    with pytest.raises(LoadError, match="unreadable or truncated PyTorch archive|corrupt"):
+        safe_load(tmp_path / "t.pt")
+
+
+def test_adapters_use_no_private_torch_api():
+    """torch._C.* and other torch._names are torch internals that change without notice; the names
+    a pickle mentions ("torch._utils._rebuild_tensor_v2") are strings, never attribute access."""
+    import ast
+    from pathlib import Path
+
+    import memaudit.adapters as adapters
+
+    for file in sorted(Path(adapters.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                root = node.value
+                while isinstance(root, ast.Attribute):
+                    root = root.value
+                assert not (isinstance(root, ast.Name) and root.id == "torch"), \
+                    f"{file.name}:{node.lineno} uses torch private API .{node.attr}"

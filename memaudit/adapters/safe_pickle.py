@@ -17,8 +17,11 @@ through one policy:
   (`omegaconf.*`, `transformers.*`, `tokenizers.*`, Lightning's `AttributeDict`, enum members …)
   are recorded, not refused.
 
-`safe_load(path)` handles both the zip format (torch ≥ 1.6) and the legacy format. Storages of the
-zip format are memory-mapped, so only the tensors a caller touches are read from disk.
+`safe_load(path)` handles both the zip format (torch ≥ 1.6) and the legacy format. The zip
+container is read with Python's `zipfile` (`TorchArchive`: member bounds checked before anything
+is read) and tensors are built with public torch APIs only (`torch.UntypedStorage.from_file`,
+`torch.frombuffer`, `Tensor.set_`); storages of the zip format are memory-mapped, so only the tensors
+a caller touches are read from disk.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ import pickle
 import pickletools
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -445,19 +449,21 @@ def _element_size(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
-def check_zip_members(path: Path) -> None:
+def check_zip_members(path: Path, infos: list[zipfile.ZipInfo] | None = None) -> None:
     """Refuse a torch zip archive that could not have been written by torch.save before reading any
     of it: torch stores every member uncompressed, so a compressed member (a zip bomb: 1.5 MB that
     inflates to gigabytes) or members claiming more bytes than the archive holds are refused, and
-    data.pkl may not exceed MAX_PICKLE_BYTES. Not a zip archive: nothing to check."""
-    if not zipfile.is_zipfile(path):
-        return
+    data.pkl may not exceed MAX_PICKLE_BYTES. Not a zip archive: nothing to check. `infos`: the
+    archive's central directory when the caller has already read it."""
+    if infos is None:
+        if not zipfile.is_zipfile(path):
+            return
+        try:
+            with zipfile.ZipFile(path) as z:
+                infos = z.infolist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+            raise LoadError(f"{path}: truncated or corrupt zip archive ({e})") from None
     size = path.stat().st_size
-    try:
-        with zipfile.ZipFile(path) as z:
-            infos = z.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise LoadError(f"{path}: truncated or corrupt zip archive ({e})") from None
     total = 0
     for info in infos:
         if info.compress_type != zipfile.ZIP_STORED:
@@ -489,56 +495,108 @@ def check_tensor_geometry(state: Any, source: str) -> None:
                              f"larger than their stored data")
 
 
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # a zip member's local file header (APPNOTE 4.3.7)
+
+
+class TorchArchive:
+    """A torch.save zip archive, read with `zipfile`: every member lives in one folder
+    `<name>/` — `data.pkl` (the pickle), `data/<key>` (one storage's raw bytes), `byteorder`,
+    `version` (or `.data/version`). Members are stored uncompressed, so a storage is a byte range
+    of the file, memory-mapped (torch.UntypedStorage.from_file) and sliced without being read.
+    The member bounds (check_zip_members) are checked when the archive is opened, before anything
+    is read."""
+
+    def __init__(self, path: Path):
+        self.path, self.size = path, path.stat().st_size
+        try:
+            with zipfile.ZipFile(path) as z:
+                infos = z.infolist()
+                check_zip_members(path, infos)
+                if not infos or "/" not in infos[0].filename:
+                    raise LoadError(f"{path}: not a PyTorch checkpoint archive (its members are not in one folder)")
+                self.prefix = infos[0].filename.split("/", 1)[0] + "/"
+                self.members = {i.filename[len(self.prefix):]: i for i in infos if i.filename.startswith(self.prefix)}
+                records = {name: z.read(self.members[name]) for name in
+                           ("data.pkl", "byteorder", "version", ".data/version") if name in self.members}
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise LoadError(f"{path}: unreadable or truncated PyTorch archive ({first})") from None
+        if "data.pkl" not in records:
+            raise LoadError(f"{path}: not a PyTorch checkpoint archive (no data.pkl record)")
+        version = records.get(".data/version", records.get("version"))
+        try:
+            if version is None or int(version.decode("ascii").strip()) < 1:
+                raise ValueError
+        except (ValueError, UnicodeDecodeError):
+            raise LoadError(f"{path}: not a PyTorch checkpoint archive (no valid version record: "
+                            f"{version!r:.40})") from None
+        self.data_pkl = records["data.pkl"]
+        self.byteorder = records["byteorder"].decode("ascii", "replace") if "byteorder" in records else "little"
+        if self.byteorder not in ("little", "big"):
+            raise LoadError(f"{path}: unknown byte order {self.byteorder!r:.40}")
+        self._mapped: torch.UntypedStorage | None = None
+
+    def storage_range(self, key: str, nbytes: int) -> int:
+        """The file offset of storage `key`'s first byte, after checking that the member exists and
+        holds `nbytes` bytes inside the file. UnpicklingError otherwise."""
+        info = self.members.get(f"data/{key}")
+        if info is None:
+            raise pickle.UnpicklingError(f"storage {key} missing from the archive")
+        if info.file_size < nbytes:
+            raise pickle.UnpicklingError(f"storage {key} is truncated ({info.file_size} < {nbytes} bytes)")
+        with open(self.path, "rb") as f:
+            f.seek(info.header_offset)
+            header = f.read(_LOCAL_HEADER.size)
+        if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+            raise pickle.UnpicklingError(f"storage {key}: no zip member header at offset {info.header_offset}")
+        fields = _LOCAL_HEADER.unpack(header)
+        offset = info.header_offset + _LOCAL_HEADER.size + fields[-2] + fields[-1]  # + name + extra field
+        if offset + nbytes > self.size:
+            raise pickle.UnpicklingError(f"storage {key} runs past the end of the file")
+        return offset
+
+    def storage(self, key: str, nbytes: int) -> torch.UntypedStorage:
+        """Storage `key` as untyped bytes in the archive's own byte order: a slice of the mapped file."""
+        offset = self.storage_range(key, nbytes)
+        if self._mapped is None:
+            self._mapped = torch.UntypedStorage.from_file(str(self.path), shared=False, nbytes=self.size)
+        return self._mapped[offset: offset + nbytes]
+
+    def storage_bytes(self, key: str, nbytes: int) -> bytes:
+        """Storage `key`'s bytes, read (not mapped): for the byte swap of big-endian archives."""
+        offset = self.storage_range(key, nbytes)
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            data = f.read(nbytes)
+        if len(data) != nbytes:
+            raise pickle.UnpicklingError(f"storage {key} is truncated")
+        return data
+
+
 def _load_zip(path: Path) -> Any:
-    check_zip_members(path)
-    try:
-        reader = torch._C.PyTorchFileReader(str(path))
-    except Exception as e:  # noqa: BLE001 - the C++ reader raises RuntimeError subclasses
-        raise LoadError(f"{path}: unreadable or truncated PyTorch archive ({str(e).splitlines()[0]})") from None
-    try:
-        data = reader.get_record("data.pkl")
-        byteorder = reader.get_record("byteorder").decode() if reader.has_record("byteorder") else "little"
-    except Exception as e:  # noqa: BLE001
-        raise LoadError(f"{path}: not a PyTorch checkpoint archive ({str(e).splitlines()[0]})") from None
-    if byteorder not in ("little", "big"):
-        raise LoadError(f"{path}: unknown byte order {byteorder!r}")
-    file_size = path.stat().st_size
-    whole: list[torch.UntypedStorage] = []
+    archive = TorchArchive(path)
     storages: dict[str, Storage] = {}
     swapped_bytes = [0]
-
-    def get_bytes(key: str, nbytes: int) -> torch.UntypedStorage:
-        name = f"data/{key}"
-        if not reader.has_record(name):
-            raise pickle.UnpicklingError(f"storage {key} missing from the archive")
-        size = reader.get_record_size(name) if hasattr(reader, "get_record_size") else None
-        if size is not None and size < nbytes:
-            raise pickle.UnpicklingError(f"storage {key} is truncated ({size} < {nbytes} bytes)")
-        if hasattr(reader, "get_record_offset"):
-            offset = reader.get_record_offset(name)
-            if offset + nbytes > file_size:
-                raise pickle.UnpicklingError(f"storage {key} runs past the end of the file")
-            if not whole:
-                whole.append(torch.UntypedStorage.from_file(str(path), shared=False, nbytes=file_size))
-            return whole[0][offset: offset + nbytes]
-        return reader.get_storage_from_record(name, nbytes, torch.uint8).untyped_storage()
 
     def persistent_load(pid):
         key, (dtype, numel, _view) = _pid_parts(pid, legacy=False)
         if key in storages:
             return storages[key]
         elsize = _element_size(dtype)
-        untyped = get_bytes(key, numel * elsize)
-        if byteorder == "big" and elsize > 1:
-            swapped_bytes[0] += untyped.nbytes()
-            if swapped_bytes[0] > file_size:  # records pointing at the same bytes, copied again and again
-                raise UnsafeSize(f"storages to byte-swap total more than the {file_size:,}-byte file")
-            swapped = torch.frombuffer(bytearray(bytes(untyped)), dtype=torch.uint8).view(-1, elsize).flip(1)
+        nbytes = numel * elsize
+        if archive.byteorder == "big" and elsize > 1:
+            raw = archive.storage_bytes(key, nbytes)  # bounded: the member lies inside the file
+            swapped_bytes[0] += nbytes
+            if swapped_bytes[0] > archive.size:  # records pointing at the same bytes, copied again and again
+                raise UnsafeSize(f"storages to byte-swap total more than the {archive.size:,}-byte file")
+            swapped = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(-1, elsize).flip(1)
             untyped = swapped.contiguous().untyped_storage()
+        else:
+            untyped = archive.storage(key, nbytes)
         storages[key] = Storage(untyped, dtype)
         return storages[key]
 
-    return _run_unpickler(data, persistent_load)
+    return _run_unpickler(archive.data_pkl, persistent_load)
 
 
 def _load_legacy(path: Path) -> Any:
