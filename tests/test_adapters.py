@@ -844,3 +844,110 @@ def test_sedd_absorb_and_hf_mdlm_and_pure_mask_gidd_refused(tmp_path):
     gidd_dir(tmp_path / "g0", sd, p_uniform=0.0)
     with pytest.raises(UnsupportedCheckpoint, match="p_uniform = 0"):
         memaudit.load(tmp_path / "g0")
+
+
+# ------------------------------------------------------------------------------------- registry
+def test_registry_lists_the_builtin_families_in_detection_order():
+    from memaudit.adapters import BUILTIN_ADAPTERS, REGISTRY
+
+    assert list(BUILTIN_ADAPTERS) == ["memaudit", "duo/udlm/uni-d2 .ckpt", "sedd (uniform graph)",
+                                      "hf (udlm, duo, gidd dit)"]
+    loaded = REGISTRY.load_all()
+    assert [a.family for a in loaded] == list(BUILTIN_ADAPTERS)  # the table's names are the classes' own
+
+
+def test_adapters_are_imported_on_first_use(tmp_path):
+    """Loading a native checkpoint imports the native adapter only; an unknown file tries them all."""
+    import subprocess
+
+    from memaudit.adapters.native import save_checkpoint
+    from memaudit.model import DDiT, DDiTConfig
+
+    torch.manual_seed(0)
+    model = DDiT(DDiTConfig(vocab_size=V, seq_len=L, hidden_size=D, cond_dim=COND, n_blocks=NB, n_heads=H))
+    save_checkpoint(tmp_path / "nat", model, {"schedule": {"name": "loglinear", "eps": 1e-3}})
+    (tmp_path / "x.txt").write_text("not a checkpoint")
+    code = textwrap.dedent(f"""
+        import sys, memaudit
+        def loaded():
+            return sorted(m.rsplit(".", 1)[1] for m in sys.modules if m.startswith("memaudit.adapters.")
+                          and m.rsplit(".", 1)[1] in ("native", "lightning", "sedd", "hf"))
+        assert loaded() == [], loaded()
+        memaudit.load({str(tmp_path / "nat")!r})
+        assert loaded() == ["native"], loaded()
+        try:
+            memaudit.load({str(tmp_path / "x.txt")!r})
+        except memaudit.LoadError as e:
+            assert "supported families: memaudit, duo/udlm/uni-d2 .ckpt, sedd" in str(e), e
+        assert loaded() == ["hf", "lightning", "native", "sedd"], loaded()
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+
+
+class ToyAdapter:
+    """A family that recognises `*.toy` files (tests of the registry; never loads anything)."""
+
+    family = "toy"
+    description = "a .toy file"
+
+    def detect(self, path):
+        return path.suffix == ".toy"
+
+    def load(self, path, weights, trust_remote_code):
+        raise UnsupportedCheckpoint(f"{path}: toy checkpoints are recognised, never loaded")
+
+
+def test_register_adds_a_family_after_the_builtins(tmp_path, monkeypatch):
+    from memaudit.adapters import BUILTIN_ADAPTERS, REGISTRY, detect, register
+
+    monkeypatch.setattr(REGISTRY, "entries", list(REGISTRY.entries))
+    assert register(ToyAdapter) is ToyAdapter
+    (tmp_path / "a.toy").write_text("toy")
+    assert detect(tmp_path / "a.toy").family == "toy"
+    assert REGISTRY.families()[:len(BUILTIN_ADAPTERS) + 1] == [*BUILTIN_ADAPTERS, "toy"]
+    with pytest.raises(UnsupportedCheckpoint, match="toy checkpoints"):
+        memaudit.load(tmp_path / "a.toy")
+
+
+def _plugin_package(root: Path, body: str, name: str = "toyplug") -> Path:
+    """An installed-looking package on sys.path with a `memaudit.adapters` entry point."""
+    info = root / f"{name}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[memaudit.adapters]\ntoy-plugin = {name}:Plugin\n")
+    (root / f"{name}.py").write_text(body)
+    return root
+
+
+def test_entry_point_plugins_are_found_after_the_builtins(tmp_path, monkeypatch):
+    from memaudit.adapters import REGISTRY, detect
+
+    root = _plugin_package(tmp_path / "site", textwrap.dedent("""
+        class Plugin:
+            family = "toy-plugin"
+            def detect(self, path):
+                return path.suffix == ".toyplug"
+            def load(self, path, weights, trust_remote_code):
+                raise NotImplementedError
+    """))
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setattr(REGISTRY, "plugins", None)
+    (tmp_path / "m.toyplug").write_text("x")
+    assert detect(tmp_path / "m.toyplug").family == "toy-plugin"
+    assert REGISTRY.families()[-1] == "toy-plugin"
+    (tmp_path / "x.txt").write_text("x")
+    with pytest.raises(LoadError, match="supported families: memaudit, .*, toy-plugin"):
+        detect(tmp_path / "x.txt")
+
+
+def test_a_broken_plugin_is_one_load_error(tmp_path, monkeypatch):
+    from memaudit.adapters import REGISTRY, detect
+
+    root = _plugin_package(tmp_path / "site", "raise ImportError('needs a missing library')\n", name="brokenplug")
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setattr(REGISTRY, "plugins", None)
+    (tmp_path / "x.txt").write_text("x")
+    with pytest.raises(LoadError, match=r"adapter plugin 'toy-plugin' \(brokenplug:Plugin\) cannot be loaded: "
+                                        r"ImportError: needs a missing library"):
+        detect(tmp_path / "x.txt")

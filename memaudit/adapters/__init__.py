@@ -1,23 +1,28 @@
-"""Checkpoint loaders behind one small interface.
+"""Checkpoint loaders behind one small interface, found through a registry of lazy entries.
 
-Each checkpoint family is one module in this package that registers an adapter:
+Each checkpoint family is one module in this package with one Adapter class:
 
-    @register
     class MyFamily(Adapter):
         family = "my-family"
         def detect(self, path: Path) -> bool: ...          # cheap: file names / config fields
         def load(self, path: Path, weights, trust_remote_code) -> Denoiser: ...
 
-`memaudit.load()` resolves the path, asks each adapter in registration order whether it
-recognises the checkpoint, and calls the first that does. Adding a family touches one file (plus
-its import line below).
+and one line in BUILTIN_ADAPTERS below ("family": "module:Class"); the module is imported the
+first time detection reaches it. `memaudit.load()` resolves the path, asks each adapter in
+detection order whether it recognises the checkpoint, and calls the first that does. The order:
+BUILTIN_ADAPTERS (specific layouts first), then classes added with `register` (tests, embedding
+code), then plugins: installed packages that declare an entry point in the `memaudit.adapters`
+group (`my-family = "my_pkg.adapter:MyFamily"`), in name order.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import resource
 import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..denoiser import Denoiser
@@ -42,12 +47,85 @@ class Adapter:
         raise NotImplementedError
 
 
-ADAPTERS: list[Adapter] = []
+# The built-in families, in detection order (specific layouts first): family name → "module:Class".
+BUILTIN_ADAPTERS: dict[str, str] = {
+    "memaudit": "memaudit.adapters.native:NativeAdapter",
+    "duo/udlm/uni-d2 .ckpt": "memaudit.adapters.lightning:LightningAdapter",
+    "sedd (uniform graph)": "memaudit.adapters.sedd:SEDDAdapter",
+    "hf (udlm, duo, gidd dit)": "memaudit.adapters.hf:HFAdapter",
+}
+ENTRY_POINT_GROUP = "memaudit.adapters"
 
 
-def register(cls):
-    ADAPTERS.append(cls())
-    return cls
+@dataclass
+class Entry:
+    """One family of the registry: its name, where its Adapter class lives ("module:Class"), the
+    adapter once imported, and whether it came from an installed package's entry point."""
+
+    family: str
+    target: str
+    adapter: Adapter | None = None
+    plugin: bool = False
+
+    def load(self) -> Adapter:
+        if self.adapter is None:
+            module, _, attr = self.target.partition(":")
+            try:
+                obj = importlib.import_module(module)
+                for part in attr.split("."):
+                    obj = getattr(obj, part)
+                self.adapter = obj()
+            except Exception as e:  # noqa: BLE001 - a broken plugin is named, not a traceback
+                if not self.plugin:
+                    raise
+                first = str(e).splitlines()[0] if str(e) else ""
+                raise LoadError(f"adapter plugin {self.family!r} ({self.target}) cannot be loaded: "
+                                f"{type(e).__name__}: {first}") from None
+        return self.adapter
+
+
+class Registry:
+    """Families in detection order; each adapter is imported the first time detection reaches it."""
+
+    def __init__(self, table: dict[str, str]):
+        self.entries = [Entry(family, target) for family, target in table.items()]
+        self.plugins: list[Entry] | None = None  # read from the entry points when first needed
+
+    def register(self, cls: type) -> type:
+        """Add an Adapter class after the built-ins (before plugins); → the class (a decorator)."""
+        self.entries.append(Entry(cls.family, f"{cls.__module__}:{cls.__qualname__}", cls()))
+        return cls
+
+    def discover_plugins(self) -> list[Entry]:
+        """(Re)read the `memaudit.adapters` entry points of the installed packages."""
+        import importlib.metadata  # only when detection gets past the built-ins
+
+        known = {e.family for e in self.entries}
+        found = sorted((ep.name, ep.value) for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+        self.plugins = [Entry(name, value, plugin=True) for name, value in found if name not in known]
+        return self.plugins
+
+    def families(self) -> list[str]:
+        return [e.family for e in self.entries + (self.plugins if self.plugins is not None else self.discover_plugins())]
+
+    def __iter__(self) -> Iterator[Adapter]:
+        for entry in self.entries:
+            yield entry.load()
+        for entry in self.plugins if self.plugins is not None else self.discover_plugins():
+            yield entry.load()
+
+    def load_all(self, plugins: bool = False) -> list[Adapter]:
+        """Import the built-in and registered adapters now (and the plugins, if asked), e.g. while a
+        CLI holds Ctrl-C during start-up."""
+        return list(self) if plugins else [entry.load() for entry in self.entries]
+
+
+REGISTRY = Registry(BUILTIN_ADAPTERS)
+
+
+def register(cls: type) -> type:
+    """Class decorator: add an Adapter to the registry, after the built-in families."""
+    return REGISTRY.register(cls)
 
 
 # Configs are small: a Lightning/Hydra/HF config is kilobytes. Tokenizer JSON can be tens of MB.
@@ -199,13 +277,13 @@ def detect(path: Path) -> Adapter:
         for name in ("config.json", ".hydra/config.yaml"):
             if os.path.lexists(path / name):
                 regular_file(path / name)
-    for adapter in ADAPTERS:
+    for adapter in REGISTRY:
         try:
             if adapter.detect(path):
                 return adapter
         except OSError as e:
             raise LoadError(f"cannot read {path}: {e}") from None
-    families = ", ".join(a.family for a in ADAPTERS)
+    families = ", ".join(REGISTRY.families())
     raise LoadError(f"{path}: not a recognised checkpoint (supported families: {families})")
 
 
@@ -225,7 +303,3 @@ def load(path_or_id: str | Path, weights: str | None = None, trust_remote_code: 
         denoiser.to(device)
     return denoiser
 
-
-# Registration order is detection order: specific layouts first.
-from . import native  # noqa: E402,F401
-from . import lightning, sedd, hf  # noqa: E402,F401  (Lightning .ckpt, SEDD runs, HF directories)

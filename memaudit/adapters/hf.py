@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from ..denoiser import Denoiser
-from . import Adapter, LoadError, UnsupportedCheckpoint, check_memory, file_sha256, register, regular_file
+from . import Adapter, LoadError, UnsupportedCheckpoint, check_memory, file_sha256, regular_file
 from .common import (MASKED_REASON, arch_from_state, as_bool, as_float, build_model, check_tokenizer_vocab,
                      drop_rotary_buffers, hub_provenance, jsonable, make_schedule, read_json, remote_code_note,
                      strip_prefix)
@@ -125,7 +125,6 @@ def _mask_token_id(folder: Path, tokenizer, vocab_size: int, cfg: dict) -> tuple
     return vocab_size - 1, "assumed last id (GPT-2 + appended [MASK])"
 
 
-@register
 class HFAdapter(Adapter):
     family = "hf (udlm, duo, gidd dit)"
     description = "Hugging Face directory: config.json (model_type udlm | duo | dit) + model.safetensors / pytorch_model.bin"

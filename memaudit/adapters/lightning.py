@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..denoiser import Denoiser
-from . import Adapter, LoadError, UnsupportedCheckpoint, file_sha256, register
+from . import Adapter, LoadError, UnsupportedCheckpoint, file_sha256
 from .common import (MASKED_REASON, arch_from_state, as_bool, build_model, cfg_get, check_tokenizer_vocab,
                      drop_rotary_buffers, ema_state, hub_provenance, is_tensor_dict, jsonable, make_schedule,
                      remote_code_note, strip_prefix, tokenizer_from_pickle)
@@ -124,7 +124,6 @@ def _hyper_parameters(ckpt: dict, source: str) -> tuple[Any, dict]:
     return config, hp
 
 
-@register
 class LightningAdapter(Adapter):
     family = "duo/udlm/uni-d2 .ckpt"
     description = "PyTorch Lightning .ckpt (Duo, UDLM, UNI-D2, the paper authors' Duo fork)"

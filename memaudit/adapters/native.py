@@ -24,7 +24,7 @@ from ..denoiser import Denoiser
 from ..diffusion import schedule_from_dict
 from ..io import atomic_write_bytes
 from ..model import DDiT, DDiTConfig
-from . import (MAX_TOKENIZER_BYTES, Adapter, LoadError, check_memory, file_sha256, read_limited, register,
+from . import (MAX_TOKENIZER_BYTES, Adapter, LoadError, check_memory, file_sha256, read_limited,
                regular_file)
 
 FORMAT = "memaudit"
@@ -287,7 +287,6 @@ def _tokenizer_file(path: Path, entry) -> Path | None:
     return path / name
 
 
-@register
 class NativeAdapter(Adapter):
     family = "memaudit"
     description = "memaudit's own directory: config.json (format=memaudit) + model.safetensors"

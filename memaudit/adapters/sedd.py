@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from ..denoiser import Denoiser
-from . import Adapter, LoadError, UnsupportedCheckpoint, file_sha256, register
+from . import Adapter, LoadError, UnsupportedCheckpoint, file_sha256
 from .common import (MASKED_REASON, arch_from_state, as_int, build_model, cfg_get, check_tokenizer_vocab,
                      drop_rotary_buffers, ema_state, hub_provenance, is_tensor_dict, jsonable, make_schedule, read_json,
                      read_yaml, remote_code_note)
@@ -79,7 +79,6 @@ def _load_weights_file(folder: Path) -> tuple[dict, Path]:
     return load_hf_weights(folder)
 
 
-@register
 class SEDDAdapter(Adapter):
     family = "sedd (uniform graph)"
     description = "SEDD run directory (.hydra/config.yaml + checkpoints-meta/checkpoint.pth) or HF mixin folder"
