@@ -351,7 +351,7 @@ def fakes(tmp_path_factory):
     return FakePackages(tmp_path_factory.mktemp("fakes"))
 
 
-def _assert_never_imported():
+def assert_never_imported():
     for name in ("omegaconf", "transformers", "evilpayload"):
         assert name not in sys.modules, f"{name} was imported"
 
@@ -367,14 +367,14 @@ def duo_ckpt(tmp_path_factory, fakes):
         tok = PreTrainedTokenizerFast(real_fast_tokenizer(V), pad_token="[PAD]")
         ckpt = lightning_ckpt(prefixed(sd), duo_config(), tokenizer=tok, ema=ema, hp_extra={"vocab_size": None})
         torch.save(ckpt, d / "last.ckpt")
-    _assert_never_imported()
+    assert_never_imported()
     return d / "last.ckpt", sd, ema_named
 
 
 def test_duo_ckpt_matches_reference_raw_by_default(duo_ckpt):
     path, sd, _ = duo_ckpt
     den = memaudit.load(path)
-    _assert_never_imported()
+    assert_never_imported()
     assert den.family == "duo" and den.weights == "raw" and den.time_input == "sigma"
     assert den.vocab_size == V and den.seq_len == L
     assert den.provenance["ema_available"] is True and den.provenance["weights_default"] == "raw"
@@ -439,7 +439,7 @@ def udlm_ckpt(tmp_path_factory, fakes):
         from transformers.models.bert.tokenization_bert import BertTokenizer
         torch.save(lightning_ckpt(prefixed(sd), udlm_config(), tokenizer=BertTokenizer(bert_tokens(V)), ema=ema),
                    d / "udlm.ckpt")
-    _assert_never_imported()
+    assert_never_imported()
     return d / "udlm.ckpt", sd
 
 

@@ -20,7 +20,7 @@ import memaudit
 from memaudit.adapters import LoadError
 from memaudit.adapters.safe_pickle import Inert, UnsafePickle, safe_load, to_plain
 from memaudit.cli import app
-from test_adapters import (COND, D, DELETE, H, NB, V, FakePackages, _assert_never_imported, duo_config,
+from test_adapters import (COND, D, DELETE, H, NB, V, FakePackages, assert_never_imported, duo_config,
                            lightning_ckpt, prefixed, random_state, real_fast_tokenizer)
 
 runner = CliRunner()
@@ -60,7 +60,7 @@ def save_duo(path, fakes, sd=None, cfg=None, tokenizer="fast", hp_extra=None, em
         if tamper:
             tamper(ckpt)
         torch.save(ckpt, path, _use_new_zipfile_serialization=not legacy)
-    _assert_never_imported()
+    assert_never_imported()
     return path
 
 
@@ -96,7 +96,7 @@ def test_code_executing_pickle_refused_and_payload_never_runs(tmp_path, fakes, n
     with pytest.raises(UnsafePickle):
         memaudit.load(path)
     assert not target.exists()
-    _assert_never_imported()
+    assert_never_imported()
 
 
 def test_legacy_format_payload_refused(tmp_path, fakes):
@@ -115,11 +115,11 @@ def test_protocol0_reduce_and_getattr_tricks_refused(tmp_path):
     # hand-written pickles: GLOBAL + REDUCE at protocol 0, and a getattr chain to reach os.system
     proto0 = b"cos\nsystem\n(S'touch " + str(tmp_path / "P").encode() + b"'\ntR."
     chained = (b"\x80\x02cbuiltins\ngetattr\ncos\nsystem\nX\x06\x00\x00\x00systemq\x00\x86R.")
-    from memaudit.adapters.safe_pickle import _run_unpickler
+    from memaudit.adapters.safe_pickle import run_unpickler
 
     for data in (proto0, chained):
         with pytest.raises(UnsafePickle):
-            _run_unpickler(data, lambda pid: None)
+            run_unpickler(data, lambda pid: None)
     assert not (tmp_path / "P").exists()
 
 
@@ -132,7 +132,7 @@ def test_inert_records_keep_config_and_tokenizer_state_as_data(tmp_path, fakes):
     tok = ckpt["hyper_parameters"]["tokenizer"]
     assert tok.global_name == "transformers.tokenization_utils_fast.PreTrainedTokenizerFast"
     assert tok.state["_tokenizer"].global_name == "tokenizers.Tokenizer"
-    _assert_never_imported()
+    assert_never_imported()
 
 
 # ----------------------------------------------------------------------- bad checkpoints: exit 4

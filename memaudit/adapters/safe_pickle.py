@@ -25,7 +25,7 @@ a caller touches are read from disk.
 """
 from __future__ import annotations
 
-import _compat_pickle
+import _compat_pickle  # CPython's table of Python 2 names, which pickle's fix_imports uses; no public API
 import collections
 import io
 import pickle
@@ -394,7 +394,9 @@ class _Unpickler(pickle.Unpickler):
         return self._persistent(pid)
 
 
-def _run_unpickler(data: bytes | io.BufferedReader, persistent_load) -> Any:
+def run_unpickler(data: bytes | io.BufferedReader, persistent_load) -> Any:
+    """Unpickle `data` (bytes or an open file) with the restricted policy; persistent_load(pid)
+    turns a storage id into a Storage. The memo indices are checked first."""
     f = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
     _check_memo_indices(f)
     return _Unpickler(f, persistent_load).load()
@@ -596,7 +598,7 @@ def _load_zip(path: Path) -> Any:
         storages[key] = Storage(untyped, dtype)
         return storages[key]
 
-    return _run_unpickler(archive.data_pkl, persistent_load)
+    return run_unpickler(archive.data_pkl, persistent_load)
 
 
 def _load_legacy(path: Path) -> Any:
@@ -607,7 +609,7 @@ def _load_legacy(path: Path) -> Any:
 
         def small(what):
             try:
-                return _run_unpickler(f, no_storage)
+                return run_unpickler(f, no_storage)
             except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
                 raise LoadError(f"{path}: corrupt legacy PyTorch file ({what}: {e})") from None
 
@@ -642,7 +644,7 @@ def _load_legacy(path: Path) -> Any:
                 storages[key] = Storage(untyped, dtype)
             return storages[key]
 
-        result = _run_unpickler(f, persistent_load)
+        result = run_unpickler(f, persistent_load)
         keys = small("storage keys")
         if not isinstance(keys, list):
             raise LoadError(f"{path}: corrupt legacy PyTorch file (storage keys)")
@@ -862,5 +864,6 @@ def pickle_bytes(path: Path, limit: int = 64 << 20) -> bytes | None:
     return None
 
 
-__all__ = ["Inert", "UnsafePickle", "UnsafeSize", "NodeBudget", "check_tensor_geometry", "check_zip_members", "safe_load", "to_plain", "resolve_interpolations", "iter_inert",
-           "global_name"]
+__all__ = ["Inert", "NodeBudget", "TorchArchive", "UnsafePickle", "UnsafeSize", "check_tensor_geometry",
+           "check_zip_members", "global_name", "iter_inert", "resolve_interpolations", "run_unpickler", "safe_load",
+           "to_plain"]
