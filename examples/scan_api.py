@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import memaudit
-from memaudit.ci_outputs import write_junit, write_summary_md
-from memaudit.html_report import write_scan_html
+from memaudit.report import write_junit, write_summary_md
+from memaudit.report import write_scan_html
 
 EXIT_CODES = {"generalizing": 0, "memorizing": 1, "inconclusive": 3}
 

@@ -1,12 +1,12 @@
-"""JUnit XML and Markdown summaries of a scan (memaudit.ci_outputs)."""
+"""JUnit XML and Markdown summaries of a scan (memaudit.report.ci)."""
 import json
 import os
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from memaudit.ci_outputs import (GATE_NAME, junit_xml, load_summary, summary_markdown, write_junit,
-                                 write_summary_md)
+from memaudit.report.ci import (GATE_NAME, junit_xml, load_summary, summary_markdown, write_junit,
+                                write_summary_md)
 from report_fixtures import fake_scan_dir, fake_scan_result
 
 

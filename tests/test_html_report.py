@@ -10,7 +10,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from memaudit.html_report import REPORT_NAME, token_pieces, write_recovery_html, write_scan_html
+from memaudit.report import write_recovery_html, write_scan_html
+from memaudit.report.html import REPORT_NAME, token_pieces
 from report_fixtures import HOSTILE_TEXT, fake_scan_dir, tiny_scan_dir, toy_decode
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -189,14 +190,14 @@ def test_recovery_report(tmp_path):
 def test_in_memory_render_matches_the_files(memorizing_dir, memorizing_html):
     """render_scan_html(result) (for report.py's writer) gives the bytes write_scan_html builds
     from the files on disk."""
-    from memaudit.html_report import render_scan_html
+    from memaudit.report import render_scan_html
     from report_fixtures import fake_scan_result
 
     assert render_scan_html(fake_scan_result(memorizing_share=0.9)).decode("utf-8") == memorizing_html
 
 
 def test_recovery_in_memory_render_matches_the_files(tmp_path):
-    from memaudit.html_report import render_recovery_html
+    from memaudit.report import render_recovery_html
     from report_fixtures import fake_recovery_result
 
     result = fake_recovery_result()

@@ -77,11 +77,11 @@ def scan(
     summary = result.summary(include_timings=True)
     files = {out / name: data for name, data in render_report(result).items()} if out is not None else {}
     if junit is not None:
-        from ..ci_outputs import junit_xml
+        from ..report import junit_xml
 
         files[junit] = junit_xml(summary, inconclusive="failure" if fail_on == "inconclusive" else "error")
     if summary_md is not None:
-        from ..ci_outputs import summary_markdown
+        from ..report import summary_markdown
 
         artifacts = sorted(REPORT_FILES) if out is not None else None
         files[summary_md] = summary_markdown(summary, artifacts).encode("utf-8")

@@ -1,35 +1,19 @@
-"""Report files of a scan: samples.parquet, tokens.parquet, summary.json.
-
-Composable pieces:
-
-    samples_table(result) / tokens_table(result)   → pyarrow.Table (with the provenance metadata)
-    parquet_bytes(table) / json_bytes(document)     → bytes, deterministic
-    REPORT_FILES                                    name → render(result) -> bytes (report.html
-                                                    comes from memaudit.html_report)
-    write_files(out_dir, {name: bytes})             all-or-nothing, atomic per file
-    write_report(result, out_dir, names=None)       renders REPORT_FILES (or the named subset)
-
-A new format (HTML, plots) adds one render function to REPORT_FILES or passes its own mapping to
-write_files. Nothing written here holds a timestamp or a temporary path, so the same checkpoint,
-settings and seed give byte-identical files.
-"""
+"""The report's tables and documents as deterministic bytes: samples.parquet (one row per sample),
+tokens.parquet (one row per sample × position [× t]), summary.json, and the provenance blob every
+Parquet file carries in its schema metadata. Nothing here holds a timestamp or a temporary path,
+so the same checkpoint, settings and seed give byte-identical files."""
 from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .io import FILE_MODE as _FILE_MODE  # noqa: F401 - kept for importers
-from .io import json_bytes as io_json_bytes
-from .io import json_text
-from .io import write_file_set
+from ..io import json_bytes as strict_json_bytes
+from ..io import json_text
 
 METADATA_KEY = b"memaudit"
 
@@ -101,63 +85,17 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 
 def json_bytes(document: dict) -> bytes:
-    return io_json_bytes(document)
+    return strict_json_bytes(document)
 
 
 def summary_document(result) -> dict:
     return {**result.summary(include_timings=False), "provenance": result.provenance()}
 
 
-def html_bytes(result) -> bytes:
-    """report.html (memaudit.html_report), rendered from the same tables as the files beside it."""
-    from .html_report import render_scan_html
-
-    return render_scan_html(result, decode=getattr(result, "decode", None))
-
-
-REPORT_FILES: dict[str, Callable[[object], bytes]] = {
-    "samples.parquet": lambda r: parquet_bytes(samples_table(r)),
-    "tokens.parquet": lambda r: parquet_bytes(tokens_table(r)),
-    "summary.json": lambda r: json_bytes(summary_document(r)),
-    "report.html": html_bytes,
-}
-
-
-def write_files(out_dir: str | Path, files: dict[str, bytes]) -> dict[str, Path]:
-    """Write every file into out_dir as one set (memaudit.io.write_file_set): after any failure,
-    or a kill at any point, the files are all from the previous run or all from this one."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"--out {out_dir} exists and is not a directory")
-    write_file_set({out_dir / name: data for name, data in files.items()})
-    return {name: out_dir / name for name in files}
-
-
-def render_report(result, names: list[str] | None = None) -> dict[str, bytes]:
-    """The report files (all of REPORT_FILES, or the named ones) as bytes, nothing written."""
-    chosen = REPORT_FILES if names is None else {n: REPORT_FILES[n] for n in names}
-    return {name: render(result) for name, render in chosen.items()}
-
-
-def write_report(result, out_dir: str | Path, names: list[str] | None = None) -> dict[str, Path]:
-    """Render and write the report files (all of REPORT_FILES, or the named ones) as one set."""
-    return write_files(out_dir, render_report(result, names))
-
-
 def read_metadata(path: str | Path) -> dict:
     """The provenance blob of a report's Parquet file."""
     schema = pq.read_schema(path)
     return json.loads(schema.metadata[METADATA_KEY])
-
-
-def _json_default(o):
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def fmt_ci(ci, pattern: str = "{:.4f}") -> str:

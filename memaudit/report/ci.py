@@ -45,7 +45,7 @@ KEY_STATISTICS: tuple[tuple[str, str, str, str], ...] = (
 
 
 # ------------------------------------------------------------------------------------ writing
-from .io import atomic_write_bytes  # noqa: E402
+from ..io import atomic_write_bytes  # noqa: E402
 
 
 def load_summary(path_or_dir: str | Path) -> dict:

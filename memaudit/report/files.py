@@ -1,0 +1,52 @@
+"""The report files of a scan, rendered and written as one set.
+
+    REPORT_FILES                                 name → render(result) -> bytes
+    render_report(result, names=None)            {name: bytes}, nothing written
+    write_report(result, out_dir, names=None)    renders and writes them (memaudit.io.write_file_set)
+    write_files(out_dir, {name: bytes})          any set of files into one directory, all or nothing
+
+A new format adds one render function to REPORT_FILES or passes its own mapping to write_files.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from ..io import write_file_set
+from .tables import json_bytes, parquet_bytes, samples_table, summary_document, tokens_table
+
+
+def html_bytes(result) -> bytes:
+    """report.html, rendered from the same tables as the files beside it."""
+    from .scan_page import render_scan_html
+
+    return render_scan_html(result, decode=getattr(result, "decode", None))
+
+
+REPORT_FILES: dict[str, Callable[[object], bytes]] = {
+    "samples.parquet": lambda r: parquet_bytes(samples_table(r)),
+    "tokens.parquet": lambda r: parquet_bytes(tokens_table(r)),
+    "summary.json": lambda r: json_bytes(summary_document(r)),
+    "report.html": html_bytes,
+}
+
+
+def write_files(out_dir: str | Path, files: dict[str, bytes]) -> dict[str, Path]:
+    """Write every file into out_dir as one set (memaudit.io.write_file_set): after any failure,
+    or a kill at any point, the files are all from the previous run or all from this one."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out {out_dir} exists and is not a directory")
+    write_file_set({out_dir / name: data for name, data in files.items()})
+    return {name: out_dir / name for name in files}
+
+
+def render_report(result, names: list[str] | None = None) -> dict[str, bytes]:
+    """The report files (all of REPORT_FILES, or the named ones) as bytes, nothing written."""
+    chosen = REPORT_FILES if names is None else {n: REPORT_FILES[n] for n in names}
+    return {name: render(result) for name, render in chosen.items()}
+
+
+def write_report(result, out_dir: str | Path, names: list[str] | None = None) -> dict[str, Path]:
+    """Render and write the report files (all of REPORT_FILES, or the named ones) as one set."""
+    return write_files(out_dir, render_report(result, names))
