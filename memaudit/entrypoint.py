@@ -10,7 +10,6 @@ PYTHONWARNINGS or -W bring them back.
 """
 from __future__ import annotations
 
-import os
 import signal
 import sys
 

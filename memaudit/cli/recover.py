@@ -55,41 +55,22 @@ def recover(
 
 
 def print_recovery(result, out) -> None:
-    """Train one model per training-set size, recover and scan each, plot the transition."""
     from rich.markup import escape
+    from rich.table import Table
 
-    if json_output:
-        require_stdout()
-    from ..sweep import SweepError, SweepSettings, parse_float_list, parse_int_list
-    from ..sweep import sweep as run_sweep
-
-    try:
-        settings = SweepSettings(
-            sizes=parse_int_list(sizes), data=data, preset=preset, steps=steps, steps_scale=steps_scale,
-            steps_cap=steps_cap, batch_size=batch_size, lr=lr, warmup=warmup, ema_decay=ema_decay, seed=seed,
-            data_seed=data_seed, seq_len=seq_len, vocab_size=vocab_size, t0=parse_float_list(t0, "--t0"),
-            recover_n=recover_n, steps_per_unit=steps_per_unit, scan_samples=samples, scan_steps=scan_steps,
-            t_profile=parse_float_list(t_profile, "--t-profile") if t_profile else (), weights=weights,
-            device=resolve_device(device))
-        if workers < 1:
-            raise SweepError("--workers must be ≥ 1")
-        result = run_sweep(settings, out, workers=workers, deadline_s=deadline)
-    except SweepError as e:
-        raise UsageError(str(e)) from None
-    doc = result.summary()
-    if json_output:
-        from ..recovery import finite_json
-
-        print_json(finite_json(doc))
-    else:
-        for p in doc["points"]:
-            tr, te = p["train_recovery"], p["test_recovery"]
-            console.print(f"n_train={p['n_train']:>7}  steps={p['steps']:>6}  recovery train {tr:.2f} / test {te:.2f} "
-                          f"(t0={p['t0']:g}) → {p['recovery_verdict']:<12} scan: {p['scan_verdict']} "
-                          f"({p['scan_reason']})", highlight=False)
-        console.print(f"sweep → {escape(str(result.out))} ({len(result.ran)} trained, {len(result.reused)} reused, "
-                      f"{result.wall_seconds:.0f} s)", highlight=False)
-    if result.failed:
-        for n, msg in result.failed.items():
-            emit_error(f"point n_train={n} failed: {msg}")
-        raise typer.Exit(EXIT_RUNTIME)
+    table = Table(title="token recovery (95% CI)")
+    for col in ("split", "t0", "steps", "n", "recovery", "unstable", "exact match", "H recovered", "H failed"):
+        table.add_column(col)
+    f = lambda v: "–" if v is None or v != v else f"{v:.3f}"  # noqa: E731
+    for s in result.summaries:
+        lo, hi = s["recovery_rate_ci"]
+        table.add_row(s["split"], f"{s['t0']:g}", str(s["steps"]), str(s["n"]), f"{f(s['recovery_rate'])} [{f(lo)}, {f(hi)}]",
+                      f(s["unstable_rate"]), f(s["exact_match"]), f(s["entropy_recovered"]), f(s["entropy_failed"]))
+    console.print(table)
+    for g in result.gaps:
+        console.print(f"t0={g['t0']:g}: train − test = {g['gap']:+.3f} [{g['gap_ci'][0]:+.3f}, {g['gap_ci'][1]:+.3f}]",
+                      highlight=False)
+    console.print(f"[bold]{result.verdict}[/] ({result.reason}): {escape(result.explanation)}", highlight=False,
+                  soft_wrap=True)
+    if out is not None:
+        console.print(f"report → {escape(str(out))}", highlight=False)

@@ -9,7 +9,7 @@ from ..progress import console
 from ..sweep import SweepSettings
 from .errors import EXIT_RUNTIME, cli_errors, emit_error
 from .options import Data, DataSeed, Deadline, Device, JsonOutput, Preset, RecoverN, Samples, ScanSteps, Seed, \
-    SeqLen, StepsPerUnit, VocabSize, Weights, Workers, require_stdout, resolve_device
+    SeqLen, StepsPerUnit, VocabSize, Weights, Workers, print_json, require_stdout, resolve_device
 
 S = SweepSettings   # the CLI's defaults are the settings' defaults
 
