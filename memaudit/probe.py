@@ -2,15 +2,16 @@
 
     1. Draw N sequences with the model's own sampler (`memaudit.sampling.generate`: uniform noise at
        t = 1, S ancestral steps, greedy noise removal).
-    2. Re-noise each sample at t_eval with one seeded corruption draw (at the default 1e-5 this
-       changes ~0.001 % of tokens: the input is effectively the clean sample) and take
+    2. Re-noise each sample at the rule's t_eval (memaudit.verdict) with one seeded corruption
+       draw (a share ≈ t of the tokens is redrawn: about 5 % at t = 0.05, effectively none at
+       1e-5, where the input is the clean sample) and take
        H_i = −Σ_v x̂_i(v) ln x̂_i(v), in nats, from the network's x0 prediction x̂ (the softmax of
        its output, not the reverse posterior), computed in float32. Optionally at several t.
     3. Supporting data-free signals: exact duplicates among samples; whether each sample is a
        fixed point of the greedy reverse dynamics (argmax of the exact posterior at every step,
        started from the clean sample at t_fp); mean entropy relative to ln V.
-    4. Summaries with seeded bootstrap confidence intervals over samples, then the verdict of a
-       documented rule (`memaudit.verdict`).
+    4. Summaries with seeded bootstrap confidence intervals over samples (`memaudit.stats`), then
+       the verdict of a documented rule (`memaudit.verdict`).
 
 Everything is a pure function of (checkpoint, settings, seed): no wall-clock values enter the
 statistics, so reports are byte-identical between runs (timings live in `ScanResult.timings`
@@ -18,7 +19,6 @@ and never reach a report file).
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import platform
 import sys
@@ -36,6 +36,7 @@ from . import diffusion as D
 from .denoiser import Denoiser
 from .progress import progress_bar
 from .sampling import GRIDS, generate, time_grid
+from .stats import derive_seed, scan_statistics
 
 # Default sampler: 32 steps on a quadratic time grid (memaudit.sampling.time_grid), chosen by
 # measurement against the paper-style reference (1000 linear ancestral steps, float64 posterior;
@@ -61,12 +62,6 @@ CONFIDENCE = 0.95
 
 class ScanError(UsageError):
     """Bad scan settings (CLI exit code 2)."""
-
-
-def derive_seed(seed: int, *stream: Any) -> int:
-    """A 63-bit seed for one named random stream of a scan (sampling, corruption, bootstrap)."""
-    blob = repr((int(seed),) + tuple(stream)).encode()
-    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") >> 1
 
 
 @dataclass(frozen=True)
@@ -305,65 +300,23 @@ def find_duplicates(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return dup_of >= 0, dup_of
 
 
-def bootstrap_ci(per_sample: dict[str, np.ndarray], resamples: int, confidence: float,
-                 seed: int) -> dict[str, list[float]]:
-    """Percentile bootstrap over samples of the mean of each per-sample statistic.
-
-    One shared set of resampled indices (seeded) serves every statistic. → {name: [lo, hi]}.
-    """
-    n = len(next(iter(per_sample.values())))
-    rng = np.random.Generator(np.random.PCG64(derive_seed(seed, "bootstrap")))
-    means: dict[str, list[np.ndarray]] = {k: [] for k in per_sample}
-    chunk = max(1, min(resamples, (1 << 22) // max(1, n)))
-    done = 0
-    while done < resamples:
-        m = min(chunk, resamples - done)
-        idx = rng.integers(0, n, size=(m, n))
-        for k, v in per_sample.items():
-            means[k].append(np.asarray(v, dtype=np.float64)[idx].mean(axis=1))
-        done += m
-    lo_q, hi_q = (1 - confidence) / 2, 1 - (1 - confidence) / 2
-    out = {}
-    for k, parts in means.items():
-        values = np.concatenate(parts)
-        out[k] = [float(np.quantile(values, lo_q)), float(np.quantile(values, hi_q))]
-    return out
-
-
 def summarize(entropy: np.ndarray, top1: np.ndarray, is_duplicate: np.ndarray, fixed_point_dist: np.ndarray,
               vocab_size: int, settings: ScanSettings, t_values: list[float]) -> dict:
-    """Summary statistics of the primary evaluation (entropy[0]) with bootstrap CIs."""
+    """Summary statistics of the primary evaluation (entropy[0]): the rule's statistics
+    (`memaudit.stats.scan_statistics`, with bootstrap CIs) from the per-sample means, plus
+    descriptive ones (sequence length, quantiles of the per-sample means, top-1 probability, the
+    profile over t_values)."""
     h = entropy[0].astype(np.float64)                     # [N, L]
     sample_mean = h.mean(axis=1)                          # per-sample mean entropy
     sample_low = (h < settings.tau).mean(axis=1)          # per-sample share of tokens below τ
-    sample_near_zero = (sample_mean < settings.tau).astype(np.float64)
-    ci = bootstrap_ci({"mean_entropy": sample_mean, "low_entropy_fraction": sample_low,
-                       "near_zero_sample_fraction": sample_near_zero},
-                      settings.bootstrap_resamples, settings.confidence, settings.seed)
-    max_h = math.log(vocab_size)
-    mean_h = float(sample_mean.mean())
+    stats = scan_statistics(sample_mean, is_duplicate, fixed_point_dist == 0, fixed_point_dist,
+                            vocab_size=vocab_size, tau=settings.tau, t_eval=settings.t_eval, seed=settings.seed,
+                            resamples=settings.bootstrap_resamples, confidence=settings.confidence,
+                            sample_low_entropy_fraction=sample_low)
     quantiles = np.quantile(sample_mean, [0.05, 0.25, 0.5, 0.75, 0.95])
-    stats = {
-        "n_samples": int(h.shape[0]),
-        "seq_len": int(h.shape[1]),
-        "vocab_size": int(vocab_size),
-        "mean_entropy": mean_h,
-        "mean_entropy_ci": ci["mean_entropy"],
-        "max_entropy": max_h,
-        "entropy_ratio": mean_h / max_h,
-        "entropy_ratio_ci": [v / max_h for v in ci["mean_entropy"]],
-        "low_entropy_fraction": float(sample_low.mean()),
-        "low_entropy_fraction_ci": ci["low_entropy_fraction"],
-        "near_zero_sample_fraction": float(sample_near_zero.mean()),
-        "near_zero_sample_fraction_ci": ci["near_zero_sample_fraction"],
-        "sample_entropy_quantiles": {k: float(v) for k, v in zip(("p05", "p25", "p50", "p75", "p95"), quantiles)},
-        "mean_top1_prob": float(top1[0].astype(np.float64).mean()),
-        "duplicate_rate": float(is_duplicate.mean()),
-        "fixed_point_fraction": float((fixed_point_dist == 0).mean()),
-        "mean_fixed_point_distance": float(fixed_point_dist.astype(np.float64).mean()),
-        "tau": settings.tau,
-        "t_eval": settings.t_eval,
-    }
+    stats["seq_len"] = int(h.shape[1])
+    stats["sample_entropy_quantiles"] = {k: float(v) for k, v in zip(("p05", "p25", "p50", "p75", "p95"), quantiles)}
+    stats["mean_top1_prob"] = float(top1[0].astype(np.float64).mean())
     if len(t_values) > 1:
         stats["profile"] = [{"t": float(t), "mean_entropy": float(entropy[k].astype(np.float64).mean()),
                              "low_entropy_fraction": float((entropy[k] < settings.tau).mean()),
@@ -393,7 +346,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
 
     steps: reverse steps of the sampler (default DEFAULT_STEPS, chosen by measurement); grid: their
     time grid, 'linear' or 'quadratic' (default DEFAULT_GRID, see memaudit.sampling.time_grid).
-    t_eval: time of the entropy evaluation (default: the rule's, 1e-5). t_profile: extra times
+    t_eval: time of the entropy evaluation (default: the rule's). t_profile: extra times
     reported alongside (the verdict always uses t_eval). rule: a Rule, a path to a rule file, or
     None for the default rule (memaudit/calibration/rule.json; provisional.json where it is absent).
     """
@@ -445,7 +398,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     stats = summarize(entropy, top1, is_dup, fp_dist, denoiser.vocab_size, settings, t_values)
     decision = rule.decide(Evidence.from_stats(stats, steps=settings.steps))
     texts = [denoiser.decode(row) for row in tokens_np] if denoiser.tokenizer is not None else [None] * len(tokens_np)
-    model = _model_provenance(denoiser)
+    model = model_provenance(denoiser)
     timings["total_s"] = time.perf_counter() - started
     return ScanResult(verdict=decision.verdict, reason=decision.reason, explanation=decision.explanation,
                       settings=settings, rule=rule, model=model, tokens=tokens_np, t_values=t_values,
@@ -454,17 +407,19 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                       decode=denoiser.decode if denoiser.tokenizer is not None else None)
 
 
-def _model_provenance(denoiser: Denoiser) -> dict:
-    info = denoiser.describe()
-    # JSON-safe copy (describe() may hold Paths or tensors' items).
-    return _jsonable(info)
+def model_provenance(denoiser: Denoiser) -> dict:
+    """What every report records about the model: a JSON-safe copy of denoiser.describe() (it may
+    hold Paths or tensors' items)."""
+    return json_safe(denoiser.describe())
 
 
-def _jsonable(o):
+def json_safe(o):
+    """A JSON-able copy: string keys, lists for tuples, strings for paths and unknown objects,
+    Python numbers for numpy scalars (non-finite floats stay; the writers make JSON strict)."""
     if isinstance(o, dict):
-        return {str(k): _jsonable(v) for k, v in o.items()}
+        return {str(k): json_safe(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
+        return [json_safe(v) for v in o]
     if isinstance(o, Path):
         return str(o)
     if isinstance(o, (np.generic,)):

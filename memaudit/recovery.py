@@ -20,22 +20,13 @@ Protocol (research/paper.md §4.1), for one split (train or test) and one corrup
 
 Summaries per split × t0: NaN-skipping means with seeded percentile-bootstrap confidence
 intervals over sequences; the train − test gap of the recovery rate with a bootstrap CI that
-resamples both splits independently.
+resamples both splits independently (memaudit.stats).
 
-Verdict (the ground truth used to calibrate the data-free scan; docs/calibration.md):
-
-    Only t0 levels with ≥ MIN_CORRUPTED_TOKENS (4) corrupted tokens per sequence on average count
-    (the largest t0 when none has); all levels are reported.
-
-    memorizing    at some t0, the gap's CI lower bound exceeds GAP_MEMORIZING (0.25):
-                  training examples are recovered far better than held-out ones;
-    inconclusive  ("low_recovery") otherwise, when neither split's mean recovery reaches
-                  RECOVERY_FLOOR (0.1) at any t0: the model restores almost nothing (chance is 1/V),
-                  so train ≈ test says nothing (an undertrained model);
-    generalizing  the gap's CI lies inside ±EQUIVALENCE_MARGIN (0.1) at every t0: held-out text
-                  is as stable as training text;
-    inconclusive  otherwise: "transition" (a gap between the margin and the memorizing
-                  threshold) or "ci_too_wide" (point estimates equal but too few sequences).
+Verdict: the recovery rule (memaudit.verdict.recovery; its thresholds are data,
+memaudit/verdict/recovery_rule.json, and each is a setting here): memorizing when training
+examples are recovered far better than held-out ones, generalizing when held-out text is as
+stable as training text, otherwise inconclusive (undertrained, transition, CI too wide). It is
+the ground truth used to calibrate the data-free scan (docs/calibration.md).
 
 Everything is a pure function of (checkpoint, data, settings, seed): byte-identical reports.
 """
@@ -43,7 +34,7 @@ from __future__ import annotations
 
 import math
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +44,11 @@ from .errors import UsageError
 from . import __version__
 from . import diffusion as D
 from .denoiser import Denoiser
-from .probe import derive_seed
+from .probe import json_safe, model_provenance
 from .progress import progress_bar
 from .sampling import make_generator, reverse_process
+from .stats import bootstrap_gap_ci, bootstrap_mean_ci, derive_seed, nan_mean
+from .verdict.recovery import RECOVERY_RULE, RecoveryRule
 
 DEFAULT_T0 = (0.05, 0.1, 0.25, 0.5)
 DEFAULT_N = 256
@@ -66,14 +59,6 @@ DEFAULT_STEPS_PER_UNIT = 100
 DEFAULT_BATCH_SIZE = 256
 BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.95
-
-GAP_MEMORIZING = 0.25
-EQUIVALENCE_MARGIN = 0.1
-RECOVERY_FLOOR = 0.1
-# The verdict only reads t0 levels at which an average sequence has at least this many corrupted
-# tokens: below it the per-sequence rate is 0/1, 1/2 … and its mean too noisy to compare
-# (t0 = 0.05 on 32-token sequences corrupts 1.5 tokens on average).
-MIN_CORRUPTED_TOKENS = 4.0
 
 SPLITS = ("train", "test")
 CATEGORIES = ("recovered", "stable", "unstable", "failed")
@@ -125,40 +110,6 @@ def sequence_metrics(x0, x_t, x_final, entropy=None) -> dict[str, np.ndarray]:
     return out
 
 
-# ------------------------------------------------------------------------------------ statistics
-def _valid(values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values, dtype=np.float64)
-    return values[~np.isnan(values)]
-
-
-def bootstrap_mean_ci(values, resamples: int, confidence: float, seed: int) -> tuple[float, float]:
-    """Percentile-bootstrap CI of the NaN-skipping mean. (NaN, NaN) without valid values."""
-    v = _valid(values)
-    if v.size == 0:
-        return (math.nan, math.nan)
-    rng = np.random.Generator(np.random.PCG64(seed))
-    means = v[rng.integers(0, v.size, size=(resamples, v.size))].mean(1)
-    q = (1 - confidence) / 2
-    return (float(np.quantile(means, q)), float(np.quantile(means, 1 - q)))
-
-
-def bootstrap_gap_ci(a, b, resamples: int, confidence: float, seed: int) -> tuple[float, float]:
-    """CI of mean(a) − mean(b), NaN-skipping, the two samples resampled independently."""
-    va, vb = _valid(a), _valid(b)
-    if va.size == 0 or vb.size == 0:
-        return (math.nan, math.nan)
-    rng = np.random.Generator(np.random.PCG64(seed))
-    diff = (va[rng.integers(0, va.size, size=(resamples, va.size))].mean(1)
-            - vb[rng.integers(0, vb.size, size=(resamples, vb.size))].mean(1))
-    q = (1 - confidence) / 2
-    return (float(np.quantile(diff, q)), float(np.quantile(diff, 1 - q)))
-
-
-def _nanmean(values) -> float:
-    v = _valid(values)
-    return float(v.mean()) if v.size else math.nan
-
-
 # ------------------------------------------------------------------------------------- settings
 @dataclass(frozen=True)
 class RecoverySettings:
@@ -171,11 +122,21 @@ class RecoverySettings:
     posterior_dtype: str = "float64"
     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES
     confidence: float = CONFIDENCE
-    gap_memorizing: float = GAP_MEMORIZING
-    equivalence_margin: float = EQUIVALENCE_MARGIN
-    recovery_floor: float = RECOVERY_FLOOR
-    min_corrupted_tokens: float = MIN_CORRUPTED_TOKENS
+    # The verdict's thresholds (memaudit.verdict.recovery); defaults: recovery_rule.json. The
+    # verdict only reads t0 levels at which an average sequence has at least min_corrupted_tokens
+    # corrupted tokens: below it the per-sequence rate is 0/1, 1/2 … and its mean too noisy to
+    # compare (t0 = 0.05 on 32-token sequences corrupts 1.5 tokens on average).
+    gap_memorizing: float = RECOVERY_RULE.gap_memorizing
+    equivalence_margin: float = RECOVERY_RULE.equivalence_margin
+    recovery_floor: float = RECOVERY_RULE.recovery_floor
+    min_corrupted_tokens: float = RECOVERY_RULE.min_corrupted_tokens
     device: str = "cpu"
+
+    @property
+    def rule(self) -> RecoveryRule:
+        """The recovery rule with these settings' thresholds."""
+        return replace(RECOVERY_RULE, gap_memorizing=self.gap_memorizing, equivalence_margin=self.equivalence_margin,
+                       recovery_floor=self.recovery_floor, min_corrupted_tokens=self.min_corrupted_tokens)
 
     def validate(self) -> None:
         if not self.t0:
@@ -245,10 +206,7 @@ class RecoveryResult:
                          "reverse": "round(steps_per_unit*t0) ancestral steps on a linear grid t0 -> 1e-5, "
                                     f"then a {self.settings.final} noise-removal step",
                          "entropy": "H of x0-prediction on the final state at t=1e-5",
-                         "verdict_rule": {"gap_memorizing": self.settings.gap_memorizing,
-                                          "equivalence_margin": self.settings.equivalence_margin,
-                                          "recovery_floor": self.settings.recovery_floor,
-                                          "min_corrupted_tokens": self.settings.min_corrupted_tokens}},
+                         "verdict_rule": self.settings.rule.thresholds()},
             "seeds": {"seed": self.settings.seed,
                       "corruption": "derive_seed(seed, 'corrupt', split, t0, batch) on the CPU",
                       "reverse": "derive_seed(seed, 'reverse', split, t0, batch) on the model's device",
@@ -356,14 +314,14 @@ def resolve_examples(spec, denoiser: Denoiser, split: str, n: int, seed: int = 0
         tokens = _check_tokens(torch.as_tensor(arr), denoiser, split)
         return _seeded_subset(tokens, n, seed, split), {"source": "npy", "path": str(path.resolve()),
                                                         "n_available": int(tokens.shape[0])}
-    from .data import DataError, _read_user_file, _resolve_user_file
+    from .data import DataError, read_user_file, resolve_user_file
 
     if denoiser.tokenizer is None:
         raise RecoveryError(f"--{split} {path}: the checkpoint has no tokenizer, so text cannot be tokenized; "
                             "pass token ids as a .npy array [N, L] instead")
     try:
-        resolved = _resolve_user_file(str(path))
-        documents = _read_user_file(resolved)
+        resolved = resolve_user_file(str(path))
+        documents = read_user_file(resolved)
     except DataError as e:
         raise RecoveryError(f"--{split}: {e}") from None
     from .data import EOS_TOKEN
@@ -476,9 +434,10 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
             weights: str | None = None, device: str | None = None, show_progress: bool | None = None,
             final: str = "ancestral", posterior_dtype: str = "float64",
             bootstrap_resamples: int = BOOTSTRAP_RESAMPLES, confidence: float = CONFIDENCE,
-            gap_memorizing: float = GAP_MEMORIZING, equivalence_margin: float = EQUIVALENCE_MARGIN,
-            recovery_floor: float = RECOVERY_FLOOR, min_corrupted_tokens: float = MIN_CORRUPTED_TOKENS
-            ) -> RecoveryResult:
+            gap_memorizing: float = RECOVERY_RULE.gap_memorizing,
+            equivalence_margin: float = RECOVERY_RULE.equivalence_margin,
+            recovery_floor: float = RECOVERY_RULE.recovery_floor,
+            min_corrupted_tokens: float = RECOVERY_RULE.min_corrupted_tokens) -> RecoveryResult:
     """Token recovery of training vs held-out examples (the regime's ground truth).
 
     checkpoint_or_denoiser: path, hub id or Denoiser. train/test: 'auto', a file, or token ids
@@ -529,18 +488,10 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
 
     summaries = summarize(rows, settings)
     gaps = gap_table(rows, settings)
-    verdict, reason, explanation = decide(summaries, gaps, settings)
-    from .probe import _model_provenance
-
-    return RecoveryResult(verdict=verdict, reason=reason, explanation=explanation, settings=settings,
-                          model=_model_provenance(denoiser), data=_jsonable(data), rows=rows,
+    decision = settings.rule.decide(summaries, gaps)
+    return RecoveryResult(verdict=decision.verdict, reason=decision.reason, explanation=decision.explanation,
+                          settings=settings, model=model_provenance(denoiser), data=json_safe(data), rows=rows,
                           summaries=summaries, gaps=gaps, timings={"total_s": time.perf_counter() - started})
-
-
-def _jsonable(o):
-    from .probe import _jsonable as j
-
-    return j(o)
 
 
 def summarize(rows: dict, settings: RecoverySettings) -> list[dict]:
@@ -560,7 +511,7 @@ def summarize(rows: dict, settings: RecoverySettings) -> list[dict]:
                  "mean_corrupted_fraction": float(rows["n_corrupted"][sel].mean() / rows["x0"].shape[1])}
             for name in ("recovery_rate", "unstable_rate", "exact_match"):
                 values = np.asarray(rows[name][sel], dtype=np.float64)
-                s[name] = _nanmean(values)
+                s[name] = nan_mean(values)
                 s[f"{name}_ci"] = list(bootstrap_mean_ci(values, settings.bootstrap_resamples, settings.confidence,
                                                          derive_seed(settings.seed, "bootstrap", split, key, name)))
                 s[f"{name}_std"] = float(np.nanstd(values)) if (~np.isnan(values)).any() else math.nan
@@ -581,51 +532,8 @@ def gap_table(rows: dict, settings: RecoverySettings) -> list[dict]:
         at = np.isclose(rows["t0"], t)
         tr = rows["recovery_rate"][at & (split_arr == "train")]
         te = rows["recovery_rate"][at & (split_arr == "test")]
-        gap = _nanmean(tr) - _nanmean(te)
+        gap = nan_mean(tr) - nan_mean(te)
         lo, hi = bootstrap_gap_ci(tr, te, settings.bootstrap_resamples, settings.confidence,
                                   derive_seed(settings.seed, "gap", repr(float(t))))
-        out.append({"t0": float(t), "train": _nanmean(tr), "test": _nanmean(te), "gap": gap, "gap_ci": [lo, hi]})
+        out.append({"t0": float(t), "train": nan_mean(tr), "test": nan_mean(te), "gap": gap, "gap_ci": [lo, hi]})
     return out
-
-
-def decide(summaries: list[dict], gaps: list[dict], settings: RecoverySettings) -> tuple[str, str, str]:
-    """The recovery verdict (module docstring): memorizing / generalizing / inconclusive."""
-    usable = [g for g in gaps if not math.isnan(g["gap"]) and not math.isnan(g["gap_ci"][0])]
-    corrupted = {}
-    for s in summaries:
-        if "t0" in s:
-            corrupted[s["t0"]] = min(corrupted.get(s["t0"], math.inf), s.get("mean_corrupted_tokens", math.inf))
-    enough = [g for g in usable if corrupted.get(g["t0"], math.inf) >= settings.min_corrupted_tokens]
-    usable = enough or sorted(usable, key=lambda g: g["t0"])[-1:]
-    if not usable:
-        return ("inconclusive", "no_corrupted_tokens",
-                "no sequence of one of the splits had a corrupted token at any t0; use more examples or larger t0")
-    mem = [g for g in usable if g["gap_ci"][0] > settings.gap_memorizing]
-    if mem:
-        g = max(mem, key=lambda g: g["gap_ci"][0])
-        return ("memorizing", "train_recovered_test_not",
-                f"at t0={g['t0']:g} training examples recover {g['train']:.0%} of corrupted tokens, held-out "
-                f"examples {g['test']:.0%} (gap CI [{g['gap_ci'][0]:.2f}, {g['gap_ci'][1]:.2f}] > "
-                f"{settings.gap_memorizing:g})")
-    used_t0 = {g["t0"] for g in usable}
-    means = [s["recovery_rate"] for s in summaries
-             if not math.isnan(s["recovery_rate"]) and s.get("t0", next(iter(used_t0))) in used_t0]
-    if means and max(means) < settings.recovery_floor:
-        return ("inconclusive", "low_recovery",
-                f"neither split recovers {settings.recovery_floor:.0%} of corrupted tokens at any t0 used "
-                f"(best {max(means):.1%}): the model restores almost nothing (undertrained?), so "
-                "train ≈ test is no evidence of generalization")
-    m = settings.equivalence_margin
-    if all(-m <= g["gap_ci"][0] and g["gap_ci"][1] <= m for g in usable):
-        worst = max(usable, key=lambda g: abs(g["gap"]))
-        return ("generalizing", "train_equals_test",
-                f"held-out examples recover as well as training examples at every t0 (largest gap "
-                f"{worst['gap']:+.3f} at t0={worst['t0']:g}, all CIs within ±{m:g})")
-    if all(abs(g["gap"]) <= m for g in usable):
-        return ("inconclusive", "ci_too_wide",
-                f"train and test recovery agree within ±{m:g} but the gap's CI is wider; use more examples (--n)")
-    g = max(usable, key=lambda g: g["gap"])
-    return ("inconclusive", "transition",
-            f"train − test recovery gap {g['gap']:+.2f} at t0={g['t0']:g} (CI [{g['gap_ci'][0]:.2f}, "
-            f"{g['gap_ci'][1]:.2f}]) lies between ±{m:g} and the memorizing threshold {settings.gap_memorizing:g}: "
-            "a model in the transition")

@@ -99,7 +99,7 @@ def fake_recovery_dir(out: Path, **kwargs) -> Path:
 def fake_recovery_result(n: int = 12, length: int = 16, vocab: int = 32, seed: int = 0):
     """A real RecoveryResult from controlled arrays: training examples restored, held-out ones not
     (memorizing)."""
-    from memaudit.recovery import RecoveryResult, RecoverySettings, decide, gap_table, sequence_metrics, summarize
+    from memaudit.recovery import RecoveryResult, RecoverySettings, gap_table, sequence_metrics, summarize
 
     rng = np.random.default_rng(seed)
     settings = RecoverySettings(t0=(0.1, 0.25), n=n, steps_per_unit=20, bootstrap_resamples=100)
@@ -123,8 +123,9 @@ def fake_recovery_result(n: int = 12, length: int = 16, vocab: int = 32, seed: i
     rows["restored_text"] = rows["original_text"]
     summaries = summarize(rows, settings)
     gaps = gap_table(rows, settings)
-    verdict, reason, explanation = decide(summaries, gaps, settings)
+    decision = settings.rule.decide(summaries, gaps)
     model = {"checkpoint": "runs/<fake>", "family": "memaudit", "weights": "ema", "vocab_size": vocab,
              "seq_len": length}
-    return RecoveryResult(verdict=verdict, reason=reason, explanation=explanation, settings=settings, model=model,
-                          data={"train": "fake", "test": "fake"}, rows=rows, summaries=summaries, gaps=gaps)
+    return RecoveryResult(verdict=decision.verdict, reason=decision.reason, explanation=decision.explanation,
+                          settings=settings, model=model, data={"train": "fake", "test": "fake"}, rows=rows,
+                          summaries=summaries, gaps=gaps)

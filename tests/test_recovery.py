@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 import memaudit
 from memaudit.cli import app
 from memaudit.data import corpus_from_spec, load_corpus
-from memaudit.recovery import (RecoveryError, RecoverySettings, bootstrap_gap_ci, bootstrap_mean_ci, decide,
-                               resolve_examples, sequence_metrics, steps_for)
+from memaudit.recovery import RecoveryError, RecoverySettings, resolve_examples, sequence_metrics, steps_for
+from memaudit.stats import bootstrap_gap_ci, bootstrap_mean_ci
 from memaudit.train import TrainConfig, train
 
 runner = CliRunner()
@@ -89,7 +89,8 @@ def _summ(rate, hi):
     ([_gap(0.25, 0.4, 0.38, 0.2)], [_summ(0.4, 0.5)], "inconclusive", "ci_too_wide"),
 ])
 def test_verdict_rule(gaps, summaries, verdict, reason):
-    assert decide(summaries, gaps, RecoverySettings())[:2] == (verdict, reason)
+    d = RecoverySettings().rule.decide(summaries, gaps)
+    assert (d.verdict, d.reason) == (verdict, reason)
 
 
 def test_verdict_ignores_t0_with_too_few_corrupted_tokens():
@@ -97,8 +98,9 @@ def test_verdict_ignores_t0_with_too_few_corrupted_tokens():
     gaps = [_gap(0.05, 0.41, 0.33, 0.08), _gap(0.25, 0.25, 0.27, 0.03)]
     summaries = [{"t0": 0.05, "mean_corrupted_tokens": 1.5, **_summ(0.4, 0.45)},
                  {"t0": 0.25, "mean_corrupted_tokens": 7.8, **_summ(0.25, 0.3)}]
-    assert decide(summaries, gaps, RecoverySettings())[:2] == ("generalizing", "train_equals_test")
-    assert decide(summaries, gaps, RecoverySettings(min_corrupted_tokens=1))[1] == "ci_too_wide"
+    d = RecoverySettings().rule.decide(summaries, gaps)
+    assert (d.verdict, d.reason) == ("generalizing", "train_equals_test")
+    assert RecoverySettings(min_corrupted_tokens=1).rule.decide(summaries, gaps).reason == "ci_too_wide"
 
 
 def test_steps_proportional_to_t0():

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from memaudit.adapters import LoadError
 from memaudit.cli import app
-from memaudit.probe import ScanError, bootstrap_ci, derive_seed, find_duplicates, scan
+from memaudit.probe import ScanError, find_duplicates, scan
+from memaudit.stats import bootstrap_ci, derive_seed
 from memaudit.verdict import DEFAULT_RULE, Evidence, Rule, RuleError, gate_exit_code, load_rule
 
 N = max(64, load_rule().min_samples)   # samples per scan in these tests: the default rule's minimum

@@ -1,4 +1,5 @@
-"""The decision rule: scan statistics → memorizing / generalizing / inconclusive.
+"""The scan rule: scan statistics (memaudit.stats.scan_statistics) → memorizing / generalizing /
+inconclusive.
 
 A rule is data, not code: a JSON file under memaudit/calibration/ — rule.json, written by
 `memaudit calibrate` (docs/calibration.md), or the hand-set provisional.json where rule.json is
@@ -51,9 +52,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 
-CALIBRATION_DIR = Path(__file__).with_name("calibration")
+CALIBRATION_DIR = Path(__file__).parent.parent / "calibration"
 CALIBRATED_RULE = CALIBRATION_DIR / "rule.json"  # written by `memaudit calibrate`; preferred when present
 DEFAULT_RULE = CALIBRATED_RULE if CALIBRATED_RULE.exists() else CALIBRATION_DIR / "provisional.json"
 VERDICTS = ("memorizing", "generalizing", "inconclusive")
@@ -66,7 +67,7 @@ class RuleError(UsageError):
 
 @dataclass(frozen=True)
 class Evidence:
-    """What the rule looks at; built from the scan's summary statistics."""
+    """What the rule looks at; built from the scan statistics (memaudit.stats.scan_statistics)."""
 
     n_samples: int
     mean_entropy: float

@@ -1,0 +1,174 @@
+"""Statistics: the seeded percentile bootstrap and the scan statistics a rule reads.
+
+One implementation each, shared by the scan (memaudit.probe), token recovery
+(memaudit.recovery), the sweep's re-judging of stored points (memaudit.sweep) and the fitting of
+the rule (memaudit.verdict.fit):
+
+    derive_seed(seed, *stream)          a 63-bit seed for one named random stream of a run
+    resampled_means(columns, B, rng)    means of per-sample columns over B bootstrap resamples,
+                                        one shared set of resampled indices for every column
+    percentile_interval(values, conf)   the central percentile interval of resampled values
+    bootstrap_ci / bootstrap_mean_ci /  percentile-bootstrap CIs: of several per-sample means
+    bootstrap_gap_ci                    (shared indices); of one NaN-skipping mean; of the
+                                        difference of two means, resampled independently
+    scan_statistics(...)                every statistic memaudit.verdict.Evidence reads, from
+                                        per-sample arrays
+    record_statistics(record, ...)      the same from the stored per-sample arrays of a point (a
+                                        calibration-table row, or memaudit.sweep.point_record)
+
+Everything is float64 and a pure function of its inputs and seeds: the generator is PCG64 seeded
+with the stream's seed, and resampled indices are drawn in chunks of at most 2^22 (the draws do
+not depend on the chunking), so reports are byte-identical between runs.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+import numpy as np
+
+CHUNK_ELEMENTS = 1 << 22    # resampled indices held in memory at once
+
+
+def derive_seed(seed: int, *stream: Any) -> int:
+    """A 63-bit seed for one named random stream of a run (sampling, corruption, bootstrap …)."""
+    blob = repr((int(seed),) + tuple(stream)).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") >> 1
+
+
+def generator(seed: int) -> np.random.Generator:
+    """The bootstrap's random generator for one stream seed."""
+    return np.random.Generator(np.random.PCG64(seed))
+
+
+# ------------------------------------------------------------------------------------- bootstrap
+def resampled_means(columns: dict[str, np.ndarray], resamples: int, rng: np.random.Generator
+                    ) -> dict[str, np.ndarray]:
+    """The mean of each column (equal lengths n ≥ 1) over `resamples` resamples of its n rows,
+    drawn with replacement; one shared set of indices serves every column. → {name: [resamples]}."""
+    values = {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}
+    n = len(next(iter(values.values())))
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in values}
+    chunk = max(1, min(resamples, CHUNK_ELEMENTS // max(1, n)))
+    done = 0
+    while done < resamples:
+        m = min(chunk, resamples - done)
+        idx = rng.integers(0, n, size=(m, n))
+        for k, v in values.items():
+            parts[k].append(v[idx].mean(axis=1))
+        done += m
+    return {k: np.concatenate(p) for k, p in parts.items()}
+
+
+def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central `confidence` interval of resampled values (percentile method)."""
+    q = (1 - confidence) / 2
+    return (float(np.quantile(values, q)), float(np.quantile(values, 1 - q)))
+
+
+def bootstrap_ci(per_sample: dict[str, np.ndarray], resamples: int, confidence: float,
+                 seed: int) -> dict[str, list[float]]:
+    """Percentile-bootstrap CI of the mean of each per-sample statistic, all from one seeded set
+    of resampled indices. seed: the stream's seed (e.g. derive_seed(scan_seed, 'bootstrap')).
+    → {name: [lo, hi]}."""
+    means = resampled_means(per_sample, resamples, generator(seed))
+    return {k: list(percentile_interval(v, confidence)) for k, v in means.items()}
+
+
+def finite_values(values) -> np.ndarray:
+    """The non-NaN entries, as float64."""
+    values = np.asarray(values, dtype=np.float64)
+    return values[~np.isnan(values)]
+
+
+def nan_mean(values) -> float:
+    """The NaN-skipping mean; NaN without valid values."""
+    v = finite_values(values)
+    return float(v.mean()) if v.size else math.nan
+
+
+def bootstrap_mean_ci(values, resamples: int, confidence: float, seed: int) -> tuple[float, float]:
+    """Percentile-bootstrap CI of the NaN-skipping mean. (NaN, NaN) without valid values."""
+    v = finite_values(values)
+    if v.size == 0:
+        return (math.nan, math.nan)
+    means = resampled_means({"v": v}, resamples, generator(seed))["v"]
+    return percentile_interval(means, confidence)
+
+
+def bootstrap_gap_ci(a, b, resamples: int, confidence: float, seed: int) -> tuple[float, float]:
+    """CI of mean(a) − mean(b), NaN-skipping, the two samples resampled independently (a's
+    indices drawn first, then b's, from one generator)."""
+    va, vb = finite_values(a), finite_values(b)
+    if va.size == 0 or vb.size == 0:
+        return (math.nan, math.nan)
+    rng = generator(seed)
+    mean_a = resampled_means({"v": va}, resamples, rng)["v"]
+    mean_b = resampled_means({"v": vb}, resamples, rng)["v"]
+    return percentile_interval(mean_a - mean_b, confidence)
+
+
+# ------------------------------------------------------------------------------- scan statistics
+def scan_statistics(sample_mean_entropy, is_duplicate, is_fixed_point, fixed_point_distance, *,
+                    vocab_size: int, tau: float, t_eval: float, seed: int, resamples: int,
+                    confidence: float, sample_low_entropy_fraction=None) -> dict:
+    """The statistics a scan rule reads (memaudit.verdict.Evidence), from per-sample arrays [N]:
+    each sample's mean entropy H̄_i (nats) at t_eval, whether it repeats an earlier sample, whether
+    it is a fixed point of the greedy dynamics and the share of its tokens that the dynamics
+    changes, and optionally its share of tokens with entropy below τ (stored points lack it: then
+    low_entropy_fraction is NaN; no rule reads it).
+
+    CIs are percentile-bootstrap intervals over samples from the stream derive_seed(seed,
+    'bootstrap'), so at a scan's own settings these are the scan's numbers."""
+    h = np.asarray(sample_mean_entropy, dtype=np.float64)
+    near = (h < tau).astype(np.float64)                   # samples whose mean entropy is below τ
+    low = None if sample_low_entropy_fraction is None else np.asarray(sample_low_entropy_fraction, dtype=np.float64)
+    per_sample = {"mean_entropy": h, "near_zero_sample_fraction": near}
+    if low is not None:
+        per_sample["low_entropy_fraction"] = low
+    ci = bootstrap_ci(per_sample, resamples, confidence, derive_seed(seed, "bootstrap"))
+    max_h = math.log(int(vocab_size))
+    mean_h = float(h.mean())
+    return {
+        "n_samples": int(h.size),
+        "vocab_size": int(vocab_size),
+        "mean_entropy": mean_h,
+        "mean_entropy_ci": ci["mean_entropy"],
+        "max_entropy": max_h,
+        "entropy_ratio": mean_h / max_h,
+        "entropy_ratio_ci": [v / max_h for v in ci["mean_entropy"]],
+        "low_entropy_fraction": math.nan if low is None else float(low.mean()),
+        "low_entropy_fraction_ci": ci.get("low_entropy_fraction", [math.nan, math.nan]),
+        "near_zero_sample_fraction": float(near.mean()),
+        "near_zero_sample_fraction_ci": ci["near_zero_sample_fraction"],
+        "duplicate_rate": float(np.asarray(is_duplicate, dtype=bool).mean()),
+        "fixed_point_fraction": float(np.asarray(is_fixed_point, dtype=bool).mean()),
+        "mean_fixed_point_distance": float(np.asarray(fixed_point_distance, dtype=np.float64).mean()),
+        "tau": float(tau),
+        "t_eval": float(t_eval),
+    }
+
+
+def record_statistics(record: dict, t_eval: float, tau: float, resamples: int, confidence: float,
+                      k: int | None = None) -> dict | None:
+    """`scan_statistics` of a stored point at any (t_eval, τ, bootstrap) it was measured at; None
+    when t_eval was not measured. k: use only the first k samples.
+
+    record (the calibration-table layout): t_values [T], sample_mean_entropy [T][N] (per-sample
+    mean entropy at each t), duplicate_of [N] (−1: none), is_fixed_point [N],
+    fixed_point_distance [N] or None (tables from before it was recorded: NaN, which switches its
+    threshold off), vocab_size, scan_seed."""
+    t_values = [float(t) for t in record["t_values"]]
+    idx = next((i for i, t in enumerate(t_values) if math.isclose(t, t_eval, rel_tol=1e-9, abs_tol=1e-12)), None)
+    if idx is None:
+        return None
+    h = np.asarray(record["sample_mean_entropy"][idx], dtype=np.float64)
+    dup = np.asarray(record["duplicate_of"], dtype=np.int64)
+    fp = np.asarray(record["is_fixed_point"], dtype=bool)
+    dist = record.get("fixed_point_distance")
+    dist = np.full(fp.shape, np.nan) if dist is None else np.asarray(dist, dtype=np.float64)
+    if k is not None:
+        h, dup, fp, dist = h[:k], dup[:k], fp[:k], dist[:k]
+    return scan_statistics(h, dup >= 0, fp, dist, vocab_size=int(record["vocab_size"]), tau=tau, t_eval=t_eval,
+                           seed=int(record["scan_seed"]), resamples=resamples, confidence=confidence)
