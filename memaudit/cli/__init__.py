@@ -34,3 +34,5 @@ def preload() -> None:
     import torch  # noqa: F401
 
     from .. import adapters, probe, recovery, report, train as training, verdict  # noqa: F401
+
+    adapters.REGISTRY.load_all()   # the adapter modules load lazily otherwise, i.e. after Ctrl-C is released
