@@ -27,9 +27,11 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from .errors import UsageError
 from . import __version__
 from .recovery import DEFAULT_STEPS_PER_UNIT, DEFAULT_T0
 
@@ -49,7 +51,7 @@ POINT_FORMAT = 2
 FAIL_FAST = 3   # this many failures before any success stop a parallel sweep: something is broken
 
 
-class SweepError(Exception):
+class SweepError(UsageError):
     """Bad sweep settings or an unusable sweep directory (CLI exit code 2)."""
 
 
@@ -409,24 +411,28 @@ def job_cost(settings: SweepSettings, n: int) -> float:
 
 
 def sweep(settings: SweepSettings, out: str | Path, workers: int = 1, show_progress: bool | None = None,
-          deadline_s: float | None = None, rule=None, plots: bool = True) -> SweepResult:
+          deadline_s: float | None = None, rule=None, plots: bool = True,
+          clock: Callable[[], float] = time.perf_counter) -> SweepResult:
     """Run (or resume) a sweep and write its table, plots and index.html.
 
     workers: points trained in parallel processes (1: in this process). deadline_s: wall-clock
     budget; points not started by then are skipped, running ones stop training at it and are
-    evaluated as they are (marked truncated; the next run resumes them)."""
+    evaluated as they are (marked truncated; the next run resumes them). clock: what the deadline
+    is measured with (seconds; the default is the wall clock) — tests pass a fake one so that
+    where a deadline falls does not depend on the machine's speed."""
     settings.validate()
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SweepError(f"--out {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    deadline_origin = clock()
     _prepare_corpus(settings)
     reused = [n for n in settings.sizes if point_finished(out, settings, n)]
     jobs = [(settings, out, n) for n in settings.sizes if n not in reused]
     view = SweepView([(settings, reused)], enabled=show_progress)
     with view:
-        failed, skipped = run_jobs(jobs, workers, view, started, deadline_s)
+        failed, skipped = run_jobs(jobs, workers, view, deadline_origin, deadline_s, clock=clock)
     failed_n = {k[2]: v for k, v in failed.items()}
     skipped_n = [k[2] for k in skipped]
     ran = [n for _, _, n in jobs if n not in failed_n and n not in skipped_n]
@@ -461,8 +467,11 @@ def schedule_order(jobs):
 
 
 def run_jobs(jobs, workers: int, view, started: float, deadline_s: float | None = None,
-             grace_s: float = 60.0):
+             grace_s: float = 60.0, clock: Callable[[], float] = time.perf_counter):
     """Run points [(settings, out, n)] in `schedule_order`; in this process when workers ≤ 1.
+
+    The deadline (deadline_s after `started`) and the grace period after it are read from
+    `clock` (default: the wall clock; `started` must come from the same clock).
 
     → (failed {key: message}, skipped [key]) with key = (data, preset, n)."""
     jobs = schedule_order(jobs)
@@ -472,7 +481,7 @@ def run_jobs(jobs, workers: int, view, started: float, deadline_s: float | None 
     if workers <= 1:
         for settings, out, n in jobs:
             key = (settings.data, settings.preset, n)
-            if deadline_s is not None and time.perf_counter() - started > deadline_s:
+            if deadline_s is not None and clock() - started > deadline_s:
                 skipped.append(key)
                 view.phase(key, "skipped")
                 continue
@@ -485,10 +494,10 @@ def run_jobs(jobs, workers: int, view, started: float, deadline_s: float | None 
                 failed[key] = f"{type(e).__name__}: {e}"
                 view.phase(key, "failed", error=failed[key])
         return failed, skipped
-    return _run_parallel(jobs, workers, view, started, deadline_s, grace_s, allow_truncated)
+    return _run_parallel(jobs, workers, view, started, deadline_s, grace_s, allow_truncated, clock)
 
 
-def _run_parallel(jobs, workers, view, started, deadline_s, grace_s, allow_truncated):
+def _run_parallel(jobs, workers, view, started, deadline_s, grace_s, allow_truncated, clock=time.perf_counter):
     import multiprocessing as mp
     import queue as queue_mod
     import signal
@@ -503,7 +512,7 @@ def _run_parallel(jobs, workers, view, started, deadline_s, grace_s, allow_trunc
     interrupted = False
     try:
         while pending or running:
-            elapsed = time.perf_counter() - started
+            elapsed = clock() - started
             late = deadline_s is not None and elapsed > deadline_s
             while pending and len(running) < workers and not late:
                 settings, out, n = pending.pop(0)

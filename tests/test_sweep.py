@@ -67,7 +67,10 @@ def test_mini_sweep_on_reference_models(tmp_path, memorizing_checkpoint, general
     assert rec[(32, "train")] >= 0.9 and rec[(32, "train")] - rec[(32, "test")] >= 0.4
     assert abs(rec[(65536, "train")] - rec[(65536, "test")]) < 0.2
     assert result.points[32]["recovery"]["verdict"] == "memorizing"
-    assert result.points[32]["train_copy_rate"] > 0.5                    # its samples are training sequences
+    # its samples are training sequences: 32 samples at 16 steps, memorizing fixture trained with
+    # seeds 0-4 (standing in for CPU families, which train other weights): 78%, 81%, 59%, 62%, 84%
+    # copies (59-84%); bar 25%. The generalizing point's samples are no copies (0%).
+    assert result.points[32]["train_copy_rate"] > 0.25
     for name in ("sweep.parquet", "sweep.json", "recovery.png", "entropy.png", "verdicts.png", "index.html"):
         assert (tmp_path / name).is_file(), name
     page = (tmp_path / "index.html").read_text()
@@ -109,16 +112,66 @@ def test_sweep_trains_in_parallel_and_resumes(tmp_path):
         sweep(other, tmp_path, workers=1, show_progress=False, plots=False)
 
 
+class StepClock:
+    """A fake clock for the sweep's deadline: it reads 0 until every point in `watch` has written a
+    checkpoint with at least `steps` training steps done, then a moment past the deadline (inside
+    the grace period) for good. Where the deadline falls is fixed by training progress, not by how
+    fast the machine is. A watchdog on the real clock only turns a hung test into a failure."""
+
+    def __init__(self, out, watch, deadline_s, steps=1, watchdog_s=900.0, grace_s=60.0):
+        import time
+
+        self.out, self.watch, self.deadline_s, self.steps = out, watch, deadline_s, steps
+        self.grace_s, self.watchdog_s, self.real_start, self._time = grace_s, watchdog_s, time.monotonic(), time
+        self.jumped = False
+
+    def _steps_done(self, n):
+        try:
+            doc = json.loads((point_dir(self.out, n) / "checkpoint" / "config.json").read_text())
+            return doc["training"]["steps_done"]
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    def __call__(self) -> float:
+        if self._time.monotonic() - self.real_start > self.watchdog_s:
+            return self.deadline_s + self.grace_s + 1.0          # hung: the sweep kills its workers
+        if not self.jumped:
+            self.jumped = all(self._steps_done(n) >= self.steps for n in self.watch)
+        return self.deadline_s + 1.0 if self.jumped else 0.0
+
+
 def test_deadline_evaluates_cut_points_as_truncated(tmp_path):
+    """Two workers, three points of 100,000 steps: 16 and 4 start first (schedule_order), 8 waits.
+    The deadline falls once both running points have checkpointed (500 steps): 8 is skipped, 16 and
+    4 stop training there and are evaluated as they are, marked truncated."""
     settings = SweepSettings(sizes=(4, 8, 16), steps="100000", batch_size=8, warmup=1, recover_n=8,
                              steps_per_unit=8, scan_samples=8, scan_steps=4, t0=(0.5,), t_profile=(), device="cpu")
-    result = sweep(settings, tmp_path, workers=2, show_progress=False, plots=False, deadline_s=15)
+    every = settings.train_config(4).checkpoint_every
+    clock = StepClock(tmp_path, watch=(4, 16), deadline_s=15, steps=every)
+    result = sweep(settings, tmp_path, workers=2, show_progress=False, plots=False, deadline_s=15, clock=clock)
+    assert clock.jumped
     assert not result.failed, result.failed
     assert result.skipped == [8] and sorted(result.points) == [4, 16]   # the third never started
-    cut = [n for n, p in result.points.items() if p["truncated"]]
-    assert cut, result.summary()
+    assert sorted(result.ran) == [4, 16]
+    cut = sorted(n for n, p in result.points.items() if p["truncated"])
+    assert cut == [4, 16], result.summary()
     for n in cut:
-        assert 0 < result.points[n]["training"]["steps_done"] < 100000
+        assert every <= result.points[n]["training"]["steps_done"] < 100000
+        assert result.points[n]["scan"]["verdict"] and result.points[n]["recovery"]["verdict"]
+    assert {p["n_train"]: p["truncated"] for p in result.summary()["points"]} == {4: True, 16: True}
+
+
+def test_deadline_skips_points_not_started_in_process(tmp_path):
+    """workers=1: the deadline is checked before each point; once the clock has passed it (here:
+    after the first point wrote its results), the remaining points are skipped. Equal costs run the
+    larger size first (schedule_order), so 8 runs and 4 is skipped."""
+    settings = SweepSettings(sizes=(4, 8), steps="3", batch_size=8, warmup=1, recover_n=8, steps_per_unit=8,
+                             scan_samples=8, scan_steps=4, t0=(0.5,), t_profile=(), device="cpu")
+    done = lambda: any((point_dir(tmp_path, n) / "point.json").exists() for n in (4, 8))  # noqa: E731
+    result = sweep(settings, tmp_path, workers=1, show_progress=False, plots=False, deadline_s=10,
+                   clock=lambda: 11.0 if done() else 0.0)
+    assert not result.failed and result.ran == [8] and result.skipped == [4]
+    assert sorted(result.points) == [8] and result.points[8]["truncated"] is False
 
 
 # ---------------------------------------------------------------------------------- calibration
