@@ -20,6 +20,9 @@ import torch
 from tokenizers import Tokenizer, pre_tokenizers
 
 from memaudit import data as data_mod
+from memaudit.data import cache as data_cache
+from memaudit.data import sources as data_sources
+from memaudit.data import tokenizer as data_tokenizer
 from memaudit.data import (
     EOS_TOKEN,
     Corpus,
@@ -338,7 +341,7 @@ def test_token_strings_concatenate_to_decode(tmp_path):
 
 
 def test_byte_table_matches_bytelevel_alphabet():
-    table = data_mod._bytes_to_unicode()
+    table = data_tokenizer.bytes_to_unicode()
     assert len(set(table.values())) == 256
     assert set(table.values()) == set(pre_tokenizers.ByteLevel.alphabet())
 
@@ -427,7 +430,7 @@ def test_txt_jsonl_parquet_with_same_documents_give_same_blocks(tmp_path):
     # Blank-line runs of any length (and whitespace-only lines) separate documents.
     txt.write_text("\n\n\n".join(SAMPLE_DOCS[:20]) + "\n  \n" + "\n\n".join(SAMPLE_DOCS[20:])
                    + "\n", encoding="utf-8")
-    assert data_mod._read_user_file(txt) == SAMPLE_DOCS
+    assert data_mod.read_user_file(txt) == SAMPLE_DOCS
     jsonl = tmp_path / "c.jsonl"
     jsonl.write_text("\n".join(json.dumps({"text": d, "id": i}) for i, d in enumerate(SAMPLE_DOCS))
                      + "\n\n", encoding="utf-8")
@@ -594,9 +597,9 @@ def test_stdlib_corpus_and_cache(tmp_path, monkeypatch):
         raise AssertionError("the warm load recomputed a cached step")
 
     with monkeypatch.context() as m:
-        m.setattr(data_mod, "_extract_stdlib_docstrings", not_on_a_warm_load)
-        m.setattr(data_mod, "train_bpe_tokenizer", not_on_a_warm_load)
-        m.setattr(data_mod._Cache, "_write", not_on_a_warm_load)
+        m.setattr(data_sources, "_extract_stdlib_docstrings", not_on_a_warm_load)
+        m.setattr(data_cache, "train_bpe_tokenizer", not_on_a_warm_load)
+        m.setattr(data_cache.Cache, "_write", not_on_a_warm_load)
         warm = load_corpus("stdlib", cache_dir=tmp_path / "cache")
     assert warm.tokenizer.to_str() == cold.tokenizer.to_str()
     assert torch.equal(warm.train_blocks(warm.max_train), cold.train_blocks(cold.max_train))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from memaudit import data as data_mod
+from memaudit.data import generators, sources
 from memaudit.data import BUILTIN_TEXT_SOURCES, DataError, corpus_from_spec, load_corpus
 
 SOURCES = ("templates", "records", "code")
@@ -28,9 +28,9 @@ def _rows(blocks: torch.Tensor) -> set[bytes]:
 @pytest.fixture()
 def small_sources(monkeypatch):
     """Generators cut to a few hundred documents / ~100 kB of code (the grammar is unchanged)."""
-    monkeypatch.setattr(data_mod, "_TEMPLATE_DOCUMENTS", 300)
-    monkeypatch.setattr(data_mod, "_RECORD_DOCUMENTS", 30)
-    monkeypatch.setattr(data_mod, "_CODE_TARGET_BYTES", 100_000)
+    monkeypatch.setattr(generators, "_TEMPLATE_DOCUMENTS", 300)
+    monkeypatch.setattr(generators, "_RECORD_DOCUMENTS", 30)
+    monkeypatch.setattr(sources, "_CODE_TARGET_BYTES", 100_000)
 
 
 def _load(source, seed, cache):
@@ -82,31 +82,31 @@ def test_other_seed_other_blocks(source, small_sources, tmp_path):
 
 def test_changed_generator_is_detected(small_sources, tmp_path, monkeypatch):
     corpus = _load("templates", 0, tmp_path)
-    monkeypatch.setattr(data_mod, "_TEMPLATE_DOCUMENTS", 301)
+    monkeypatch.setattr(generators, "_TEMPLATE_DOCUMENTS", 301)
     with pytest.raises(DataError, match="differs from the one recorded"):
         corpus_from_spec(corpus.spec, cache_dir=tmp_path)
 
 
 def test_generated_documents_depend_only_on_seed(small_sources):
-    assert data_mod._records_documents(3) == data_mod._records_documents(3)
-    assert data_mod._records_documents(3) != data_mod._records_documents(4)
-    first = data_mod._templates_documents(0)
-    assert first == data_mod._templates_documents(0)
-    assert first != data_mod._templates_documents(1)
+    assert generators.records_documents(3) == generators.records_documents(3)
+    assert generators.records_documents(3) != generators.records_documents(4)
+    first = generators.templates_documents(0)
+    assert first == generators.templates_documents(0)
+    assert first != generators.templates_documents(1)
 
 
 def test_full_size_generators():
     """The sizes docs/validation-plan.md and the README state (documents, MB; blocks are
     measured there: ≥ 12,000 at BPE 512, L = 64, for every source)."""
-    templates = data_mod._templates_documents(0)
-    records = data_mod._records_documents(0)
-    code = data_mod._code_documents(None)
+    templates = generators.templates_documents(0)
+    records = generators.records_documents(0)
+    code = sources.code_documents(None)
     mb = [sum(len(d.encode("utf-8")) for d in docs) / 1e6 for docs in (templates, records, code)]
     assert len(templates) == 11_000 and 2.5 < mb[0] < 3.5
     assert len(records) == 850 and 1.8 < mb[1] < 2.8
     assert 2.5 <= mb[2] < 2.7 and all(len(d.encode("utf-8")) <= 100_000 for d in code)
     # Far too many distinct sentences to store: ≥ 10^6 (first-mention subjects alone).
-    assert data_mod._template_sentence_count() >= 10**6
+    assert generators.template_sentence_count() >= 10**6
     sentences = {s for doc in templates for s in doc.split(". ")}
     assert len(sentences) > 0.75 * sum(doc.count(". ") + 1 for doc in templates)
     # Records: every line of a log file carries the file's host (the first host name on a line).
@@ -118,8 +118,8 @@ def test_full_size_generators():
 def test_template_language_is_low_entropy(monkeypatch):
     """A word of the template language is largely determined by its two neighbours: the empirical
     conditional entropy H(w_i | w_i-1, w_i+1) is ~1.4 nats, against ln(157) = 5.1 for its words."""
-    monkeypatch.setattr(data_mod, "_TEMPLATE_DOCUMENTS", 2000)  # the first 2,000 documents
-    text = " ".join(data_mod._templates_documents(0)).lower()
+    monkeypatch.setattr(generators, "_TEMPLATE_DOCUMENTS", 2000)  # the first 2,000 documents
+    text = " ".join(generators.templates_documents(0)).lower()
     words = text.replace(".", " .").replace(",", " ,").split()
     contexts: dict[tuple[str, str], dict[str, int]] = {}
     for a, b, c in zip(words, words[1:], words[2:]):
