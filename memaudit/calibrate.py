@@ -34,7 +34,6 @@ from pathlib import Path
 
 from . import __version__
 from .verdict import LABELS, VERDICTS, ground_truth
-from .stats import record_statistics as evidence_stats
 from .verdict.fit import CalibrationError, derive_rule, leave_one_sweep_out
 
 # --------------------------------------------------------------------------------------- the plan
@@ -48,30 +47,19 @@ DEFAULT_STEPS_CAP = {"synthetic": 6000, "text": 10000}
 T_EVAL_CANDIDATES = (1e-5, 0.01, 0.05, 0.1, 0.25)
 
 
-# ------------------------------------------------------------------------------- evidence per point
-def _point_record(point: dict) -> dict:
-    """The per-sample arrays of a point.json document, in the calibration-table layout."""
-    return {"t_values": point["scan"]["t_values"], "sample_mean_entropy": point["samples"]["mean_entropy"],
-            "duplicate_of": point["samples"]["duplicate_of"], "is_fixed_point": point["samples"]["is_fixed_point"],
-            "fixed_point_distance": point["samples"].get("fixed_point_distance"),
-            "vocab_size": point["vocab_size"], "scan_seed": point["scan"].get("seed", point["settings"]["seed"])}
-
-
-def point_stats(point: dict, t_eval: float, tau: float, resamples: int, confidence: float):
-    """Scan statistics of a point.json document at another (t_eval, τ, bootstrap) than it was
-    scanned with; None when t_eval was not measured."""
-    return evidence_stats(_point_record(point), t_eval, tau, resamples, confidence)
-
-
 # ------------------------------------------------------------------------------- the calibration table
 TABLE_COLUMNS = ("data", "preset", "n_train", "steps", "truncated", "final_loss", "vocab_size", "seq_len",
                  "label", "recovery_verdict", "recovery_reason")
 
 
 def table_rows(points: dict[int, dict], data: str, preset: str) -> list[dict]:
+    """The calibration-table rows of a sweep's points (the per-sample arrays in the layout of
+    memaudit.sweep.point_record, which memaudit.stats.record_statistics reads)."""
+    from .sweep import point_record
+
     rows = []
     for n, p in sorted(points.items()):
-        rec = _point_record(p)
+        rec = point_record(p)
         row = {"data": data, "preset": preset, "n_train": int(n), "steps": p["training"].get("steps_done"),
                "truncated": bool(p.get("truncated", False)), "final_loss": p["training"].get("final_loss"),
                "vocab_size": int(p["vocab_size"]), "seq_len": int(p["seq_len"]),
@@ -202,7 +190,7 @@ def calibration_figures(rows: list[dict], report: dict, rule: dict, recovery_tab
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .sweep import VERDICT_COLORS, _png
+    from .sweep import VERDICT_COLORS, png_bytes
 
     sweeps = sorted({(r["data"], r["preset"]) for r in rows})
     nrows = -(-len(sweeps) // 2) or 1
@@ -253,7 +241,7 @@ def calibration_figures(rows: list[dict], report: dict, rule: dict, recovery_tab
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    return {"calibration.png": _png(fig)}
+    return {"calibration.png": png_bytes(fig)}
 
 
 def regenerate(table_path: str | Path, out: str | Path, command: str | None = None, log=None) -> dict:
@@ -373,7 +361,7 @@ def run_calibration(plan: CalibrationPlan, out: str | Path, work: str | Path, wo
     import pandas as pd
 
     from .report import write_files
-    from .sweep import (SweepView, _prepare_corpus, build_table, load_points, point_finished, run_jobs,
+    from .sweep import (SweepView, build_table, load_points, point_finished, prepare_corpus, run_jobs,
                         write_outputs)
 
     log = log or (lambda msg: None)
@@ -383,7 +371,7 @@ def run_calibration(plan: CalibrationPlan, out: str | Path, work: str | Path, wo
     jobs, reused = [], []
     for s in sweeps:
         s.validate()
-        _prepare_corpus(s)
+        prepare_corpus(s)
         sdir = work / f"{s.data}-{s.preset}"
         sdir.mkdir(parents=True, exist_ok=True)
         done = [n for n in s.sizes if point_finished(sdir, s, n)]

@@ -427,7 +427,7 @@ def sweep(settings: SweepSettings, out: str | Path, workers: int = 1, show_progr
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     deadline_origin = clock()
-    _prepare_corpus(settings)
+    prepare_corpus(settings)
     reused = [n for n in settings.sizes if point_finished(out, settings, n)]
     jobs = [(settings, out, n) for n in settings.sizes if n not in reused]
     view = SweepView([(settings, reused)], enabled=show_progress)
@@ -443,7 +443,7 @@ def sweep(settings: SweepSettings, out: str | Path, workers: int = 1, show_progr
                        failed=failed_n, skipped=skipped_n, files=files, wall_seconds=time.perf_counter() - started)
 
 
-def _prepare_corpus(settings: SweepSettings) -> None:
+def prepare_corpus(settings: SweepSettings) -> None:
     """Build the corpus once in this process, so parallel workers find the tokenizer and the token
     ids in the cache instead of each extracting and training them."""
     from .data import load_corpus
@@ -618,10 +618,21 @@ def _steps_done(ckpt: Path):
         return None
 
 
-# ----------------------------------------------------------------------------------- the table
+# ------------------------------------------------------------------------------ re-judging points
+def point_record(point: dict) -> dict:
+    """The per-sample arrays of a point.json document, in the calibration-table layout that
+    memaudit.stats.record_statistics reads."""
+    return {"t_values": point["scan"]["t_values"], "sample_mean_entropy": point["samples"]["mean_entropy"],
+            "duplicate_of": point["samples"]["duplicate_of"], "is_fixed_point": point["samples"]["is_fixed_point"],
+            "fixed_point_distance": point["samples"].get("fixed_point_distance"),
+            "vocab_size": point["vocab_size"], "scan_seed": point["scan"].get("seed", point["settings"]["seed"])}
+
+
 def current_scan_decision(point: dict, rule=None) -> tuple[str, str]:
     """The scan verdict of a point under `rule` (default: the scan's default rule), recomputed from
-    the stored statistics, so a newly calibrated rule applies to finished sweeps."""
+    the stored statistics (at another t_eval, τ or bootstrap: from its per-sample arrays), so a
+    newly calibrated rule applies to finished sweeps."""
+    from .stats import record_statistics
     from .verdict import Evidence, load_rule
 
     rule = load_rule(rule)
@@ -629,9 +640,8 @@ def current_scan_decision(point: dict, rule=None) -> tuple[str, str]:
     if not math.isclose(stats["t_eval"], rule.t_eval) or not math.isclose(stats["tau"], rule.tau) \
             or point["scan"].get("bootstrap_resamples") != rule.bootstrap_resamples \
             or not math.isclose(point["scan"].get("confidence", rule.confidence), rule.confidence):
-        from .calibrate import point_stats
-
-        stats = point_stats(point, rule.t_eval, rule.tau, rule.bootstrap_resamples, rule.confidence)
+        stats = record_statistics(point_record(point), rule.t_eval, rule.tau, rule.bootstrap_resamples,
+                                  rule.confidence)
         if stats is None:
             return "inconclusive", "rule_mismatch"
     d = rule.decide(Evidence.from_stats(stats, steps=point["scan"].get("steps")))
@@ -639,16 +649,19 @@ def current_scan_decision(point: dict, rule=None) -> tuple[str, str]:
 
 
 def current_recovery_decision(point: dict) -> tuple[str, str]:
-    """The recovery verdict of a point under the current recovery rule, recomputed from its stored
+    """The verdict of the recovery rule (memaudit.verdict.RECOVERY_RULE) on a point's stored
     summaries and gaps (so a change of the rule needs no re-evaluation)."""
-    from .recovery import RecoverySettings, decide
+    from .verdict import RECOVERY_RULE
 
     summaries, gaps = point["recovery"]["summaries"], point["recovery"]["gaps"]
+    # Points from before the summaries recorded it: the corrupted share × the sequence length.
     summaries = [{"mean_corrupted_tokens": s.get("mean_corrupted_fraction", math.inf) * point.get("seq_len", 1), **s}
                  for s in summaries]
-    t0 = tuple(sorted({float(g["t0"]) for g in gaps})) or (PRIMARY_T0,)
-    verdict, reason, _ = decide(summaries, gaps, RecoverySettings(t0=t0))
-    return verdict, reason
+    d = RECOVERY_RULE.decide(summaries, gaps)
+    return d.verdict, d.reason
+
+
+# ----------------------------------------------------------------------------------- the table
 
 
 def build_table(points: dict[int, dict], settings: SweepSettings, rule=None):
@@ -798,7 +811,7 @@ class SweepView:
 VERDICT_COLORS = {"memorizing": "#c0392b", "generalizing": "#27ae60", "inconclusive": "#7f8c8d"}
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
     import io
 
     import matplotlib.pyplot as plt
@@ -837,7 +850,7 @@ def sweep_figures(table, title: str = "") -> dict[str, bytes]:
     ax.set_title(f"Token recovery: train (solid) vs held-out (dashed) {title}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    figures["recovery.png"] = _png(fig)
+    figures["recovery.png"] = png_bytes(fig)
 
     pts = table.drop_duplicates("n_train").sort_values("n_train")
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -866,7 +879,7 @@ def sweep_figures(table, title: str = "") -> dict[str, bytes]:
     a2.set_title("Scan: low-entropy fraction and supporting signals")
     a2.grid(alpha=0.3)
     a2.legend(fontsize=7)
-    figures["entropy.png"] = _png(fig)
+    figures["entropy.png"] = png_bytes(fig)
 
     fig, ax = plt.subplots(figsize=(8, 2.6))
     for row, (col, reason_col, label) in enumerate((("recovery_verdict", "recovery_reason", "recovery (ground truth)"),
@@ -884,7 +897,7 @@ def sweep_figures(table, title: str = "") -> dict[str, bytes]:
     ax.legend(handles=handles, fontsize=7, loc="lower right")
     ax.set_title(f"Verdicts {title}")
     ax.grid(alpha=0.3, axis="x")
-    figures["verdicts.png"] = _png(fig)
+    figures["verdicts.png"] = png_bytes(fig)
     return figures
 
 

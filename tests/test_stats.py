@@ -65,3 +65,19 @@ def test_recovery_rule_is_data_and_the_settings_default_to_it():
         RecoveryRule.from_dict({"thresholds": {"gap_memorizing": 0.25}})
     with pytest.raises(RuleError):
         RecoveryRule.from_dict({"thresholds": {**RECOVERY_RULE.thresholds(), "recovery_floor": math.nan}})
+
+
+def test_sweep_rejudges_stored_recovery_with_the_recovery_rule():
+    from memaudit.sweep import current_recovery_decision
+
+    gaps = [{"t0": 0.05, "train": 0.41, "test": 0.33, "gap": 0.08, "gap_ci": [0.0, 0.16]},
+            {"t0": 0.25, "train": 0.25, "test": 0.27, "gap": -0.02, "gap_ci": [-0.05, 0.01]}]
+    summaries = [{"split": split, "t0": t0, "recovery_rate": rate, "mean_corrupted_fraction": share}
+                 for split in ("train", "test") for t0, rate, share in ((0.05, 0.4, 0.047), (0.25, 0.26, 0.24))]
+    point = {"recovery": {"summaries": summaries, "gaps": gaps}, "seq_len": 32}
+    # old points lack mean_corrupted_tokens: 0.047 × 32 ≈ 1.5 tokens at t0 = 0.05, too few to count
+    assert current_recovery_decision(point) == ("generalizing", "train_equals_test")
+    with_counts = [{**s, "mean_corrupted_tokens": 8.0} for s in summaries]
+    d = RECOVERY_RULE.decide(with_counts, gaps)
+    assert current_recovery_decision({**point, "recovery": {"summaries": with_counts, "gaps": gaps}}) == \
+        (d.verdict, d.reason) == ("inconclusive", "ci_too_wide")

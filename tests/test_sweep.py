@@ -206,8 +206,8 @@ def _fake_table():
 
 
 def test_derived_rule_separates_the_regimes():
-    from memaudit.calibrate import derive_rule
     from memaudit.verdict import Rule
+    from memaudit.verdict.fit import derive_rule
 
     rows = _fake_table()
     rule, report = derive_rule(rows, source="test")
@@ -224,7 +224,7 @@ def test_derived_rule_separates_the_regimes():
 
 
 def test_ground_truth_labels():
-    from memaudit.calibrate import ground_truth
+    from memaudit.verdict import ground_truth
 
     assert ground_truth("memorizing", "gap", [1.0, 1.0, 0.99, 0.95]) == "memorizing"
     # training sequences restored from light corruption only: partial memorization, the band
@@ -238,7 +238,8 @@ def test_ground_truth_labels():
 def test_derivation_uses_sample_stability_for_partial_memorizers():
     """A partial memorizer whose samples have generalizing-like entropy but are far from fixed
     points must come out inconclusive, the generalizing points still generalizing."""
-    from memaudit.calibrate import derive_rule, evidence_stats
+    from memaudit.stats import record_statistics
+    from memaudit.verdict.fit import derive_rule
 
     rng = np.random.default_rng(3)
     rows = []
@@ -255,7 +256,7 @@ def test_derivation_uses_sample_stability_for_partial_memorizers():
     assert {(d["verdict"], d["reason"]) for d in partial} == {("inconclusive", "unstable_samples")}
     # tables from before the distance was recorded: NaN, the criterion stays off
     old = dict(rows[2], fixed_point_distance=None)
-    assert math.isnan(evidence_stats(old, 1e-5, 0.1, 100, 0.95)["mean_fixed_point_distance"])
+    assert math.isnan(record_statistics(old, 1e-5, 0.1, 100, 0.95)["mean_fixed_point_distance"])
 
 
 def test_calibrate_from_table_cli(tmp_path):
