@@ -23,7 +23,7 @@ import math
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from .errors import UsageError
 from . import __version__
 from . import diffusion as D
 from .denoiser import Denoiser
+from .io import finite_json
 from .progress import progress_bar
 from .sampling import GRIDS, generate, time_grid
 from .stats import derive_seed, scan_statistics
@@ -70,17 +71,30 @@ class ScanSettings:
     steps: int = DEFAULT_STEPS
     grid: str = DEFAULT_GRID
     seed: int = 0
-    t_eval: float = D.T_MIN
+    t_eval: float | None = None        # None: the rule's
     t_profile: tuple[float, ...] = ()
-    tau: float = 0.1
+    tau: float | None = None           # always the rule's in a scan; set here only for direct use of the statistics
     batch_size: int = DEFAULT_BATCH_SIZE
     final: str = "greedy"
     posterior_dtype: str = "float64"
     fixed_point_t: float = FIXED_POINT_T
     fixed_point_steps: int = FIXED_POINT_STEPS
-    bootstrap_resamples: int = BOOTSTRAP_RESAMPLES
-    confidence: float = CONFIDENCE
-    device: str = "cpu"
+    bootstrap_resamples: int | None = None   # None: the rule's
+    confidence: float | None = None          # None: the rule's
+    device: str | None = None                # None: where the model is
+
+    def resolve(self, rule, device: str) -> "ScanSettings":
+        """The concrete settings of a scan under `rule` on `device` (what reports record): every
+        None becomes the rule's value, the evaluation times are sorted, duplicates dropped."""
+        t_eval = float(rule.t_eval if self.t_eval is None else self.t_eval)
+        profile = sorted({float(t) for t in self.t_profile if float(t) != t_eval})
+        return replace(self, samples=int(self.samples), steps=int(self.steps), grid=str(self.grid),
+                       seed=int(self.seed), t_eval=t_eval, t_profile=tuple(profile), tau=float(rule.tau),
+                       batch_size=int(self.batch_size), fixed_point_t=float(self.fixed_point_t),
+                       fixed_point_steps=int(self.fixed_point_steps),
+                       bootstrap_resamples=int(rule.bootstrap_resamples if self.bootstrap_resamples is None
+                                               else self.bootstrap_resamples),
+                       confidence=float(rule.confidence), device=str(device))
 
     def validate(self) -> None:
         if self.samples < 1:
@@ -341,31 +355,32 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
          device: str | None = None, rule=None, final: str = "greedy", show_progress: bool | None = None,
          t_profile: tuple[float, ...] | list[float] = (), posterior_dtype: str = "float64",
          fixed_point_t: float = FIXED_POINT_T, fixed_point_steps: int = FIXED_POINT_STEPS,
-         bootstrap_resamples: int | None = None, grid: str | None = None) -> ScanResult:
+         bootstrap_resamples: int | None = None, grid: str | None = None,
+         settings: ScanSettings | None = None) -> ScanResult:
     """Probe a checkpoint (path, hub id or Denoiser) without training data and classify its regime.
 
-    steps: reverse steps of the sampler (default DEFAULT_STEPS, chosen by measurement); grid: their
-    time grid, 'linear' or 'quadratic' (default DEFAULT_GRID, see memaudit.sampling.time_grid).
-    t_eval: time of the entropy evaluation (default: the rule's). t_profile: extra times
-    reported alongside (the verdict always uses t_eval). rule: a Rule, a path to a rule file, or
-    None for the default rule (memaudit/calibration/rule.json; provisional.json where it is absent).
+    settings: a ScanSettings with everything the scan does (the keyword arguments are a shorthand
+    for the same fields and are ignored when settings is given). steps: reverse steps of the
+    sampler (default DEFAULT_STEPS, chosen by measurement); grid: their time grid, 'linear' or
+    'quadratic' (default DEFAULT_GRID, see memaudit.sampling.time_grid). t_eval: time of the
+    entropy evaluation (default: the rule's). t_profile: extra times reported alongside (the
+    verdict always uses t_eval). rule: a Rule, a path to a rule file, or None for the default rule
+    (memaudit/calibration/rule.json; provisional.json where it is absent).
     """
     from .verdict import Evidence, load_rule
 
     started = time.perf_counter()
     rule = load_rule(rule)
+    if settings is None:
+        settings = ScanSettings(samples=samples, steps=DEFAULT_STEPS if steps is None else steps,
+                                grid=DEFAULT_GRID if grid is None else grid, seed=seed, t_eval=t_eval,
+                                t_profile=tuple(t_profile), batch_size=batch_size, final=final,
+                                posterior_dtype=posterior_dtype, fixed_point_t=fixed_point_t,
+                                fixed_point_steps=fixed_point_steps, bootstrap_resamples=bootstrap_resamples)
     denoiser = _as_denoiser(checkpoint_or_denoiser, weights, device)
-    t_eval = float(rule.t_eval if t_eval is None else t_eval)
-    profile = tuple(float(t) for t in t_profile)
-    t_values = [t_eval] + sorted({t for t in profile if t != t_eval})
-    settings = ScanSettings(
-        samples=int(samples), steps=int(DEFAULT_STEPS if steps is None else steps),
-        grid=DEFAULT_GRID if grid is None else str(grid), seed=int(seed),
-        t_eval=t_eval, t_profile=tuple(t_values[1:]), tau=float(rule.tau), batch_size=int(batch_size),
-        final=final, posterior_dtype=posterior_dtype, fixed_point_t=float(fixed_point_t),
-        fixed_point_steps=int(fixed_point_steps),
-        bootstrap_resamples=int(rule.bootstrap_resamples if bootstrap_resamples is None else bootstrap_resamples),
-        confidence=float(rule.confidence), device=str(denoiser.device))
+    settings = settings.resolve(rule, denoiser.device)
+    t_values = [settings.t_eval, *settings.t_profile]
+    final, posterior_dtype = settings.final, settings.posterior_dtype
     settings.validate()
     p_dtype = torch.float64 if posterior_dtype == "float64" else torch.float32
 
@@ -409,24 +424,8 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
 
 def model_provenance(denoiser: Denoiser) -> dict:
     """What every report records about the model: a JSON-safe copy of denoiser.describe() (it may
-    hold Paths or tensors' items)."""
-    return json_safe(denoiser.describe())
-
-
-def json_safe(o):
-    """A JSON-able copy: string keys, lists for tuples, strings for paths and unknown objects,
-    Python numbers for numpy scalars (non-finite floats stay; the writers make JSON strict)."""
-    if isinstance(o, dict):
-        return {str(k): json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [json_safe(v) for v in o]
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, (np.generic,)):
-        return o.item()
-    if isinstance(o, (str, int, float, bool)) or o is None:
-        return o
-    return str(o)
+    hold Paths or numpy scalars; objects of no JSON type become strings)."""
+    return finite_json(denoiser.describe(), default=str)
 
 
 def environment() -> dict:

@@ -44,7 +44,8 @@ from .errors import UsageError
 from . import __version__
 from . import diffusion as D
 from .denoiser import Denoiser
-from .probe import json_safe, model_provenance
+from .io import finite_json, json_text
+from .probe import model_provenance
 from .progress import progress_bar
 from .sampling import make_generator, reverse_process
 from .stats import bootstrap_gap_ci, bootstrap_mean_ci, derive_seed, nan_mean
@@ -262,7 +263,7 @@ class RecoveryResult:
         if r.get("original_text") is not None:
             for k in ("original_text", "corrupted_text", "restored_text"):
                 columns[k] = pa.array(list(r[k]), type=pa.string())
-        blob = _json_dumps(self.provenance())
+        blob = json_text(self.provenance(), compact=True, ensure_ascii=True).encode()
         schema = pa.schema([pa.field(k, v.type) for k, v in columns.items()], metadata={METADATA_KEY: blob})
         return pa.Table.from_arrays(list(columns.values()), schema=schema)
 
@@ -273,19 +274,6 @@ class RecoveryResult:
         doc = {**self.summary(include_timings=False), "provenance": finite_json(self.provenance())}
         return write_files(out_dir, {"recovery.parquet": parquet_bytes(self.table()),
                                      "summary.json": json_bytes(doc)})
-
-
-def finite_json(o):
-    """A copy of a JSON-able structure with NaN / ±inf replaced by None (memaudit.io.finite_json)."""
-    from .io import finite_json as strict
-
-    return strict(o)
-
-
-def _json_dumps(o) -> bytes:
-    from .io import json_text
-
-    return json_text(o, compact=True, ensure_ascii=True).encode()
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -437,23 +425,28 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
             gap_memorizing: float = RECOVERY_RULE.gap_memorizing,
             equivalence_margin: float = RECOVERY_RULE.equivalence_margin,
             recovery_floor: float = RECOVERY_RULE.recovery_floor,
-            min_corrupted_tokens: float = RECOVERY_RULE.min_corrupted_tokens) -> RecoveryResult:
+            min_corrupted_tokens: float = RECOVERY_RULE.min_corrupted_tokens,
+            settings: RecoverySettings | None = None) -> RecoveryResult:
     """Token recovery of training vs held-out examples (the regime's ground truth).
 
     checkpoint_or_denoiser: path, hub id or Denoiser. train/test: 'auto', a file, or token ids
-    (see `resolve_examples`). t0: corruption levels. n: examples per split (at most).
+    (see `resolve_examples`). settings: a RecoverySettings with everything the test does (the
+    other keyword arguments are a shorthand for its fields, ignored when settings is given; its
+    device is where the model is). t0: corruption levels. n: examples per split (at most).
     """
     import time
 
     started = time.perf_counter()
-    t0 = tuple(float(t) for t in ((t0,) if isinstance(t0, (int, float)) else t0))
+    if settings is None:
+        t0 = tuple(float(t) for t in ((t0,) if isinstance(t0, (int, float)) else t0))
+        settings = RecoverySettings(t0=t0, n=int(n), steps_per_unit=int(steps_per_unit), seed=int(seed),
+                                    batch_size=int(batch_size), final=final, posterior_dtype=posterior_dtype,
+                                    bootstrap_resamples=int(bootstrap_resamples), confidence=float(confidence),
+                                    gap_memorizing=float(gap_memorizing),
+                                    equivalence_margin=float(equivalence_margin), recovery_floor=float(recovery_floor),
+                                    min_corrupted_tokens=float(min_corrupted_tokens))
     denoiser = _as_denoiser(checkpoint_or_denoiser, weights, device)
-    settings = RecoverySettings(t0=t0, n=int(n), steps_per_unit=int(steps_per_unit), seed=int(seed),
-                                batch_size=int(batch_size), final=final, posterior_dtype=posterior_dtype,
-                                bootstrap_resamples=int(bootstrap_resamples), confidence=float(confidence),
-                                gap_memorizing=float(gap_memorizing), equivalence_margin=float(equivalence_margin),
-                                recovery_floor=float(recovery_floor),
-                                min_corrupted_tokens=float(min_corrupted_tokens), device=str(denoiser.device))
+    settings = replace(settings, device=str(denoiser.device))
     settings.validate()
     p_dtype = torch.float64 if posterior_dtype == "float64" else torch.float32
 
@@ -490,7 +483,7 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
     gaps = gap_table(rows, settings)
     decision = settings.rule.decide(summaries, gaps)
     return RecoveryResult(verdict=decision.verdict, reason=decision.reason, explanation=decision.explanation,
-                          settings=settings, model=model_provenance(denoiser), data=json_safe(data), rows=rows,
+                          settings=settings, model=model_provenance(denoiser), data=finite_json(data, default=str), rows=rows,
                           summaries=summaries, gaps=gaps, timings={"total_s": time.perf_counter() - started})
 
 

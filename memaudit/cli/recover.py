@@ -7,9 +7,13 @@ from typing import Optional
 import typer
 
 from ..progress import console
+from ..recovery import RecoverySettings
 from .errors import EXIT_INCONCLUSIVE, EXIT_MEMORIZING, EXIT_OK, cli_errors
 from .options import Checkpoint, Device, ExitZero, JsonOutput, Seed, StepsPerUnit, Weights, check_out_dir, \
     print_json, require_stdout, resolve_device
+
+
+R = RecoverySettings   # the CLI's defaults are the settings' defaults
 
 
 @cli_errors
@@ -18,11 +22,12 @@ def recover(
     train_data: str = typer.Option("auto", "--train", help="auto (native checkpoints: the model's own training "
                                    "subset) | .txt/.jsonl/.parquet (tokenized with the checkpoint's tokenizer) | .npy ids"),
     test_data: str = typer.Option("auto", "--test", help="auto (held-out blocks of the model's corpus) | file"),
-    t0: str = typer.Option("0.05,0.1,0.25,0.5", "--t0", help="Corruption levels (≈ fraction of replaced tokens)."),
-    n: int = typer.Option(256, "--n", min=1, help="Examples per split (at most)."),
-    steps_per_unit: StepsPerUnit = 100,
-    seed: Seed = 0,
-    batch_size: int = typer.Option(256, "--batch-size", min=1),
+    t0: str = typer.Option(",".join(f"{t:g}" for t in R.t0), "--t0",
+                           help="Corruption levels (≈ fraction of replaced tokens)."),
+    n: int = typer.Option(R.n, "--n", min=1, help="Examples per split (at most)."),
+    steps_per_unit: StepsPerUnit = R.steps_per_unit,
+    seed: Seed = R.seed,
+    batch_size: int = typer.Option(R.batch_size, "--batch-size", min=1),
     weights: Weights = None,
     out: Optional[Path] = typer.Option(None, "--out", help="Write recovery.parquet + summary.json here."),
     device: Device = "auto",
@@ -33,13 +38,14 @@ def recover(
 
     Exit codes: 0 generalizing · 1 memorizing · 3 inconclusive · 2 usage · 4 load · 5 runtime."""
     from ..recovery import recover as run_recovery
-    from ..sweep import parse_float_list
+    from ..experiments import parse_float_list
 
     if json_output:
         require_stdout()
     check_out_dir(out)
-    result = run_recovery(checkpoint, train=train_data, test=test_data, t0=parse_float_list(t0, "--t0"), n=n,
-                          steps_per_unit=steps_per_unit, seed=seed, batch_size=batch_size, weights=weights,
+    settings = RecoverySettings(t0=parse_float_list(t0, "--t0"), n=n, steps_per_unit=steps_per_unit, seed=seed,
+                                batch_size=batch_size)
+    result = run_recovery(checkpoint, train=train_data, test=test_data, settings=settings, weights=weights,
                           device=resolve_device(device))
     if out is not None:
         result.write(out)

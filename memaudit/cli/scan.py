@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from ..probe import DEFAULT_BATCH_SIZE
+from ..probe import ScanSettings
 from ..progress import console
 from .errors import UsageError, cli_errors
 from .options import Checkpoint, Device, ExitZero, JsonOutput, Samples, Seed, Weights, check_output_targets, \
@@ -25,15 +25,17 @@ Could not check, never 0: 2 usage, 4 load failure/unsupported, 5 runtime.
 --json prints exactly one JSON document on stdout (the summary; nothing on failure); the table, logs and progress go to stderr. --out DIR writes samples.parquet, tokens.parquet, summary.json and report.html, byte-identical for the same checkpoint, settings and seed."""
 
 
+S = ScanSettings   # the CLI's defaults are the settings' defaults
+
+
 @cli_errors
 def scan(
     checkpoint: Checkpoint,
-    samples: Samples = 256,
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Reverse steps of the sampler (default: 32 on "
-                                        "the quadratic grid, chosen by measurement, docs/performance.md)."),
-    grid: Optional[str] = typer.Option(None, "--grid", help="Time grid of the sampler: linear | quadratic "
-                                       "(default: quadratic)."),
-    seed: Seed = 0,
+    samples: Samples = S.samples,
+    steps: int = typer.Option(S.steps, "--steps", min=1, help="Reverse steps of the sampler (chosen by "
+                              "measurement on the default grid, docs/performance.md)."),
+    grid: str = typer.Option(S.grid, "--grid", help="Time grid of the sampler: linear | quadratic."),
+    seed: Seed = S.seed,
     t_eval: Optional[float] = typer.Option(None, "--t-eval", help="Time of the entropy evaluation (default: the "
                                            "rule's: 0.05 for the calibrated rule; another value gives 'inconclusive: "
                                            "rule_mismatch')."),
@@ -46,7 +48,7 @@ def scan(
     exit_zero: ExitZero = False,
     weights: Weights = None,
     device: Device = "auto",
-    batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", min=1, help="Sequences per network call."),
+    batch_size: int = typer.Option(S.batch_size, "--batch-size", min=1, help="Sequences per network call."),
     rule: Optional[Path] = typer.Option(None, "--rule", help="Decision rule file (default: the "
                                         "calibrated memaudit/calibration/rule.json; provisional.json "
                                         "where it is absent)."),
@@ -71,9 +73,10 @@ def scan(
         profile = tuple(float(v) for v in t_profile.split(",") if v.strip())
     except ValueError:
         raise UsageError(f"--t-profile must be comma-separated numbers (got {t_profile!r})") from None
-    result = run_scan(checkpoint, samples=samples, steps=steps, grid=grid, seed=seed, t_eval=t_eval,
-                      batch_size=batch_size, weights=weights, device=resolve_device(device), rule=load_rule(rule),
-                      t_profile=profile)
+    settings = ScanSettings(samples=samples, steps=steps, grid=grid, seed=seed, t_eval=t_eval, t_profile=profile,
+                            batch_size=batch_size)
+    result = run_scan(checkpoint, settings=settings, weights=weights, device=resolve_device(device),
+                      rule=load_rule(rule))
     summary = result.summary(include_timings=True)
     files = {out / name: data for name, data in render_report(result).items()} if out is not None else {}
     if junit is not None:
