@@ -10,9 +10,9 @@ warn.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 from tokenizers import Tokenizer
 
+from ..io import atomic_write_bytes
 from .tokenizer import EOS_TOKEN, encode_documents, train_bpe_tokenizer
 
 
@@ -36,7 +37,7 @@ def short_hash(text: str) -> str:
 
 class Cache:
     """Best-effort file cache: unreadable entries are recomputed, failed writes are ignored
-    (a read-only home directory must not break loading). Writes are atomic (temp + os.replace)
+    (a read-only home directory must not break loading). Writes are atomic (memaudit.io.atomic_write_bytes)
     so a crash or a concurrent process never leaves a half-written entry."""
 
     def __init__(self, cache_dir: str | Path | None) -> None:
@@ -44,17 +45,11 @@ class Cache:
         self.dir = root / "data"
 
     def _write(self, name: str, write: Callable[[Any], None], binary: bool) -> None:
+        buffer = io.BytesIO() if binary else io.StringIO()
+        write(buffer)
+        data = buffer.getvalue() if binary else buffer.getvalue().encode("utf-8")
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{name}.", suffix=".tmp")
-            try:
-                mode = {"mode": "wb"} if binary else {"mode": "w", "encoding": "utf-8"}
-                with os.fdopen(fd, **mode) as f:
-                    write(f)
-                os.replace(tmp, self.dir / name)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write_bytes(self.dir / name, data)
         except OSError as exc:
             warnings.warn(f"memaudit: could not write cache file {self.dir / name}: {exc}",
                           RuntimeWarning, stacklevel=3)
