@@ -3,10 +3,9 @@
     python -m memaudit.docgen            # rewrite docs/cli.md
     python -m memaudit.docgen --check    # exit 1 when docs/cli.md is out of date
 
-The text comes from the same parameter objects that `--help` renders (their help records: option
-names, metavars, help strings, defaults), laid out as Markdown instead of terminal boxes, so it does
-not depend on the terminal's width or colours. tests/test_docs.py regenerates it in memory and
-compares it with the file.
+The text is typer's own Markdown rendering of the app (`typer memaudit.cli utils docs`), from the
+same parameter objects that `--help` renders, so it does not depend on the terminal's width or
+colours. tests/test_docs.py regenerates it in memory and compares it with the file.
 """
 from __future__ import annotations
 
@@ -31,84 +30,29 @@ stderr; `--json` prints exactly one JSON document on stdout. Exit codes: see
 """
 
 
-def _clean(text: str | None) -> str:
-    return _ANSI.sub("", text or "").strip()
-
-
-def _cell(text: str) -> str:
-    """Text for a Markdown table cell: pipes escaped, whitespace collapsed."""
-    return " ".join(_clean(text).replace("|", "\\|").split())
-
-
-def _help_markdown(text: str | None) -> str:
-    """A command's help as Markdown: paragraphs Click keeps verbatim (marked with a \\b line) become
-    text blocks; the rest is prose."""
-    out = []
-    for para in re.split(r"\n\s*\n", _ANSI.sub("", text or "").strip()):
-        if para.startswith("\b"):
-            out.append("```text\n" + para[1:].strip("\n") + "\n```")
-        elif para.strip():
-            out.append(para.strip())
-    return "\n\n".join(out)
-
-
-def _command_tree():
+def generate() -> str:
+    """The Markdown text of docs/cli.md for the CLI as it is now: typer's own Markdown docs
+    generator (what `typer memaudit.cli utils docs` prints) under memaudit's header, with the
+    environment pinned so that the text does not depend on the terminal."""
+    from typer.cli import get_docs_for_click
     from typer.main import get_command
 
     from .cli import app
 
-    return get_command(app)
-
-
-def _context(command, name: str, parent=None):
-    ctx_cls = type(command).context_class
-    return ctx_cls(command, info_name=name, parent=parent)
-
-
-def generate() -> str:
-    """The Markdown text of docs/cli.md for the CLI as it is now."""
     saved = {k: os.environ.get(k) for k in STABLE_ENV}
     os.environ.update(STABLE_ENV)
     try:
-        return _generate()
+        command = get_command(app)
+        ctx = command.make_context(PROG, [], resilient_parsing=True)
+        body = get_docs_for_click(obj=command, ctx=ctx, name=PROG, title="memaudit commands")
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
             else:
-                os.environ[k] = v
-
-
-def _generate() -> str:
-    group = _command_tree()
-    root = _context(group, PROG)
-    names = list(group.list_commands(root))
-    lines = [HEADER, f"`{PROG}`: {_clean(group.help)}", "", "| command | what it does |", "| --- | --- |"]
-    commands = []
-    for name in names:
-        cmd = group.get_command(root, name)
-        if cmd is None or getattr(cmd, "hidden", False):
-            continue
-        commands.append((name, cmd))
-        short = cmd.get_short_help_str(limit=300)
-        lines.append(f"| [`{name}`](#{PROG}-{name}) | {_cell(short)} |")
-    lines.append("")
-    for name, cmd in commands:
-        ctx = _context(cmd, name, parent=root)
-        lines += [f"## {PROG} {name}", "", _help_markdown(cmd.help), "", "```text", _clean(cmd.get_usage(ctx)), "```", ""]
-        args, opts = [], []
-        for param in cmd.get_params(ctx):
-            record = param.get_help_record(ctx)
-            if record is None:
-                record = (param.human_readable_name, "")
-            (args if param.param_type_name == "argument" else opts).append(record)
-        for title, rows in (("argument", args), ("option", opts)):
-            if not rows:
-                continue
-            lines += [f"| {title} | description |", "| --- | --- |"]
-            lines += [f"| `{_cell(decl)}` | {_cell(help_text)} |" for decl, help_text in rows]
-            lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
+                os.environ[key] = value
+    body = _ANSI.sub("", body).strip()
+    return HEADER + "\n" + body + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

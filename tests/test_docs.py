@@ -37,7 +37,7 @@ def test_cli_reference_lists_every_command():
 
     text = (DOCS / "cli.md").read_text(encoding="utf-8")
     for name in get_command(app).commands:
-        assert f"## memaudit {name}\n" in text
+        assert f"## `memaudit {name}`\n" in text
 
 
 def test_exit_code_table_matches_the_cli():
