@@ -71,7 +71,7 @@ def contrast_table(demo: DemoResult):
         ("verdict", [f"[bold]{r.verdict}[/] ({r.reason})" for r in res]),
         ("expected", list(EXPECTED.values())),
         (f"mean entropy (nats, t={res[0].settings.t_eval:g})",
-         [f"{r.mean_entropy:.4f} {fmt_ci(r.mean_entropy_ci)}" for r in res]),
+         [f"{r.mean_entropy:.4f} {fmt_ci(r.mean_entropy_ci, '{:.4f}')}" for r in res]),
         ("… relative to ln V", [f"{r.entropy_ratio:.1%}" for r in res]),
         (f"tokens with H < τ={res[0].settings.tau:g}", [f"{r.low_entropy_fraction:.1%}" for r in res]),
         ("samples with mean H < τ", [f"{r.near_zero_sample_fraction:.1%}" for r in res]),

@@ -111,7 +111,7 @@ def print_scan_summary(result, out: Optional[Path] = None) -> None:
     table.add_column("statistic")
     table.add_column("value", justify="right")
     table.add_column(f"{s.confidence:.0%} CI", justify="right")
-    table.add_row("mean conditional entropy (nats)", f"{result.mean_entropy:.4f}", fmt_ci(result.mean_entropy_ci))
+    table.add_row("mean conditional entropy (nats)", f"{result.mean_entropy:.4f}", fmt_ci(result.mean_entropy_ci, "{:.4f}"))
     table.add_row("… relative to ln V", f"{result.entropy_ratio:.1%}", fmt_ci(result.entropy_ratio_ci, "{:.1%}"))
     table.add_row(f"tokens with H < τ={s.tau:g}", f"{result.low_entropy_fraction:.1%}",
                   fmt_ci(result.low_entropy_fraction_ci, "{:.1%}"))

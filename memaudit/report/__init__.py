@@ -5,16 +5,17 @@
     html.py            the one HTML kit: page shell, CSS, tables, figures, verdict palette, tokens
     scan_page.py       report.html of a scan
     recovery_page.py   report.html of `memaudit recover`
+    sweep_page.py      a sweep's figures and index.html (also the calibration's index.html)
     ci.py              JUnit XML and the Markdown job summary
 
 Data flows one way: result objects (memaudit.probe.ScanResult, memaudit.recovery.RecoveryResult)
 hold results; the writers here read them and never the other way round.
 """
-from .ci import junit_xml, load_summary, summary_markdown, write_junit, write_summary_md
+from .ci import fmt_ci, junit_xml, load_summary, summary_markdown, write_junit, write_summary_md
 from .files import REPORT_FILES, html_bytes, render_report, write_files, write_report
 from .recovery_page import render_recovery_html, write_recovery_html
 from .scan_page import render_scan_html, write_scan_html
-from .tables import (METADATA_KEY, fmt_ci, json_bytes, parquet_bytes, provenance_metadata,
+from .tables import (METADATA_KEY, json_bytes, parquet_bytes, provenance_metadata,
                      read_metadata, samples_table, summary_document, tokens_table)
 
 __all__ = ["METADATA_KEY", "REPORT_FILES", "fmt_ci", "html_bytes", "json_bytes", "junit_xml", "load_summary",

@@ -74,9 +74,15 @@ def fmt_value(value, pattern: str = "{:.4g}") -> str:
     return str(value)
 
 
-def fmt_ci(ci, pattern: str = "{:.4g}") -> str:
+def fmt_ci(ci, pattern: str = "{:.4g}", missing: str | None = None) -> str:
+    """"[lo, hi]", each bound through fmt_value: the one confidence-interval formatter of the
+    terminal tables, the HTML pages and the CI outputs. missing: what to show instead when the
+    interval is absent or has an undefined bound (default: "" for an absent interval, and the
+    bounds as they are otherwise)."""
     if not ci or len(ci) != 2:
-        return ""
+        return "" if missing is None else missing
+    if missing is not None and any(v is None or (isinstance(v, float) and math.isnan(v)) for v in ci):
+        return missing
     return f"[{fmt_value(ci[0], pattern)}, {fmt_value(ci[1], pattern)}]"
 
 

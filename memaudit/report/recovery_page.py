@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from .ci import checkpoint_name
+from .ci import checkpoint_name, fmt_ci
 from .html import (REPORT_NAME, VERDICT_COLORS, esc, flatten, html_page, img, local_decoder, new_figure, table,
                    token_pieces, visible, write_html)
 
@@ -17,12 +17,6 @@ def _num(x, pattern="{:.3g}") -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "—"
     return pattern.format(x)
-
-
-def _ci(ci, pattern="{:.3g}") -> str:
-    if not ci or any(v is None for v in ci):
-        return "—"
-    return f"[{_num(ci[0], pattern)}, {_num(ci[1], pattern)}]"
 
 
 def recovery_figure(summaries: list[dict]):
@@ -105,11 +99,12 @@ def recovery_html(summary: dict, frame, decode=None, examples_per_split: int = 3
     gaps = summary.get("gaps") or []
     if gaps:
         parts.append(table([(_num(g["t0"], "{:g}"), _num(g.get("train")), _num(g.get("test")), _num(g.get("gap"), "{:+.3f}"),
-                             _ci(g.get("gap_ci"))) for g in gaps],
+                             fmt_ci(g.get("gap_ci"), "{:.3g}", missing="—")) for g in gaps],
                            ["t0", "train recovery", "test recovery", "train − test", "gap CI"], num_cols=(0, 1, 2, 3)))
     if summaries:
         rows = [(s["split"], _num(s["t0"], "{:g}"), str(s.get("n", "")), _num(s.get("mean_corrupted_fraction")),
-                 _num(s.get("recovery_rate")), _ci(s.get("recovery_rate_ci")), _num(s.get("unstable_rate")),
+                 _num(s.get("recovery_rate")), fmt_ci(s.get("recovery_rate_ci"), "{:.3g}", missing="—"),
+                 _num(s.get("unstable_rate")),
                  _num(s.get("exact_match")), _num(s.get("entropy_recovered")), _num(s.get("entropy_failed")))
                 for s in summaries]
         parts.append("<h2>Per split and corruption level</h2>")

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..io import json_bytes as strict_json_bytes
+from ..io import json_bytes  # noqa: F401  (re-exported: report.json_bytes)
 from ..io import json_text
 
 METADATA_KEY = b"memaudit"
@@ -84,10 +84,6 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
-def json_bytes(document: dict) -> bytes:
-    return strict_json_bytes(document)
-
-
 def summary_document(result) -> dict:
     return {**result.summary(include_timings=False), "provenance": result.provenance()}
 
@@ -96,9 +92,3 @@ def read_metadata(path: str | Path) -> dict:
     """The provenance blob of a report's Parquet file."""
     schema = pq.read_schema(path)
     return json.loads(schema.metadata[METADATA_KEY])
-
-
-def fmt_ci(ci, pattern: str = "{:.4f}") -> str:
-    """"[lo, hi]" for tables."""
-    lo, hi = ci
-    return "[" + pattern.format(lo) + ", " + pattern.format(hi) + "]"
