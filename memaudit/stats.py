@@ -1,8 +1,8 @@
 """Statistics: the seeded percentile bootstrap and the scan statistics a rule reads.
 
 One implementation each, shared by the scan (memaudit.probe), token recovery
-(memaudit.recovery), the sweep's re-judging of stored points (memaudit.sweep) and the fitting of
-the rule (memaudit.verdict.fit):
+(memaudit.recovery), the sweep's re-judging of stored points (memaudit.experiments.tables) and
+the fitting of the rule (memaudit.verdict.fit):
 
     derive_seed(seed, *stream)          a 63-bit seed for one named random stream of a run
     resampled_means(columns, B, rng)    means of per-sample columns over B bootstrap resamples,
@@ -14,7 +14,8 @@ the rule (memaudit.verdict.fit):
     scan_statistics(...)                every statistic memaudit.verdict.Evidence reads, from
                                         per-sample arrays
     record_statistics(record, ...)      the same from the stored per-sample arrays of a point (a
-                                        calibration-table row, or memaudit.sweep.point_record)
+                                        calibration-table row, or
+                                        memaudit.experiments.tables.point_record)
 
 Everything is float64 and a pure function of its inputs and seeds: the generator is PCG64 seeded
 with the stream's seed, and resampled indices are drawn in chunks of at most 2^22 (the draws do

@@ -68,7 +68,7 @@ def test_recovery_rule_is_data_and_the_settings_default_to_it():
 
 
 def test_sweep_rejudges_stored_recovery_with_the_recovery_rule():
-    from memaudit.sweep import current_recovery_decision
+    from memaudit.experiments import current_recovery_decision
 
     gaps = [{"t0": 0.05, "train": 0.41, "test": 0.33, "gap": 0.08, "gap_ci": [0.0, 0.16]},
             {"t0": 0.25, "train": 0.25, "test": 0.27, "gap": -0.02, "gap_ci": [-0.05, 0.01]}]

@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from memaudit.cli import app
+from memaudit.experiments import (SweepError, SweepSettings, auto_steps, parse_int_list, point_dir, steps_schedule,
+                                  sweep)
 from memaudit.reference import REFERENCE_RUNS
-from memaudit.sweep import (SweepError, SweepSettings, auto_steps, parse_int_list, point_dir, steps_schedule,
-                            sweep)
 
 runner = CliRunner()
 
@@ -260,7 +260,7 @@ def test_derivation_uses_sample_stability_for_partial_memorizers():
 
 
 def test_calibrate_from_table_cli(tmp_path):
-    from memaudit.calibrate import write_table
+    from memaudit.experiments import write_table
 
     table = tmp_path / "calibration_table.parquet"
     table.write_bytes(write_table(_fake_table(), None, {"command": "test"}))
@@ -283,7 +283,7 @@ def test_calibrate_from_table_cli(tmp_path):
 
 def test_scan_verdicts_of_a_sweep_follow_the_rule(tmp_path):
     """current_scan_decision re-judges stored statistics with another rule (t_eval / τ too)."""
-    from memaudit.sweep import current_scan_decision
+    from memaudit.experiments import current_scan_decision
     from memaudit.verdict import load_rule
 
     row = _fake_row("synthetic", "nano", 8, "memorizing", 0.001, np.random.default_rng(1))

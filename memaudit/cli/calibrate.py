@@ -45,9 +45,9 @@ def calibrate(
 
     from rich.markup import escape
 
-    from ..calibrate import confusion_markdown, plan_from_options, regenerate, run_calibration
     from ..data import default_cache_dir
-    from ..sweep import parse_int_list
+    from ..experiments import parse_int_list
+    from ..experiments.calibration import confusion_markdown, plan_from_options, regenerate, run_calibration
 
     if json_output:
         require_stdout()

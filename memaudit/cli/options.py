@@ -139,6 +139,6 @@ def write_report_set(files: dict) -> None:
 
 
 def parse_floats(text: str, what: str) -> tuple[float, ...]:
-    from ..sweep import parse_float_list
+    from ..experiments import parse_float_list
 
     return parse_float_list(text, what)

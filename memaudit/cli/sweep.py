@@ -5,8 +5,8 @@ from pathlib import Path
 
 import typer
 
+from ..experiments import SweepSettings
 from ..progress import console
-from ..sweep import SweepSettings
 from .errors import EXIT_RUNTIME, cli_errors, emit_error
 from .options import Data, DataSeed, Deadline, Device, JsonOutput, Preset, RecoverN, Samples, ScanSteps, Seed, \
     SeqLen, StepsPerUnit, VocabSize, Weights, Workers, print_json, require_stdout, resolve_device
@@ -53,8 +53,8 @@ def sweep(
     """Train one model per training-set size, recover and scan each, plot the transition."""
     from rich.markup import escape
 
-    from ..sweep import SweepSettings, parse_float_list, parse_int_list
-    from ..sweep import sweep as run_sweep
+    from ..experiments import SweepSettings, parse_float_list, parse_int_list
+    from ..experiments import sweep as run_sweep
 
     if json_output:
         require_stdout()

@@ -129,13 +129,15 @@ def new_figure(width: float, height: float):
     return fig
 
 
-def figure_png(fig, dpi: int = 100) -> bytes:
+def figure_png(fig, dpi: int = 100, pad_inches: float = 0.08) -> bytes:
+    """PNG bytes of a figure, cropped to its content with `pad_inches` around it (the report pages
+    use the defaults, the sweep pages their own: memaudit.report.sweep_page)."""
     import matplotlib
 
     buf = io.BytesIO()
     with matplotlib.rc_context({"svg.hashsalt": "memaudit", "font.family": "DejaVu Sans"}):
         fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None}, bbox_inches="tight",
-                    pad_inches=0.08)
+                    pad_inches=pad_inches)
     return buf.getvalue()
 
 

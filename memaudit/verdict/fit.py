@@ -1,8 +1,8 @@
 """Fitting the scan rule to labelled reference points (the derivation of `memaudit calibrate`).
 
-Input: calibration-table rows (memaudit.calibrate.table_rows: one per reference model, its
-ground-truth label (memaudit.verdict.labels) and its scan's per-sample arrays at every candidate
-t_eval). Output: a rule dict in the structure and decision order of memaudit.verdict.scan,
+Input: calibration-table rows (memaudit.experiments.calibration.table_rows: one per reference
+model, its ground-truth label (memaudit.verdict.labels) and its scan's per-sample arrays at every
+candidate t_eval). Output: a rule dict in the structure and decision order of memaudit.verdict.scan,
 derived deterministically (`derive_rule`):
 
   - for every candidate (t_eval, τ): the statistics of every point (memaudit.stats.record_statistics)

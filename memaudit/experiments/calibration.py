@@ -4,7 +4,7 @@ calibration table, the outputs and the run. The fitting itself is memaudit.verdi
     memaudit calibrate --out DIR [--device cuda --workers 16 --deadline 450]   (trains, ~minutes on a GPU)
     memaudit calibrate --from-table memaudit/calibration/calibration_table.parquet --out memaudit/calibration/
 
-1. Sweeps (memaudit.sweep) over the PLAN: ≥ 2 data sources (the synthetic Markov language and
+1. Sweeps (memaudit.experiments) over the PLAN: ≥ 2 data sources (the synthetic Markov language and
    real text: the standard library's docstrings) × ≥ 2 presets (nano, micro), each over
    training-set sizes from a few sequences to far past the model's capacity.
 2. Ground truth per point = the token-recovery verdict (memaudit.verdict.recovery) as a label
@@ -32,9 +32,14 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import __version__
-from .verdict import LABELS, VERDICTS, ground_truth
-from .verdict.fit import CalibrationError, derive_rule, leave_one_sweep_out
+from .. import __version__
+from ..verdict import LABELS, VERDICTS, ground_truth
+from ..verdict.fit import CalibrationError, derive_rule, leave_one_sweep_out
+from .points import load_points, point_finished, prepare_corpus
+from .pool import SweepView, run_jobs
+from .settings import PRIMARY_T0, SweepSettings
+from .sweep import write_outputs
+from .tables import build_table, point_record, table_bytes
 
 # --------------------------------------------------------------------------------------- the plan
 # Real text: the stdlib docstrings (≈1.7 MB): the largest built-in text, the only one big enough for
@@ -54,9 +59,7 @@ TABLE_COLUMNS = ("data", "preset", "n_train", "steps", "truncated", "final_loss"
 
 def table_rows(points: dict[int, dict], data: str, preset: str) -> list[dict]:
     """The calibration-table rows of a sweep's points (the per-sample arrays in the layout of
-    memaudit.sweep.point_record, which memaudit.stats.record_statistics reads)."""
-    from .sweep import point_record
-
+    memaudit.experiments.tables.point_record, which memaudit.stats.record_statistics reads)."""
     rows = []
     for n, p in sorted(points.items()):
         rec = point_record(p)
@@ -90,19 +93,16 @@ def table_rows(points: dict[int, dict], data: str, preset: str) -> list[dict]:
 
 
 def write_table(rows: list[dict], path: Path | None, metadata: dict) -> bytes:
+    """Parquet bytes of the calibration table (`path` is unused: the caller writes the bytes)."""
     import pyarrow as pa
 
-    from .report import METADATA_KEY, parquet_bytes
-
-    table = pa.Table.from_pylist(rows)
-    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True, default=str).encode()})
-    return parquet_bytes(table)
+    return table_bytes(pa.Table.from_pylist(rows), metadata)
 
 
 def read_table(path: str | Path) -> tuple[list[dict], dict]:
     import pyarrow.parquet as pq
 
-    from .report import METADATA_KEY
+    from ..report import METADATA_KEY
 
     path = Path(path)
     if not path.is_file():
@@ -190,7 +190,7 @@ def calibration_figures(rows: list[dict], report: dict, rule: dict, recovery_tab
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .sweep import VERDICT_COLORS, png_bytes
+    from ..report.sweep_page import VERDICT_COLORS, sweep_png
 
     sweeps = sorted({(r["data"], r["preset"]) for r in rows})
     nrows = -(-len(sweeps) // 2) or 1
@@ -241,12 +241,23 @@ def calibration_figures(rows: list[dict], report: dict, rule: dict, recovery_tab
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    return {"calibration.png": png_bytes(fig)}
+    return {"calibration.png": sweep_png(fig)}
+
+
+def per_sweep_figures(recovery_table) -> dict[str, bytes]:
+    """Each sweep's figures (memaudit.report.sweep_page.sweep_figures), named 'data·preset: file'."""
+    from ..report.sweep_page import sweep_figures
+
+    shown = {}
+    for (data, preset), part in recovery_table.groupby(["data", "preset"], sort=True):
+        for name, png in sweep_figures(part, title=f"{data} · {preset}").items():
+            shown[f"{data}·{preset}: {name}"] = png
+    return shown
 
 
 def regenerate(table_path: str | Path, out: str | Path, command: str | None = None, log=None) -> dict:
     """Derive rule.json + calibration.json (+ index.html, figures) from a calibration table."""
-    from .report import json_bytes, write_files
+    from ..report import json_bytes, write_files
 
     log = log or (lambda msg: None)
     rows, meta = read_table(table_path)
@@ -272,26 +283,23 @@ def regenerate(table_path: str | Path, out: str | Path, command: str | None = No
     if recovery_path.exists():
         import pandas as pd
 
-        from .sweep import index_html, sweep_figures
+        from ..report.sweep_page import index_html
 
         recovery_table = pd.read_parquet(recovery_path)
         figures = calibration_figures(rows, report, rule, recovery_table)
         files.update(figures)
-        shown = dict(figures)
-        for (data, preset), part in recovery_table.groupby(["data", "preset"], sort=True):
-            for name, png in sweep_figures(part, title=f"{data} · {preset}").items():
-                shown[f"{data}·{preset}: {name}"] = png
+        shown = {**figures, **per_sweep_figures(recovery_table)}
         extra = ("<h2>Confusion (recovery ground truth × scan verdict)</h2><pre>"
                  + confusion_markdown(report["confusion"]) + "</pre><h2>Rule</h2><pre>"
                  + json.dumps(rule, indent=2) + "</pre>")
-        files["index.html"] = index_html("memaudit calibration", shown, recovery_table, None, extra).encode()
+        files["index.html"] = index_html("memaudit calibration", shown, recovery_table, None, extra,
+                                         primary_t0=PRIMARY_T0).encode()
     return {"files": write_files(out, files), "rule": rule, "report": report}
 
 
 def _write_without_rule(rows, table_path, out, message: str) -> None:
-    import html
-
-    from .report import json_bytes, write_files
+    from ..report import json_bytes, write_files
+    from ..report.html import esc
 
     recovery_path = Path(table_path).with_name("recovery_table.parquet")
     points = [{k: r.get(k) for k in ("data", "preset", "n_train", "steps", "truncated", "label", "recovery_reason",
@@ -300,15 +308,12 @@ def _write_without_rule(rows, table_path, out, message: str) -> None:
     if recovery_path.exists():
         import pandas as pd
 
-        from .sweep import index_html, sweep_figures
+        from ..report.sweep_page import index_html
 
         recovery_table = pd.read_parquet(recovery_path)
-        shown = {}
-        for (data, preset), part in recovery_table.groupby(["data", "preset"], sort=True):
-            for name, png in sweep_figures(part, title=f"{data} · {preset}").items():
-                shown[f"{data}·{preset}: {name}"] = png
+        shown = per_sweep_figures(recovery_table)
         files["index.html"] = index_html("memaudit calibration (no rule)", shown, recovery_table, None,
-                                         f"<p><b>No rule:</b> {html.escape(message)}</p>").encode()
+                                         f"<p><b>No rule:</b> {esc(message)}</p>", primary_t0=PRIMARY_T0).encode()
     write_files(out, files)
 
 
@@ -331,8 +336,7 @@ class CalibrationPlan:
     skip: tuple[str, ...] = ()        # 'source:preset' pairs of the cross product left out (CPU budgets)
 
     def sweeps(self):
-        from .data import load_corpus
-        from .sweep import SweepSettings
+        from ..data import load_corpus
 
         out = []
         for source in self.sources:
@@ -360,9 +364,7 @@ def run_calibration(plan: CalibrationPlan, out: str | Path, work: str | Path, wo
     """Run the sweeps of the plan (all points in one pool), then derive and write the rule."""
     import pandas as pd
 
-    from .report import write_files
-    from .sweep import (SweepView, build_table, load_points, point_finished, prepare_corpus, run_jobs,
-                        write_outputs)
+    from ..report import write_files
 
     log = log or (lambda msg: None)
     started = time.perf_counter()
@@ -403,8 +405,6 @@ def run_calibration(plan: CalibrationPlan, out: str | Path, work: str | Path, wo
             "deadline_s": deadline_s, "train_wall_seconds": train_wall,
             "failed": {"/".join(map(str, k)): v for k, v in failed.items()},
             "skipped": ["/".join(map(str, k)) for k in skipped]}
-    from .sweep import table_bytes
-
     write_files(out, {"calibration_table.parquet": write_table(rows, None, meta),
                       "recovery_table.parquet": table_bytes(recovery_table, meta)})
     result = regenerate(out / "calibration_table.parquet", out, command=command, log=log)
