@@ -190,7 +190,8 @@ def calibration_figures(rows: list[dict], report: dict, rule: dict, recovery_tab
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..report.sweep_page import VERDICT_COLORS, sweep_png
+    from ..report.html import VERDICT_COLORS
+    from ..report.sweep_page import sweep_png
 
     sweeps = sorted({(r["data"], r["preset"]) for r in rows})
     nrows = -(-len(sweeps) // 2) or 1

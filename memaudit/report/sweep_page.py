@@ -3,7 +3,7 @@ self-contained page that embeds them beside the per-point table and the settings
 calibration's index.html (memaudit.experiments.calibration) is built with the same pieces.
 
 Figures go through the kit's figure_png (memaudit.report.html) at SWEEP_DPI / SWEEP_PAD_INCHES
-and the sweep's verdict colours, VERDICT_COLORS.
+and use its one verdict palette, VERDICT_COLORS.
 """
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ import json
 import numpy as np
 
 from .. import __version__
-from .html import esc, figure_png
+from .html import VERDICT_COLORS, esc, figure_png
 
-# The sweep's own verdict colours (to be replaced by the kit's VERDICT_COLORS in the next step).
-VERDICT_COLORS = {"memorizing": "#c0392b", "generalizing": "#27ae60", "inconclusive": "#7f8c8d"}
 SWEEP_DPI = 110
 SWEEP_PAD_INCHES = 0.1
 
