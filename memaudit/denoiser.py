@@ -45,6 +45,20 @@ class Denoiser:
         self.model.eval()
 
     @property
+    def training(self) -> dict | None:
+        """The training section of the checkpoint's config (what memaudit's trainer records in a
+        native checkpoint: n_train, steps_done, …); None when the config has none."""
+        section = (self.config or {}).get("training")
+        return section if isinstance(section, dict) else None
+
+    @property
+    def training_data(self) -> dict | None:
+        """The corpus spec a native checkpoint was trained on (memaudit.data.corpus_from_spec);
+        None when the config records none."""
+        spec = (self.config or {}).get("data")
+        return spec if isinstance(spec, dict) else None
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 

@@ -32,7 +32,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 TMP_RE = re.compile(r"^\.(?P<name>.+)\.memaudit-(?P<pid>\d+)-(?P<tag>[0-9a-f]{8})\.(?P<kind>tmp|old)$")
 JOURNAL_RE = re.compile(r"^\.memaudit-commit-(?P<pid>\d+)-(?P<tag>[0-9a-f]{8})\.json(?P<partial>\.tmp)?$")
@@ -52,23 +52,26 @@ FILE_MODE = 0o666 & ~_umask()   # what open() would give; mkstemp alone makes 06
 
 
 # ------------------------------------------------------------------------------------------ JSON
-def finite_json(o: Any) -> Any:
+def finite_json(o: Any, default: Callable[[Any], Any] | None = None) -> Any:
     """A copy of a JSON-able structure with NaN / ±inf replaced by None (strict JSON), numpy
-    scalars and arrays as Python numbers and lists, paths as strings."""
+    scalars and arrays as Python numbers and lists, paths as strings: the one JSON sanitiser.
+    default: what an object of no JSON type becomes (e.g. str); None: a TypeError."""
     if isinstance(o, dict):
-        return {k: finite_json(v) for k, v in o.items()}
+        return {k: finite_json(v, default) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [finite_json(v) for v in o]
+        return [finite_json(v, default) for v in o]
     if isinstance(o, bool) or o is None or isinstance(o, str):
         return o
     if isinstance(o, Path):
         return str(o)
     if hasattr(o, "tolist") and not isinstance(o, (int, float)):   # numpy scalar or array
-        return finite_json(o.tolist())
+        return finite_json(o.tolist(), default)
     if isinstance(o, float):
         return o if math.isfinite(o) else None
     if isinstance(o, int):
         return int(o)
+    if default is not None:
+        return default(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 

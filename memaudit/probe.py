@@ -33,6 +33,7 @@ import torch
 from .errors import UsageError
 from . import __version__
 from . import diffusion as D
+from .adapters import as_denoiser
 from .denoiser import Denoiser
 from .io import finite_json
 from .progress import progress_bar
@@ -172,10 +173,7 @@ class ScanResult:
     def provenance(self) -> dict:
         """The `memaudit` metadata blob of every report file (no timestamps, no temp paths)."""
         return {
-            "memaudit_version": __version__,
-            "torch_version": torch.__version__,
-            "numpy_version": np.__version__,
-            "python_version": platform.python_version(),
+            **software_versions(),
             "model": self.model,
             "sampler": {"steps": self.settings.steps, "final": self.settings.final,
                         "posterior_dtype": self.settings.posterior_dtype,
@@ -340,16 +338,6 @@ def summarize(entropy: np.ndarray, top1: np.ndarray, is_duplicate: np.ndarray, f
 
 
 # ---------------------------------------------------------------------------------------- scan
-def _as_denoiser(checkpoint_or_denoiser, weights, device) -> Denoiser:
-    if isinstance(checkpoint_or_denoiser, Denoiser):
-        if device is not None:
-            checkpoint_or_denoiser.to(device)
-        return checkpoint_or_denoiser
-    from .adapters import load
-
-    return load(checkpoint_or_denoiser, weights=weights, device=device)
-
-
 def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | None = None, seed: int = 0,
          t_eval: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE, weights: str | None = None,
          device: str | None = None, rule=None, final: str = "greedy", show_progress: bool | None = None,
@@ -377,7 +365,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                                 t_profile=tuple(t_profile), batch_size=batch_size, final=final,
                                 posterior_dtype=posterior_dtype, fixed_point_t=fixed_point_t,
                                 fixed_point_steps=fixed_point_steps, bootstrap_resamples=bootstrap_resamples)
-    denoiser = _as_denoiser(checkpoint_or_denoiser, weights, device)
+    denoiser = as_denoiser(checkpoint_or_denoiser, weights, device)
     settings = settings.resolve(rule, denoiser.device)
     t_values = [settings.t_eval, *settings.t_profile]
     final, posterior_dtype = settings.final, settings.posterior_dtype
@@ -426,6 +414,12 @@ def model_provenance(denoiser: Denoiser) -> dict:
     """What every report records about the model: a JSON-safe copy of denoiser.describe() (it may
     hold Paths or numpy scalars; objects of no JSON type become strings)."""
     return finite_json(denoiser.describe(), default=str)
+
+
+def software_versions() -> dict:
+    """The versions every report's provenance records (memaudit, torch, numpy, Python)."""
+    return {"memaudit_version": __version__, "torch_version": torch.__version__, "numpy_version": np.__version__,
+            "python_version": platform.python_version()}
 
 
 def environment() -> dict:

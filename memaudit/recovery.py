@@ -33,7 +33,6 @@ Everything is a pure function of (checkpoint, data, settings, seed): byte-identi
 from __future__ import annotations
 
 import math
-import platform
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -43,9 +42,10 @@ import torch
 from .errors import UsageError
 from . import __version__
 from . import diffusion as D
+from .adapters import as_denoiser
 from .denoiser import Denoiser
 from .io import finite_json, json_text
-from .probe import model_provenance
+from .probe import model_provenance, software_versions
 from .progress import progress_bar
 from .sampling import make_generator, reverse_process
 from .stats import bootstrap_gap_ci, bootstrap_mean_ci, derive_seed, nan_mean
@@ -196,10 +196,7 @@ class RecoveryResult:
 
     def provenance(self) -> dict:
         return {
-            "memaudit_version": __version__,
-            "torch_version": torch.__version__,
-            "numpy_version": np.__version__,
-            "python_version": platform.python_version(),
+            **software_versions(),
             "model": self.model,
             "data": self.data,
             "settings": self.settings.to_dict(),
@@ -341,8 +338,7 @@ def _seeded_subset(tokens: torch.Tensor, n: int, seed: int, split: str) -> torch
 def _auto_examples(denoiser: Denoiser, split: str, n: int) -> tuple[torch.Tensor, dict]:
     from .data import DataError, corpus_from_spec
 
-    config = denoiser.config or {}
-    spec, training = config.get("data"), config.get("training") or {}
+    spec, training = denoiser.training_data, denoiser.training or {}
     if not isinstance(spec, dict) or "n_train" not in training:
         raise RecoveryError(f"--{split} auto needs a memaudit-trained checkpoint (its config.json records the "
                             "corpus and training-set size); pass a data file instead")
@@ -407,16 +403,6 @@ def recover_tokens(denoiser: Denoiser, x0: torch.Tensor, t0: float, steps: int, 
     return {"x_t": torch.cat(xs_t), "x_final": torch.cat(xs_final), "entropy": torch.cat(entropies)}
 
 
-def _as_denoiser(checkpoint_or_denoiser, weights, device) -> Denoiser:
-    if isinstance(checkpoint_or_denoiser, Denoiser):
-        if device is not None:
-            checkpoint_or_denoiser.to(device)
-        return checkpoint_or_denoiser
-    from .adapters import load
-
-    return load(checkpoint_or_denoiser, weights=weights, device=device)
-
-
 def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n: int = DEFAULT_N,
             steps_per_unit: int = DEFAULT_STEPS_PER_UNIT, seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE,
             weights: str | None = None, device: str | None = None, show_progress: bool | None = None,
@@ -445,7 +431,7 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
                                     gap_memorizing=float(gap_memorizing),
                                     equivalence_margin=float(equivalence_margin), recovery_floor=float(recovery_floor),
                                     min_corrupted_tokens=float(min_corrupted_tokens))
-    denoiser = _as_denoiser(checkpoint_or_denoiser, weights, device)
+    denoiser = as_denoiser(checkpoint_or_denoiser, weights, device)
     settings = replace(settings, device=str(denoiser.device))
     settings.validate()
     p_dtype = torch.float64 if posterior_dtype == "float64" else torch.float32

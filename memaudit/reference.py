@@ -16,6 +16,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from . import __version__
+from .data import default_cache_dir
+from .adapters import LoadError
+from .adapters.native import is_checkpoint, read_training_config
 from .train import TrainConfig, train
 
 REFERENCE_RUNS: dict[str, TrainConfig] = {
@@ -24,10 +27,6 @@ REFERENCE_RUNS: dict[str, TrainConfig] = {
     "generalizing": TrainConfig(data="synthetic", n_train=65536, preset="nano", steps=2000, batch_size=64,
                                 lr=2e-3, ema_decay=0.99, seed=0),
 }
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MEMAUDIT_CACHE", Path.home() / ".cache" / "memaudit"))
 
 
 def run_key(cfg: TrainConfig) -> str:
@@ -41,9 +40,9 @@ def ensure_reference_model(name: str, root: str | Path | None = None, show_progr
     if name not in REFERENCE_RUNS:
         raise KeyError(f"unknown reference run {name!r}; choose one of {', '.join(REFERENCE_RUNS)}")
     cfg = replace(REFERENCE_RUNS[name], **overrides)
-    root = Path(root) if root is not None else cache_dir() / "reference"
+    root = Path(root) if root is not None else default_cache_dir() / "reference"
     out = root / f"{name}-{run_key(cfg)}"
-    if (out / "config.json").exists() and _complete(out, cfg):
+    if is_checkpoint(out) and _complete(out, cfg):
         return out
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
@@ -82,14 +81,13 @@ def _train_single_threaded(name: str, root, overrides: dict) -> str:
 def is_cached(name: str, root=None, **overrides) -> bool:
     """Whether reference model `name` is trained and in the cache (no training)."""
     cfg = replace(REFERENCE_RUNS[name], **overrides)
-    root = Path(root) if root is not None else cache_dir() / "reference"
+    root = Path(root) if root is not None else default_cache_dir() / "reference"
     out = root / f"{name}-{run_key(cfg)}"
-    return (out / "config.json").exists() and _complete(out, cfg)
+    return is_checkpoint(out) and _complete(out, cfg)
 
 
 def _complete(out: Path, cfg: TrainConfig) -> bool:
     try:
-        saved = json.loads((out / "config.json").read_text())
-        return saved["training"]["steps_done"] >= cfg.steps
-    except (OSError, KeyError, ValueError):
+        return read_training_config(out)["steps_done"] >= cfg.steps
+    except (LoadError, OSError, KeyError, ValueError):
         return False

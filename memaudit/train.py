@@ -16,7 +16,8 @@ import torch
 from .errors import UsageError
 from . import __version__
 from . import diffusion as D
-from .adapters.native import load_state_into, load_tensors, read_config, save_checkpoint
+from .adapters.native import (checkpoint_files, is_checkpoint, load_state_into, load_tensors, load_trainer_state,
+                              read_training_config, save_checkpoint)
 from .model import DDiT, preset_config
 from .progress import progress_bar
 
@@ -89,7 +90,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, show_prog
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise TrainError(f"--out {out_dir} exists and is not a directory")
-    if (out_dir / "config.json").exists() and not resume:
+    if is_checkpoint(out_dir) and not resume:
         raise TrainError(f"{out_dir} already holds a checkpoint; pass --resume to continue it or choose another --out")
 
     device = torch.device(cfg.device)
@@ -105,7 +106,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, show_prog
                                   betas=(0.9, 0.98))
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     step = 0
-    if resume and (out_dir / "trainer_state.pt").exists():
+    if resume and checkpoint_files(out_dir)["trainer_state"].exists():
         step = _restore(out_dir, model, ema, optimizer, generator, cfg)
 
     schedule = D.LogLinearSchedule()
@@ -168,17 +169,17 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, show_prog
 
 
 def _restore(out_dir: Path, model, ema, optimizer, generator, cfg: TrainConfig) -> int:
-    saved = read_config(out_dir)
-    saved_cfg = saved.get("training", {})
+    saved_cfg = read_training_config(out_dir)
     for key in ("data", "n_train", "preset", "seed", "data_seed", "batch_size"):
         if key in saved_cfg and saved_cfg[key] != getattr(cfg, key):
             raise TrainError(f"--resume: {key} differs from the checkpoint in {out_dir} "
                              f"({getattr(cfg, key)!r} vs {saved_cfg[key]!r})")
-    load_state_into(model, load_tensors(out_dir / "model.safetensors"), str(out_dir / "model.safetensors"))
-    ema_saved = load_tensors(out_dir / "ema.safetensors")
+    files = checkpoint_files(out_dir)
+    load_state_into(model, load_tensors(files["model"]), str(files["model"]))
+    ema_saved = load_tensors(files["ema"])
     for name in ema:
         ema[name].copy_(ema_saved[name])
-    state = torch.load(out_dir / "trainer_state.pt", weights_only=True)
+    state = load_trainer_state(out_dir)
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])
     return int(state["step"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import os
 import resource
 import stat
@@ -196,6 +197,19 @@ def read_limited(path: str | Path, limit: int = MAX_CONFIG_BYTES, what: str = ""
     return data
 
 
+def read_json(path: str | Path) -> dict:
+    """A JSON object from a file of at most MAX_CONFIG_BYTES (read_limited); anything else is a LoadError."""
+    try:
+        data = json.loads(read_limited(path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LoadError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise LoadError(f"{path}: not valid JSON (nested too deeply)") from None
+    if not isinstance(data, dict):
+        raise LoadError(f"{path}: expected a JSON object")
+    return data
+
+
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     regular_file(path)
     h = hashlib.sha256()
@@ -303,3 +317,12 @@ def load(path_or_id: str | Path, weights: str | None = None, trust_remote_code: 
         denoiser.to(device)
     return denoiser
 
+
+def as_denoiser(checkpoint_or_denoiser, weights: str | None = None, device: str | None = None) -> Denoiser:
+    """A Denoiser as given (moved to `device` when one is named), or `load` of a path / hub id:
+    what scan() and recover() accept."""
+    if isinstance(checkpoint_or_denoiser, Denoiser):
+        if device is not None:
+            checkpoint_or_denoiser.to(device)
+        return checkpoint_or_denoiser
+    return load(checkpoint_or_denoiser, weights=weights, device=device)

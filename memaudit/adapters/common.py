@@ -5,7 +5,6 @@ from the restricted unpickler. Nothing imports or runs code from a checkpoint.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -64,18 +63,6 @@ def as_float(value: Any, what: str, source: str) -> float:
         return check_float(value, what)
     except ValueError as e:
         raise LoadError(f"{source}: {e}") from None
-
-
-def read_json(path: Path) -> dict:
-    try:
-        data = json.loads(read_limited(path))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LoadError(f"{path}: not valid JSON ({e})") from None
-    except RecursionError:
-        raise LoadError(f"{path}: not valid JSON (nested too deeply)") from None
-    if not isinstance(data, dict):
-        raise LoadError(f"{path}: expected a JSON object")
-    return data
 
 
 def read_yaml(path: Path) -> Any:
@@ -195,6 +182,17 @@ def drop_rotary_buffers(state: dict, arch: DDiTConfig, source: str) -> dict:
         if not torch.allclose(cos[0, :n, 0, 0, :], ref, atol=1e-4):
             raise LoadError(f"{source}: rotary_emb.cos_cached is not a base-10000 rotary embedding")
     return {k: v for k, v in state.items() if k not in ROTARY_BUFFERS}
+
+
+def arch_from_config(state: dict, cfg: Any, keys: dict[str, str], *, time_conditioning: bool, source: str,
+                     seq_len: Any = None) -> DDiTConfig:
+    """arch_from_state with n_heads, seq_len (unless given) and the declared hidden_size / cond_dim /
+    n_blocks read from `cfg` under the family's own (dotted) names in `keys`."""
+    return arch_from_state(state, n_heads=cfg_get(cfg, keys["n_heads"]),
+                           seq_len=cfg_get(cfg, keys["seq_len"]) if seq_len is None else seq_len,
+                           time_conditioning=time_conditioning, source=source,
+                           declared={f: cfg_get(cfg, keys[f]) for f in ("hidden_size", "cond_dim", "n_blocks")},
+                           keys=keys)
 
 
 def arch_from_state(state: dict, *, n_heads: Any, seq_len: Any, time_conditioning: bool, source: str,

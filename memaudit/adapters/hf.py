@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 
 from ..denoiser import Denoiser
-from . import Adapter, LoadError, UnsupportedCheckpoint, check_memory, file_sha256, regular_file
-from .common import (MASKED_REASON, arch_from_state, as_bool, as_float, build_model, check_tokenizer_vocab,
-                     drop_rotary_buffers, hub_provenance, jsonable, make_schedule, read_json, remote_code_note,
+from . import Adapter, LoadError, UnsupportedCheckpoint, check_memory, file_sha256, read_json, regular_file
+from .common import (MASKED_REASON, arch_from_config, as_bool, as_float, build_model, check_tokenizer_vocab,
+                     drop_rotary_buffers, hub_provenance, jsonable, make_schedule, remote_code_note,
                      strip_prefix)
 
 SUPPORTED_MODEL_TYPES = ("udlm", "duo", "dit")
@@ -180,12 +180,9 @@ class HFAdapter(Adapter):
                              "condition on sigma (UniformState asserts it)")
             else:
                 raise LoadError(f"{source}: config.json has no time_conditioning field")
-            arch = arch_from_state(state, n_heads=cfg.get("n_heads"), seq_len=cfg.get("model_length"),
-                                   time_conditioning=tc, source=source,
-                                   declared={"hidden_size": cfg.get("hidden_dim"), "cond_dim": cfg.get("cond_dim"),
-                                             "n_blocks": cfg.get("n_blocks")},
-                                   keys={"n_heads": "n_heads", "seq_len": "model_length", "hidden_size": "hidden_dim",
-                                         "cond_dim": "cond_dim", "n_blocks": "n_blocks"})
+            arch = arch_from_config(state, cfg, {"n_heads": "n_heads", "seq_len": "model_length",
+                                                 "hidden_size": "hidden_dim", "cond_dim": "cond_dim",
+                                                 "n_blocks": "n_blocks"}, time_conditioning=tc, source=source)
             stored = "ema" if kind == "udlm" else "raw"
             schedule, time_input = make_schedule("loglinear", source, eps=1e-3), ("sigma" if tc else "none")
             notes.append("noise schedule not stored in config.json; using the log-linear schedule "
@@ -202,14 +199,9 @@ class HFAdapter(Adapter):
             if p_uniform <= 0:
                 raise UnsupportedCheckpoint(f"{source}: unsupported family gidd (p_uniform = 0): trained with pure "
                                             f"masking noise; {MASKED_REASON}")
-            arch = arch_from_state(state, n_heads=cfg.get("num_attention_heads"), seq_len=cfg.get("max_seq_len"),
-                                   time_conditioning=True, source=source,
-                                   declared={"hidden_size": cfg.get("hidden_size"),
-                                             "cond_dim": cfg.get("timestep_cond_dim"),
-                                             "n_blocks": cfg.get("num_hidden_layers")},
-                                   keys={"n_heads": "num_attention_heads", "seq_len": "max_seq_len",
-                                         "hidden_size": "hidden_size", "cond_dim": "timestep_cond_dim",
-                                         "n_blocks": "num_hidden_layers"})
+            arch = arch_from_config(state, cfg, {"n_heads": "num_attention_heads", "seq_len": "max_seq_len",
+                                                 "hidden_size": "hidden_size", "cond_dim": "timestep_cond_dim",
+                                                 "n_blocks": "num_hidden_layers"}, time_conditioning=True, source=source)
             mask_id, mask_how = _mask_token_id(path, tokenizer, arch.vocab_size, cfg)
             if mask_id != arch.vocab_size - 1:
                 raise UnsupportedCheckpoint(f"{source}: unsupported: GIDD mask token id {mask_id} is not the last "

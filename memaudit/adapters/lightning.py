@@ -30,7 +30,7 @@ from typing import Any
 
 from ..denoiser import Denoiser
 from . import Adapter, LoadError, UnsupportedCheckpoint, file_sha256
-from .common import (MASKED_REASON, arch_from_state, as_bool, build_model, cfg_get, check_tokenizer_vocab,
+from .common import (MASKED_REASON, arch_from_config, as_bool, build_model, cfg_get, check_tokenizer_vocab,
                      drop_rotary_buffers, ema_state, hub_provenance, is_tensor_dict, jsonable, make_schedule,
                      remote_code_note, strip_prefix, tokenizer_from_pickle)
 from .safe_pickle import Inert, global_name, pickle_bytes, resolve_interpolations, safe_load, to_plain
@@ -188,14 +188,10 @@ class LightningAdapter(Adapter):
         seq_len = model_cfg.get("length", cfg.get("model_length", model_cfg.get("max_seq_len")))
         if seq_len is None:
             raise LoadError(f"{source}: config has no model.length")
-        arch = arch_from_state(backbone, n_heads=model_cfg.get("n_heads"), seq_len=seq_len,
-                               time_conditioning=time_conditioning, source=source,
-                               declared={"hidden_size": model_cfg.get("hidden_size"),
-                                         "cond_dim": model_cfg.get("cond_dim"),
-                                         "n_blocks": model_cfg.get("n_blocks")},
-                               keys={"n_heads": "model.n_heads", "seq_len": "model.length",
-                                     "hidden_size": "model.hidden_size", "cond_dim": "model.cond_dim",
-                                     "n_blocks": "model.n_blocks"})
+        arch = arch_from_config(backbone, cfg, {"n_heads": "model.n_heads", "seq_len": "model.length",
+                                                "hidden_size": "model.hidden_size", "cond_dim": "model.cond_dim",
+                                                "n_blocks": "model.n_blocks"},
+                                time_conditioning=time_conditioning, source=source, seq_len=seq_len)
         declared_vocab = hp.get("vocab_size")
         if isinstance(declared_vocab, int) and not isinstance(declared_vocab, bool) and declared_vocab != arch.vocab_size:
             raise LoadError(f"{source}: vocabulary mismatch: hyper_parameters vocab_size = {declared_vocab} but "

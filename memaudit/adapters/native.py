@@ -24,7 +24,7 @@ from ..denoiser import Denoiser
 from ..diffusion import schedule_from_dict
 from ..io import atomic_write_bytes
 from ..model import DDiT, DDiTConfig
-from . import (MAX_TOKENIZER_BYTES, Adapter, LoadError, check_memory, file_sha256, read_limited,
+from . import (MAX_TOKENIZER_BYTES, Adapter, LoadError, check_memory, file_sha256, read_json, read_limited,
                regular_file)
 
 FORMAT = "memaudit"
@@ -57,19 +57,52 @@ def save_checkpoint(directory: str | Path, model: DDiT, config: dict, ema_state:
     return directory
 
 
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+TRAINER_STATE_FILE = "trainer_state.pt"
+
+
+def checkpoint_files(directory: str | Path) -> dict[str, Path]:
+    """The paths of a native checkpoint's files (see the module docstring), present or not:
+    config, model, ema, tokenizer, trainer_state."""
+    directory = Path(directory)
+    return {"config": directory / CONFIG_FILE, "model": directory / MODEL_FILE, "ema": directory / EMA_FILE,
+            "tokenizer": directory / TOKENIZER_FILE, "trainer_state": directory / TRAINER_STATE_FILE}
+
+
+def is_checkpoint(directory: str | Path) -> bool:
+    """Whether `directory` holds a native checkpoint: its config.json, written last, exists."""
+    return checkpoint_files(directory)["config"].exists()
+
+
+def read_training_config(directory: str | Path) -> dict:
+    """The training section memaudit's trainer records in a checkpoint's config.json ({} when it
+    has none). LoadError when config.json is missing or unreadable."""
+    return read_config(Path(directory)).get("training", {})
+
+
+def load_trainer_state(directory: str | Path) -> dict:
+    """The trainer state (step, optimizer, RNG) that `memaudit train --resume` continues from;
+    tensors and plain containers only (weights_only=True)."""
+    return torch.load(checkpoint_files(directory)["trainer_state"], weights_only=True)
+
+
+def saved_tokenizer(directory: str | Path):
+    """The tokenizer a local native checkpoint directory holds (tokenizer.json), None when there
+    is none; LoadError when it is unreadable. Read as JSON through load_tokenizer: nothing runs."""
+    path = checkpoint_files(directory)["tokenizer"]
+    if not Path(directory).is_dir() or not path.is_file():
+        return None
+    return load_tokenizer(path)
+
+
 def read_config(directory: Path) -> dict:
     path = directory / "config.json"
     if not os.path.lexists(path):
         raise LoadError(f"{directory}: no config.json")
-    try:
-        config = json.loads(read_limited(path))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LoadError(f"{path}: not valid JSON ({e})") from None
-    except RecursionError:
-        raise LoadError(f"{path}: not valid JSON (nested too deeply)") from None
-    if not isinstance(config, dict):
-        raise LoadError(f"{path}: expected a JSON object")
-    return config
+    return read_json(path)
 
 
 # Weight dtypes memaudit loads: real floating point only. Integer, boolean and complex tensors are
@@ -189,6 +222,23 @@ def check_declared(arch: DDiTConfig, shapes: dict, config_file: Path, weight_fil
                         f"has {mlp0[0]} rows ({arch.mlp_ratio} × hidden size {arch.hidden_size} expected)")
 
 
+VOCAB_WEIGHTS = ("vocab_embed.embedding", "output_layer.linear.weight", "output_layer.linear.bias")
+
+
+def check_names(missing: list[str], unexpected: list[str], source: str) -> None:
+    """A LoadError naming the first missing, else the first unexpected, weights (at most three)."""
+    if missing:
+        raise LoadError(f"{source}: missing weights {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}")
+    if unexpected:
+        raise LoadError(f"{source}: unexpected weights {', '.join(unexpected[:3])}{' …' if len(unexpected) > 3 else ''}")
+
+
+def shape_error(source: str, name: str, got: tuple, want: tuple, vocab_size: int) -> LoadError:
+    """The LoadError of a weight of the wrong shape; a vocabulary-sized weight says so."""
+    hint = f" (vocabulary mismatch: config says {vocab_size})" if name in VOCAB_WEIGHTS else ""
+    return LoadError(f"{source}: {name} has shape {got}, expected {want}{hint}")
+
+
 def check_before_build(arch: DDiTConfig, shapes: dict, source: str, dtypes: dict | None = None,
                        already_loaded: int = 0, to_load: int = 0) -> None:
     """Everything that can be checked before DDiT(arch) allocates: the config's own ranges, that the
@@ -207,18 +257,12 @@ def check_before_build(arch: DDiTConfig, shapes: dict, source: str, dtypes: dict
     names = [k for k in shapes if k != "rotary_emb.inv_freq"]
     missing = [k for k in expected if k not in shapes]
     unexpected = [k for k in names if k not in expected]
-    if missing:
-        raise LoadError(f"{source}: missing weights {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}")
-    if unexpected:
-        raise LoadError(f"{source}: unexpected weights {', '.join(unexpected[:3])}{' …' if len(unexpected) > 3 else ''}")
+    check_names(missing, unexpected, source)
     for name, want in expected.items():
         got = shapes[name]
         got = tuple(got.shape) if isinstance(got, torch.Tensor) else tuple(got)
         if got != want:
-            hint = ""
-            if name in ("vocab_embed.embedding", "output_layer.linear.weight", "output_layer.linear.bias"):
-                hint = f" (vocabulary mismatch: config says {arch.vocab_size})"
-            raise LoadError(f"{source}: {name} has shape {got}, expected {want}{hint}")
+            raise shape_error(source, name, got, want, arch.vocab_size)
         dtype = dtypes.get(name) if dtypes else (str(shapes[name].dtype).replace("torch.", "")
                                                   if isinstance(shapes[name], torch.Tensor) else None)
         if dtype is not None and dtype not in REAL_FLOAT_DTYPES and dtype not in REAL_FLOAT_DTYPES.values():
@@ -235,19 +279,13 @@ def load_state_into(model: DDiT, state: dict[str, torch.Tensor], source: str) ->
     expected = {k: v for k, v in model.state_dict().items() if k != "rotary_emb.inv_freq"}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected) - {"rotary_emb.inv_freq"})
-    if missing:
-        raise LoadError(f"{source}: missing weights {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}")
-    if unexpected:
-        raise LoadError(f"{source}: unexpected weights {', '.join(unexpected[:3])}{' …' if len(unexpected) > 3 else ''}")
+    check_names(missing, unexpected, source)
     for name, ref in expected.items():
         got = state[name]
         if not isinstance(got, torch.Tensor):
             raise LoadError(f"{source}: {name} is a {type(got).__name__}, not a tensor")
         if tuple(got.shape) != tuple(ref.shape):
-            hint = ""
-            if name in ("vocab_embed.embedding", "output_layer.linear.weight", "output_layer.linear.bias"):
-                hint = f" (vocabulary mismatch: config says {model.config.vocab_size})"
-            raise LoadError(f"{source}: {name} has shape {tuple(got.shape)}, expected {tuple(ref.shape)}{hint}")
+            raise shape_error(source, name, tuple(got.shape), tuple(ref.shape), model.config.vocab_size)
         if not got.is_floating_point():
             raise LoadError(f"{source}: {name} has dtype {str(got.dtype).replace('torch.', '')}; "
                             f"DDiT weights must be real floating point")

@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 
 from ..denoiser import Denoiser
-from . import Adapter, LoadError, UnsupportedCheckpoint, file_sha256
+from . import Adapter, LoadError, UnsupportedCheckpoint, file_sha256, read_json
 from .common import (MASKED_REASON, arch_from_state, as_int, build_model, cfg_get, check_tokenizer_vocab,
-                     drop_rotary_buffers, ema_state, hub_provenance, is_tensor_dict, jsonable, make_schedule, read_json,
+                     drop_rotary_buffers, ema_state, hub_provenance, is_tensor_dict, jsonable, make_schedule,
                      read_yaml, remote_code_note)
 from .safe_pickle import resolve_interpolations, safe_load
 

@@ -184,15 +184,13 @@ def local_decoder(summary: dict) -> Callable[[list[int]], str] | None:
     ckpt = model.get("checkpoint") or summary.get("checkpoint")
     if not ckpt or not model.get("has_tokenizer", True):
         return None
-    path = Path(str(ckpt))
-    candidate = path / "tokenizer.json" if path.is_dir() else None
-    if candidate is None or not candidate.is_file():
-        return None
-    try:
-        from tokenizers import Tokenizer
+    from ..adapters.native import saved_tokenizer
 
-        tok = Tokenizer.from_file(str(candidate))
+    try:
+        tok = saved_tokenizer(Path(str(ckpt)))
     except Exception:  # noqa: BLE001 - the report falls back to token ids
+        return None
+    if tok is None:
         return None
     if model.get("vocab_size") and tok.get_vocab_size(with_added_tokens=True) > int(model["vocab_size"]):
         return None
