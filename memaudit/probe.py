@@ -74,15 +74,15 @@ class ScanSettings:
     seed: int = 0
     t_eval: float | None = None        # None: the rule's
     t_profile: tuple[float, ...] = ()
-    tau: float | None = None           # always the rule's in a scan; set here only for direct use of the statistics
+    tau: float = 0.1                   # a scan always uses the rule's; this default serves direct use of the statistics
     batch_size: int = DEFAULT_BATCH_SIZE
     final: str = "greedy"
     posterior_dtype: str = "float64"
     fixed_point_t: float = FIXED_POINT_T
     fixed_point_steps: int = FIXED_POINT_STEPS
     bootstrap_resamples: int | None = None   # None: the rule's
-    confidence: float | None = None          # None: the rule's
-    device: str | None = None                # None: where the model is
+    confidence: float = CONFIDENCE           # a scan always uses the rule's
+    device: str = "cpu"                      # a scan records where the model is
 
     def resolve(self, rule, device: str) -> "ScanSettings":
         """The concrete settings of a scan under `rule` on `device` (what reports record): every
