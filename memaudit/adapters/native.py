@@ -8,6 +8,10 @@
 
 Every file is written to a temporary name and renamed; config.json is written last, so a
 directory with a config.json always holds a complete checkpoint.
+
+Other modules reach this layout only through the functions here: save_checkpoint, checkpoint_files,
+is_checkpoint, read_training_config, load_trainer_state (train.py, reference.py) and saved_tokenizer
+(report.html); a loaded model's training record is Denoiser.training / Denoiser.training_data.
 """
 from __future__ import annotations
 
