@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 
 import memaudit
-from memaudit.report import write_junit, write_summary_md
-from memaudit.report import write_scan_html
+from memaudit.report import write_junit, write_report, write_scan_html, write_summary_md
 
 EXIT_CODES = {"generalizing": 0, "memorizing": 1, "inconclusive": 3}
 
@@ -44,7 +43,7 @@ def audit(checkpoint, samples: int = 256, seed: int = 0, out: Path | None = None
 
     if out is not None:
         out = Path(out)
-        result.write(out)                                  # summary.json, samples.parquet, tokens.parquet
+        write_report(result, out)                          # summary.json, samples.parquet, tokens.parquet, report.html
         decode = getattr(denoiser, "decode", None)         # show samples token by token as text
         write_scan_html(out, decode=decode if getattr(denoiser, "tokenizer", None) is not None else None)
         summary = result.summary()

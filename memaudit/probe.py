@@ -222,10 +222,6 @@ class ScanResult:
 
         return tokens_table(self).to_pandas()
 
-    def write(self, out_dir: str | Path) -> dict[str, Path]:
-        from .report import write_report
-
-        return write_report(self, out_dir)
 
 
 def checkpoint_label(model: dict) -> str | None:

@@ -264,13 +264,6 @@ class RecoveryResult:
         schema = pa.schema([pa.field(k, v.type) for k, v in columns.items()], metadata={METADATA_KEY: blob})
         return pa.Table.from_arrays(list(columns.values()), schema=schema)
 
-    def write(self, out_dir: str | Path) -> dict[str, Path]:
-        """recovery.parquet + summary.json, atomically (temporary names, then renames)."""
-        from .report import json_bytes, parquet_bytes, write_files
-
-        doc = {**self.summary(include_timings=False), "provenance": finite_json(self.provenance())}
-        return write_files(out_dir, {"recovery.parquet": parquet_bytes(self.table()),
-                                     "summary.json": json_bytes(doc)})
 
 
 # ------------------------------------------------------------------------------------------ data

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from memaudit.report import write_recovery_report, write_report
 
 HOSTILE_TEXT = '<script>alert("x")</script> & <b>bold</b>'
 VOCAB = ["<|eos|>", "<b>", "</b>", " the", " cat", "&amp;", " sat", "\n", " on", " mat", "<script>", "é"]
@@ -63,7 +64,7 @@ def fake_scan_result(n: int = 40, length: int = 24, vocab: int = 64, seed: int =
 
 def fake_scan_dir(out: Path, **kwargs) -> Path:
     result = fake_scan_result(**kwargs)
-    result.write(out)
+    write_report(result, out)
     return out
 
 
@@ -85,14 +86,14 @@ def tiny_scan_dir(out: Path, samples: int = 8) -> Path:
 
     result = scan(tiny_denoiser(), samples=samples, steps=2, seed=0, show_progress=False, bootstrap_resamples=50,
                   fixed_point_steps=1, rule=TEST_RULE)
-    result.write(out)
+    write_report(result, out)
     return out
 
 
 def fake_recovery_dir(out: Path, **kwargs) -> Path:
     """A recovery report (recovery.parquet + summary.json) in the exact schema `memaudit recover`
     writes."""
-    fake_recovery_result(**kwargs).write(out)
+    write_recovery_report(fake_recovery_result(**kwargs), out)
     return out
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from memaudit import docgen
+from memaudit.report import write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -64,7 +65,7 @@ def test_scan_report_schema_is_documented(tmp_path):
 
     doc = _schema_doc()
     result = fake_scan_result()
-    result.write(tmp_path)
+    write_report(result, tmp_path)
     missing = []
     for name in ("samples.parquet", "tokens.parquet"):
         missing += [f"{name}:{c}" for c in pq.read_schema(tmp_path / name).names if not _documented(c, doc)]

@@ -13,6 +13,7 @@ import pytest
 from memaudit.report import write_recovery_html, write_scan_html
 from memaudit.report.html import REPORT_NAME, token_pieces
 from report_fixtures import HOSTILE_TEXT, fake_scan_dir, tiny_scan_dir, toy_decode
+from memaudit.report import write_recovery_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -201,6 +202,6 @@ def test_recovery_in_memory_render_matches_the_files(tmp_path):
     from report_fixtures import fake_recovery_result
 
     result = fake_recovery_result()
-    result.write(tmp_path)
+    write_recovery_report(result, tmp_path)
     on_disk = write_recovery_html(tmp_path).read_bytes()
     assert render_recovery_html(result) == on_disk

@@ -14,6 +14,7 @@ from memaudit.data import corpus_from_spec, load_corpus
 from memaudit.recovery import RecoveryError, RecoverySettings, resolve_examples, sequence_metrics, steps_for
 from memaudit.stats import bootstrap_gap_ci, bootstrap_mean_ci
 from memaudit.train import TrainConfig, train
+from memaudit.report import write_recovery_report
 
 runner = CliRunner()
 
@@ -158,8 +159,8 @@ def test_memorizing_model_recovers_train_far_above_test(memorizer):
 def test_same_seed_same_report(tmp_path, memorizer):
     a = memaudit.recover(memorizer, t0=(0.1, 0.5), n=8, seed=7)
     b = memaudit.recover(memorizer, t0=(0.1, 0.5), n=8, seed=7)
-    a.write(tmp_path / "a")
-    b.write(tmp_path / "b")
+    write_recovery_report(a, tmp_path / "a")
+    write_recovery_report(b, tmp_path / "b")
     for name in ("recovery.parquet", "summary.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     from memaudit.report import read_metadata

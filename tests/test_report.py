@@ -13,6 +13,7 @@ from memaudit import report
 from memaudit.cli import app
 from memaudit.probe import scan
 from test_scan import tiny_checkpoint
+from memaudit.report import write_report
 
 FILES = ("samples.parquet", "tokens.parquet", "summary.json")
 
@@ -33,7 +34,7 @@ def result(ckpt):
 
 
 def test_samples_parquet_round_trip(result, tmp_path):
-    result.write(tmp_path)
+    write_report(result, tmp_path)
     table = pq.read_table(tmp_path / "samples.parquet")
     schema = table.schema
     assert schema.field("sample_id").type == pa.int32()
@@ -54,7 +55,7 @@ def test_samples_parquet_round_trip(result, tmp_path):
 
 
 def test_tokens_parquet_round_trip(result, tmp_path):
-    result.write(tmp_path)
+    write_report(result, tmp_path)
     df = pq.read_table(tmp_path / "tokens.parquet").to_pandas()
     n_t, n, length = result.entropy.shape
     assert n_t == 2 and len(df) == n_t * n * length
@@ -68,14 +69,14 @@ def test_tokens_parquet_round_trip(result, tmp_path):
 
 def test_no_t_eval_column_without_profile(ckpt, tmp_path):
     r = scan(ckpt, samples=4, steps=1, show_progress=False, bootstrap_resamples=20)
-    r.write(tmp_path)
+    write_report(r, tmp_path)
     assert pq.read_schema(tmp_path / "tokens.parquet").names == ["sample_id", "position", "token_id", "entropy",
                                                                   "top1_prob"]
     assert pq.read_table(tmp_path / "samples.parquet").column("text").null_count == 0
 
 
 def test_provenance_blob(result, tmp_path, ckpt):
-    result.write(tmp_path)
+    write_report(result, tmp_path)
     for name in ("samples.parquet", "tokens.parquet"):
         meta = report.read_metadata(tmp_path / name)
         assert meta["units"] == "nats"
@@ -102,13 +103,13 @@ def test_provenance_blob(result, tmp_path, ckpt):
 def test_same_seed_gives_byte_identical_reports(ckpt, tmp_path):
     kwargs = dict(samples=20, steps=3, seed=5, batch_size=8, t_profile=[0.05], show_progress=False,
                   bootstrap_resamples=100)
-    scan(ckpt, **kwargs).write(tmp_path / "a")
-    scan(ckpt, **kwargs).write(tmp_path / "b")
+    write_report(scan(ckpt, **kwargs), tmp_path / "a")
+    write_report(scan(ckpt, **kwargs), tmp_path / "b")
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert set(FILES) <= set(names) and names == sorted(p.name for p in (tmp_path / "b").iterdir())
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
-    scan(ckpt, **{**kwargs, "seed": 6}).write(tmp_path / "c")
+    write_report(scan(ckpt, **{**kwargs, "seed": 6}), tmp_path / "c")
     assert (tmp_path / "a" / "samples.parquet").read_bytes() != (tmp_path / "c" / "samples.parquet").read_bytes()
 
 
@@ -129,13 +130,13 @@ def test_failed_write_leaves_nothing(result, tmp_path, monkeypatch):
     out = tmp_path / "out"
     monkeypatch.setitem(report.REPORT_FILES, "tokens.parquet", boom)
     with pytest.raises(RuntimeError):
-        result.write(out)
+        write_report(result, out)
     assert not out.exists() or list(out.iterdir()) == []
 
 
 def test_failed_rewrite_keeps_the_old_report(result, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    result.write(out)
+    write_report(result, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     def boom(r):
@@ -143,7 +144,7 @@ def test_failed_rewrite_keeps_the_old_report(result, tmp_path, monkeypatch):
 
     monkeypatch.setitem(report.REPORT_FILES, "summary.json", boom)
     with pytest.raises(RuntimeError):
-        result.write(out)
+        write_report(result, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before      # no temporaries left either
 
 

@@ -10,7 +10,7 @@ from ..progress import console
 from ..recovery import RecoverySettings
 from .errors import EXIT_INCONCLUSIVE, EXIT_MEMORIZING, EXIT_OK, cli_errors
 from .options import Checkpoint, Device, ExitZero, JsonOutput, Seed, StepsPerUnit, Weights, check_out_dir, \
-    print_json, require_stdout, resolve_device
+    print_json, require_stdout, resolve_device, write_report_set
 
 
 R = RecoverySettings   # the CLI's defaults are the settings' defaults
@@ -48,7 +48,9 @@ def recover(
     result = run_recovery(checkpoint, train=train_data, test=test_data, settings=settings, weights=weights,
                           device=resolve_device(device))
     if out is not None:
-        result.write(out)
+        from ..report import recovery_files
+
+        write_report_set({out / name: data for name, data in recovery_files(result).items()})
     if json_output:
         print_json(result.summary(include_timings=False))
     else:

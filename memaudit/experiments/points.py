@@ -73,7 +73,7 @@ def run_point(settings: SweepSettings, out: Path, n: int, report=None, allow_tru
     from ..data import corpus_from_spec
     from ..probe import scan
     from ..recovery import recover
-    from ..report import json_bytes, write_files, write_report
+    from ..report import json_bytes, write_files, write_recovery_report, write_report
     from ..train import train
 
     report = report or (lambda phase, **info: None)
@@ -109,7 +109,7 @@ def run_point(settings: SweepSettings, out: Path, n: int, report=None, allow_tru
     denoiser = load(ckpt, weights=settings.weights, device=settings.device)
     rec = recover(denoiser, "auto", "auto", t0=settings.t0, n=settings.recover_n,
                   steps_per_unit=settings.steps_per_unit, seed=settings.seed, show_progress=False)
-    rec.write(pdir / "recovery")
+    write_recovery_report(rec, pdir / "recovery")
     timings["recover_s"] = time.perf_counter() - started
 
     report("scanning")

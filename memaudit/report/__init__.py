@@ -12,7 +12,8 @@ Data flows one way: result objects (memaudit.probe.ScanResult, memaudit.recovery
 hold results; the writers here read them and never the other way round.
 """
 from .ci import fmt_ci, junit_xml, load_summary, summary_markdown, write_junit, write_summary_md
-from .files import REPORT_FILES, html_bytes, render_report, write_files, write_report
+from .files import (REPORT_FILES, html_bytes, recovery_files, render_report, write_files, write_recovery_report,
+                    write_report)
 from .recovery_page import render_recovery_html, write_recovery_html
 from .scan_page import render_scan_html, write_scan_html
 from .tables import (METADATA_KEY, json_bytes, parquet_bytes, provenance_metadata,
@@ -21,5 +22,5 @@ from .tables import (METADATA_KEY, json_bytes, parquet_bytes, provenance_metadat
 __all__ = ["METADATA_KEY", "REPORT_FILES", "fmt_ci", "html_bytes", "json_bytes", "junit_xml", "load_summary",
            "parquet_bytes", "provenance_metadata", "read_metadata", "render_recovery_html", "render_report",
            "render_scan_html", "samples_table", "summary_document", "summary_markdown", "tokens_table",
-           "write_files", "write_junit", "write_recovery_html", "write_report", "write_scan_html",
+           "write_files", "write_junit", "write_recovery_report", "recovery_files", "write_recovery_html", "write_report", "write_scan_html",
            "write_summary_md"]

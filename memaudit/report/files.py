@@ -3,6 +3,7 @@
     REPORT_FILES                                 name → render(result) -> bytes
     render_report(result, names=None)            {name: bytes}, nothing written
     write_report(result, out_dir, names=None)    renders and writes them (memaudit.io.write_file_set)
+    write_recovery_report(result, out_dir)       recovery.parquet + summary.json of `memaudit recover`
     write_files(out_dir, {name: bytes})          any set of files into one directory, all or nothing
 
 A new format adds one render function to REPORT_FILES or passes its own mapping to write_files.
@@ -50,3 +51,16 @@ def render_report(result, names: list[str] | None = None) -> dict[str, bytes]:
 def write_report(result, out_dir: str | Path, names: list[str] | None = None) -> dict[str, Path]:
     """Render and write the report files (all of REPORT_FILES, or the named ones) as one set."""
     return write_files(out_dir, render_report(result, names))
+
+
+def recovery_files(result) -> dict[str, bytes]:
+    """The files of `memaudit recover --out`: recovery.parquet and summary.json."""
+    from ..io import finite_json
+
+    doc = {**result.summary(include_timings=False), "provenance": finite_json(result.provenance())}
+    return {"recovery.parquet": parquet_bytes(result.table()), "summary.json": json_bytes(doc)}
+
+
+def write_recovery_report(result, out_dir: str | Path) -> dict[str, Path]:
+    """Write a RecoveryResult's files into out_dir as one set."""
+    return write_files(out_dir, recovery_files(result))

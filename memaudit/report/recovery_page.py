@@ -140,7 +140,7 @@ def recovery_html(summary: dict, frame, decode=None, examples_per_split: int = 3
 
 def render_recovery_html(result, decode: Callable[[list[int]], str | None] | None = None) -> bytes:
     """report.html of an in-memory RecoveryResult — the same bytes `write_recovery_html` builds from
-    the files `result.write(DIR)` writes (so RecoveryResult.write can add it to its write_files)."""
+    the files `report.write_recovery_report(result, DIR)` writes."""
     from ..io import finite_json
     from .tables import json_bytes
 

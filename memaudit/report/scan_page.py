@@ -280,7 +280,7 @@ def scan_html(summary: dict, samples, tokens, decode: Callable[[list[int]], str 
 
 def render_scan_html(result, decode: Callable[[list[int]], str | None] | None = None) -> bytes:
     """report.html of an in-memory ScanResult — the same bytes `write_scan_html` builds from the
-    files `result.write(DIR)` writes (for report.py's REPORT_FILES, so the page is written
+    files `report.write_report(result, DIR)` writes (for report.files' REPORT_FILES, so the page is written
     atomically together with the other report files)."""
     from .tables import json_bytes, samples_table, summary_document, tokens_table
 
