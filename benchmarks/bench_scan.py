@@ -187,12 +187,12 @@ def tiny_denoiser(checkpoint: str | None):
     from memaudit.denoiser import Denoiser
     from memaudit.diffusion import LogLinearSchedule
     from memaudit.model import DDiT, preset_config
-    from memaudit.reference import _cached, ensure_reference_model
+    from memaudit.reference import ensure_reference_model, is_cached
 
     if checkpoint:
         return load(checkpoint), f"tiny preset, checkpoint {checkpoint}"
     overrides = {"preset": "tiny", "lr": 1e-3}
-    if _cached("generalizing", None, **overrides):
+    if is_cached("generalizing", None, **overrides):
         path = ensure_reference_model("generalizing", **overrides)
         return load(path), f"tiny preset, cached generalizing run {path}"
     corpus = load_corpus("synthetic")

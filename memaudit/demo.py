@@ -37,6 +37,7 @@ def run_demo(samples: int = 256, steps: int | None = None, seed: int = 0, out: s
     from .progress import console
     from .probe import scan
     from .reference import ensure_reference_models, is_cached
+    from .report import write_report
 
     log = log or (lambda msg: console.print(msg, highlight=False, soft_wrap=True))
     names = list(EXPECTED)
@@ -52,7 +53,7 @@ def run_demo(samples: int = 256, steps: int | None = None, seed: int = 0, out: s
                              show_progress=show_progress)
         if out is not None:
             reports[name] = Path(out) / name
-            results[name].write(reports[name])
+            write_report(results[name], reports[name])
     return DemoResult(checkpoints=checkpoints, results=results, reports=reports)
 
 
