@@ -42,9 +42,10 @@ def test_generalizing_model_does_not_copy(generalizing_checkpoint):
     stored = {tuple(row.tolist()) for row in corpus.train_blocks(config["training"]["n_train"])}
     samples = generate(memaudit.load(generalizing_checkpoint), 64, steps=64, seed=1)
     copies = sum(tuple(row.tolist()) in stored for row in samples) / len(samples)
-    assert copies < 0.1
+    assert copies < 0.1                       # training seeds 0-3: 0% (the memorizing fixture: 80-91%)
     # It learned the language: most adjacent pairs in its samples are transitions the Markov
-    # chain allows (8 of 32 successors, so a model that learned nothing scores ≈ 0.25).
+    # chain allows (8 of 32 successors, so a model that learned nothing scores ≈ 0.25). Training
+    # seeds 0-3: 83.4-84.6%; bar 70%.
     transition = torch.as_tensor(corpus.source.transition)
     allowed = (transition[samples[:, :-1], samples[:, 1:]] > 0).float().mean().item()
     assert allowed > 0.7, f"only {allowed:.0%} of adjacent pairs are allowed transitions"
