@@ -97,8 +97,8 @@ def test_ctrl_c_leaves_a_valid_checkpoint(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--n-train", "0"], "--n-train must be"),
-    (["--steps", "0"], "--steps must be"),
+    (["--n-train", "0"], "invalid value for '--n-train'"),   # the option's own range check (min=1)
+    (["--steps", "0"], "invalid value for '--steps'"),
     (["--preset", "huge"], "unknown preset"),
     (["--data", "/nonexistent/corpus.txt"], "corpus.txt"),
     (["--lr", "-1"], "--lr must be"),
