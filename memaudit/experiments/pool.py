@@ -25,6 +25,9 @@ def worker_main(settings_dict: dict, out: str, n: int, queue, allow_truncated: b
 
     torch.set_num_threads(1)
     os.environ.setdefault("MEMAUDIT_NO_PROGRESS", "1")
+    # The deadline stops training with SIGINT. A sweep started in the background of a
+    # non-interactive shell (nohup … &) inherits SIGINT ignored, and the worker would train on.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     settings = settings_from_dict(settings_dict)
     key = (settings.data, settings.preset, n)
     try:
