@@ -8,6 +8,7 @@ and marked truncated); after the grace period its worker is killed.
 from __future__ import annotations
 
 import os
+import signal
 import time
 import traceback
 from pathlib import Path
@@ -94,7 +95,6 @@ def run_jobs(jobs, workers: int, view, started: float, deadline_s: float | None 
 def _run_parallel(jobs, workers, view, started, deadline_s, grace_s, allow_truncated, clock=time.perf_counter):
     import multiprocessing as mp
     import queue as queue_mod
-    import signal
 
     ctx = mp.get_context("spawn")
     messages = ctx.Queue()
