@@ -88,7 +88,7 @@ def reference_entropy(denoiser, tokens, seed: int = 0, t: float = 1e-5, batch_si
 
 def reference_scan(denoiser, n: int, seed: int, rule, timed_steps: int | None, full: bool):
     """Time (measured or extrapolated) and statistics of the reference pipeline."""
-    from memaudit.probe import ScanSettings, find_duplicates, fixed_points, summarize
+    from memaudit.probe import ScanSettings, basin_agreement, find_duplicates, fixed_point_distance, summarize
     from memaudit.verdict import Evidence
 
     row = {}
@@ -103,13 +103,14 @@ def reference_scan(denoiser, n: int, seed: int, rule, timed_steps: int | None, f
         if "reference_time_s" not in row:
             row["reference_time_s"] = secs + h_secs
             row["reference_time_note"] = "measured"
-        fp = fixed_points(denoiser, tokens)                    # untimed: for the verdict only
-        is_dup, _ = find_duplicates(tokens.numpy())
+        fp = fixed_point_distance(denoiser, tokens)            # untimed: for the verdict only
+        basin = basin_agreement(denoiser, tokens, seed=seed)
+        _, dup_of = find_duplicates(tokens.numpy())
         settings = ScanSettings(samples=n, steps=REFERENCE_STEPS, seed=seed, t_eval=rule.t_eval, tau=rule.tau,
                                 bootstrap_resamples=rule.bootstrap_resamples, confidence=rule.confidence)
         entropy = h.numpy()[None]
-        stats = summarize(entropy, np.exp(-entropy), is_dup, fp.numpy(), denoiser.vocab_size, settings,
-                          [rule.t_eval])
+        stats = summarize(entropy, np.exp(-entropy), dup_of, fp.numpy(), basin.numpy(), denoiser.vocab_size,
+                          settings, [rule.t_eval])
         decision = rule.decide(Evidence.from_stats(stats, steps=REFERENCE_STEPS))
         row.update(reference_mean=stats["mean_entropy"], reference_ci=stats["mean_entropy_ci"],
                    reference_verdict=f"{decision.verdict} ({decision.reason})")

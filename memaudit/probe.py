@@ -37,7 +37,7 @@ from .adapters import as_denoiser
 from .denoiser import Denoiser
 from .io import finite_json
 from .progress import progress_bar
-from .sampling import GRIDS, generate, time_grid
+from .sampling import GRIDS, generate, make_generator, reverse_process, time_grid
 from .stats import derive_seed, scan_statistics
 
 # Default sampler: 32 steps on a quadratic time grid (memaudit.sampling.time_grid), chosen by
@@ -58,6 +58,14 @@ DEFAULT_BATCH_SIZE = 128
 # memorizing models' samples are (≈ 97 % either way), and nearly flat models keep any input.
 FIXED_POINT_T = 0.25
 FIXED_POINT_STEPS = 4
+# Basin test: each sample is re-noised heavily (BASIN_T = 0.5: about half its tokens redrawn
+# uniformly) and restored by the model's ancestral reverse process in BASIN_STEPS steps (linear
+# grid, greedy noise removal). A stored sequence lies in a wide basin and comes back whole; a
+# typical sequence of a learned language comes back as another valid sequence (issue 12,
+# docs/calibration.md). Exact whole-sequence return is the statistic: it does not depend on how
+# predictable the language is token by token, only on whether the sample is an attractor.
+BASIN_T = 0.5
+BASIN_STEPS = 16
 BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.95
 
@@ -80,6 +88,8 @@ class ScanSettings:
     posterior_dtype: str = "float64"
     fixed_point_t: float = FIXED_POINT_T
     fixed_point_steps: int = FIXED_POINT_STEPS
+    basin_t: float = BASIN_T
+    basin_steps: int = BASIN_STEPS
     bootstrap_resamples: int | None = None   # None: the rule's
     confidence: float = CONFIDENCE           # a scan always uses the rule's
     device: str = "cpu"                      # a scan records where the model is
@@ -92,7 +102,8 @@ class ScanSettings:
         return replace(self, samples=int(self.samples), steps=int(self.steps), grid=str(self.grid),
                        seed=int(self.seed), t_eval=t_eval, t_profile=tuple(profile), tau=float(rule.tau),
                        batch_size=int(self.batch_size), fixed_point_t=float(self.fixed_point_t),
-                       fixed_point_steps=int(self.fixed_point_steps),
+                       fixed_point_steps=int(self.fixed_point_steps), basin_t=float(self.basin_t),
+                       basin_steps=int(self.basin_steps),
                        bootstrap_resamples=int(rule.bootstrap_resamples if self.bootstrap_resamples is None
                                                else self.bootstrap_resamples),
                        confidence=float(rule.confidence), device=str(device))
@@ -113,6 +124,9 @@ class ScanSettings:
             raise ScanError(f"fixed-point time must lie in (0, 1] (got {self.fixed_point_t})")
         if self.fixed_point_steps < 1:
             raise ScanError("fixed-point steps must be ≥ 1")
+        if not 0.0 < self.basin_t <= 1.0 or self.basin_steps < 1:
+            raise ScanError(f"basin time must lie in (0, 1] and basin steps be ≥ 1 (got {self.basin_t}, "
+                            f"{self.basin_steps})")
         if self.final not in ("greedy", "ancestral"):
             raise ScanError(f"final must be 'greedy' or 'ancestral' (got {self.final!r})")
         if self.posterior_dtype not in ("float64", "float32"):
@@ -147,7 +161,9 @@ class ScanResult:
     duplicate_of: np.ndarray               # [N] int64: id of the first equal sample, −1 if none
     is_fixed_point: np.ndarray             # [N] bool
     fixed_point_distance: np.ndarray       # [N] float32: share of tokens the greedy dynamics changes
+    basin_agreement: np.ndarray            # [N] float32: share of tokens restored after re-noising at basin_t
     stats: dict                            # the summary statistics (see `summarize`)
+    domain: dict = field(default_factory=dict)    # the rule's validated domain and whether this model is inside
     timings: dict = field(default_factory=dict)   # seconds; never written to report files
     decode: Any = field(default=None, repr=False)  # ids → text (the model's tokenizer), for report.html
 
@@ -187,6 +203,7 @@ class ScanResult:
             "t_eval": self.settings.t_eval,
             "tau": self.settings.tau,
             "rule": self.rule.describe(),
+            "domain": self.domain,
             "verdict": self.verdict,
             "reason": self.reason,
             "units": "nats",
@@ -200,6 +217,7 @@ class ScanResult:
             "explanation": self.explanation,
             **self.stats,
             "rule": self.rule.describe(),
+            "domain": self.domain,
             "checkpoint": checkpoint_label(self.model),
             "model": self.model,
             "settings": self.settings.to_dict(),
@@ -289,6 +307,28 @@ def fixed_point_distance(denoiser: Denoiser, tokens: torch.Tensor, t_start: floa
     return torch.cat(out)
 
 
+@torch.no_grad()
+def basin_agreement(denoiser: Denoiser, tokens: torch.Tensor, t0: float = BASIN_T, steps: int = BASIN_STEPS,
+                    seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE,
+                    posterior_dtype: torch.dtype = torch.float64, task=None) -> torch.Tensor:
+    """The share of each sequence's tokens that comes back after re-noising it at t0 (one seeded
+    corruption draw, on the CPU) and restoring it with the model's ancestral reverse process
+    (greedy noise removal). 1 = the sequence returned whole: it is an attractor of the model.
+    tokens [N, L] → [N] float32 (CPU)."""
+    out = []
+    for b, start in enumerate(range(0, tokens.shape[0], batch_size)):
+        x0 = tokens[start:start + batch_size]
+        g_cpu = torch.Generator().manual_seed(derive_seed(seed, "basin", repr(float(t0)), b))
+        alpha = denoiser.schedule.alpha(torch.full((x0.shape[0],), float(t0), dtype=torch.float64))
+        x_t = D.corrupt(x0, alpha, denoiser.vocab_size, generator=g_cpu)
+        g_dev = make_generator(derive_seed(seed, "basin-reverse", repr(float(t0)), b), denoiser.device)
+        on_step = (lambda: task.advance(1)) if task is not None else None
+        x = reverse_process(denoiser, x_t, float(t0), steps, final="greedy", generator=g_dev,
+                            posterior_dtype=posterior_dtype, on_step=on_step).cpu()
+        out.append((x == x0).float().mean(dim=1))
+    return torch.cat(out)
+
+
 def fixed_points(denoiser: Denoiser, tokens: torch.Tensor, **kw) -> torch.Tensor:
     """Whether each clean sequence is returned unchanged by the greedy reverse dynamics. → [N] bool."""
     return fixed_point_distance(denoiser, tokens, **kw) == 0
@@ -308,8 +348,8 @@ def find_duplicates(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return dup_of >= 0, dup_of
 
 
-def summarize(entropy: np.ndarray, top1: np.ndarray, is_duplicate: np.ndarray, fixed_point_dist: np.ndarray,
-              vocab_size: int, settings: ScanSettings, t_values: list[float]) -> dict:
+def summarize(entropy: np.ndarray, top1: np.ndarray, duplicate_of: np.ndarray, fixed_point_dist: np.ndarray,
+              basin: np.ndarray, vocab_size: int, settings: ScanSettings, t_values: list[float]) -> dict:
     """Summary statistics of the primary evaluation (entropy[0]): the rule's statistics
     (`memaudit.stats.scan_statistics`, with bootstrap CIs) from the per-sample means, plus
     descriptive ones (sequence length, quantiles of the per-sample means, top-1 probability, the
@@ -317,10 +357,11 @@ def summarize(entropy: np.ndarray, top1: np.ndarray, is_duplicate: np.ndarray, f
     h = entropy[0].astype(np.float64)                     # [N, L]
     sample_mean = h.mean(axis=1)                          # per-sample mean entropy
     sample_low = (h < settings.tau).mean(axis=1)          # per-sample share of tokens below τ
-    stats = scan_statistics(sample_mean, is_duplicate, fixed_point_dist == 0, fixed_point_dist,
+    stats = scan_statistics(sample_mean, duplicate_of, fixed_point_dist == 0, fixed_point_dist,
                             vocab_size=vocab_size, tau=settings.tau, t_eval=settings.t_eval, seed=settings.seed,
                             resamples=settings.bootstrap_resamples, confidence=settings.confidence,
-                            sample_low_entropy_fraction=sample_low)
+                            sample_low_entropy_fraction=sample_low, basin_agreement=basin,
+                            seq_len=int(h.shape[1]))
     quantiles = np.quantile(sample_mean, [0.05, 0.25, 0.5, 0.75, 0.95])
     stats["seq_len"] = int(h.shape[1])
     stats["sample_entropy_quantiles"] = {k: float(v) for k, v in zip(("p05", "p25", "p50", "p75", "p95"), quantiles)}
@@ -377,7 +418,8 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
 
     n_batches = (settings.samples + settings.batch_size - 1) // settings.batch_size
     t0 = time.perf_counter()
-    with progress_bar("entropy", total=n_batches * (len(t_values) + settings.fixed_point_steps + 1),
+    with progress_bar("entropy", total=n_batches * (len(t_values) + settings.fixed_point_steps + 1
+                                                    + settings.basin_steps),
                       enabled=show_progress) as task:
         evaluated = [evaluate_entropy(denoiser, tokens, t, settings.seed, stream=k,
                                       batch_size=settings.batch_size, task=task)
@@ -386,7 +428,11 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
         t0 = time.perf_counter()
         fp_dist = fixed_point_distance(denoiser, tokens, settings.fixed_point_t, settings.fixed_point_steps,
                                        batch_size=settings.batch_size, posterior_dtype=p_dtype, task=task).numpy()
-    timings["fixed_point_s"] = time.perf_counter() - t0
+        timings["fixed_point_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        basin = basin_agreement(denoiser, tokens, settings.basin_t, settings.basin_steps, seed=settings.seed,
+                                batch_size=settings.batch_size, posterior_dtype=p_dtype, task=task).numpy()
+    timings["basin_s"] = time.perf_counter() - t0
 
     entropy = torch.stack([e for e, _ in evaluated]).numpy()
     top1 = torch.stack([p for _, p in evaluated]).numpy()
@@ -394,15 +440,18 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
         raise FloatingPointError("the model produced non-finite probabilities on its own samples")
     tokens_np = tokens.numpy()
     is_dup, dup_of = find_duplicates(tokens_np)
-    stats = summarize(entropy, top1, is_dup, fp_dist, denoiser.vocab_size, settings, t_values)
-    decision = rule.decide(Evidence.from_stats(stats, steps=settings.steps))
+    stats = summarize(entropy, top1, dup_of, fp_dist, basin, denoiser.vocab_size, settings, t_values)
+    evidence = Evidence.from_stats(stats, steps=settings.steps,
+                                   n_parameters=denoiser.describe().get("n_parameters"))
+    decision = rule.decide(evidence)
     texts = [denoiser.decode(row) for row in tokens_np] if denoiser.tokenizer is not None else [None] * len(tokens_np)
     model = model_provenance(denoiser)
     timings["total_s"] = time.perf_counter() - started
     return ScanResult(verdict=decision.verdict, reason=decision.reason, explanation=decision.explanation,
                       settings=settings, rule=rule, model=model, tokens=tokens_np, t_values=t_values,
                       entropy=entropy, top1_prob=top1, texts=texts, is_duplicate=is_dup, duplicate_of=dup_of,
-                      is_fixed_point=fp_dist == 0, fixed_point_distance=fp_dist, stats=stats, timings=timings,
+                      is_fixed_point=fp_dist == 0, fixed_point_distance=fp_dist, basin_agreement=basin,
+                      stats=stats, domain=rule.domain_check(evidence), timings=timings,
                       decode=denoiser.decode if denoiser.tokenizer is not None else None)
 
 

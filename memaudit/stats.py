@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -110,19 +111,86 @@ def bootstrap_gap_ci(a, b, resamples: int, confidence: float, seed: int) -> tupl
     return percentile_interval(mean_a - mean_b, confidence)
 
 
+# --------------------------------------------------------------------------------- coincidences
+def poisson_cdf(k: int, lam: float) -> float:
+    """P(X ≤ k) for X ~ Poisson(λ), summed in log space."""
+    if lam <= 0:
+        return 1.0
+    terms = [i * math.log(lam) - lam - math.lgamma(i + 1) for i in range(k + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+def poisson_interval(k: int, confidence: float) -> tuple[float, float]:
+    """Garwood's exact two-sided interval for the mean λ of a Poisson count k: λ_lo with
+    P(X ≥ k | λ_lo) = α/2, λ_hi with P(X ≤ k | λ_hi) = α/2 (bisection; above k = 1000 the
+    Wilson–Hilferty form of the same χ² quantiles, which is exact to 1e-4 there)."""
+    a = (1 - confidence) / 2
+    if k > 1000:
+        z = NormalDist().inv_cdf(1 - a)
+
+        def chi2(sign: float, dof: float) -> float:
+            c = 2 / (9 * dof)
+            return dof * (1 - c + sign * z * math.sqrt(c)) ** 3
+
+        return chi2(-1, 2 * k) / 2, chi2(1, 2 * k + 2) / 2
+
+    def solve(f, lo: float, hi: float) -> float:   # f decreasing in λ, root of f(λ) = a
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if f(mid) > a else (lo, mid)
+        return (lo + hi) / 2
+
+    top = k + 20 * math.sqrt(k + 1) + 20
+    lower = 0.0 if k == 0 else solve(lambda lam: poisson_cdf(k - 1, lam) - 1 + 2 * a, 0.0, top)
+    upper = solve(lambda lam: poisson_cdf(k, lam), 0.0, top)
+    return lower, upper
+
+
+def coincidences(duplicate_of, confidence: float) -> dict:
+    """Exact coincidences among N samples and the capture–recapture (birthday) estimate of how
+    many distinct sequences the model draws from.
+
+    duplicate_of [N]: index of the first equal sample, −1 for none. A model that draws uniformly
+    from n sequences makes about C(N, 2) / n colliding pairs; in general the pair count estimates
+    C(N, 2) Σ p², and 1 / Σ p² ≤ the number of sequences with non-zero probability. The count is
+    treated as Poisson (the birthday approximation), so `distinct_sequences_ci[0]` is a lower
+    confidence bound on the number of sequences the model produces, and `[1]` (None without
+    coincidences: unbounded) an upper bound on the effective size of the set it draws from."""
+    dup = np.asarray(duplicate_of, dtype=np.int64)
+    n = int(dup.size)
+    group = np.where(dup >= 0, dup, np.arange(n))
+    sizes = np.bincount(group, minlength=max(n, 1))
+    pairs = int((sizes * (sizes - 1) // 2).sum())
+    all_pairs = n * (n - 1) // 2
+    lo, hi = poisson_interval(pairs, confidence)
+    return {
+        "colliding_pairs": pairs,
+        "sample_pairs": all_pairs,
+        "distinct_samples": int((sizes > 0).sum()),
+        "distinct_sequences_estimate": all_pairs / pairs if pairs else None,
+        "distinct_sequences_ci": [all_pairs / hi if all_pairs else None, all_pairs / lo if lo > 0 else None],
+    }
+
+
 # ------------------------------------------------------------------------------- scan statistics
-def scan_statistics(sample_mean_entropy, is_duplicate, is_fixed_point, fixed_point_distance, *,
+def scan_statistics(sample_mean_entropy, duplicate_of, is_fixed_point, fixed_point_distance, *,
                     vocab_size: int, tau: float, t_eval: float, seed: int, resamples: int,
-                    confidence: float, sample_low_entropy_fraction=None) -> dict:
+                    confidence: float, sample_low_entropy_fraction=None, basin_agreement=None,
+                    seq_len: int | None = None) -> dict:
     """The statistics a scan rule reads (memaudit.verdict.Evidence), from per-sample arrays [N]:
-    each sample's mean entropy H̄_i (nats) at t_eval, whether it repeats an earlier sample, whether
-    it is a fixed point of the greedy dynamics and the share of its tokens that the dynamics
-    changes, and optionally its share of tokens with entropy below τ (stored points lack it: then
-    low_entropy_fraction is NaN; no rule reads it).
+    each sample's mean entropy H̄_i (nats) at t_eval, the index of the first earlier sample it
+    equals (−1: none), whether it is a fixed point of the greedy dynamics and the share of its
+    tokens that the dynamics changes, optionally its share of tokens with entropy below τ and the
+    share of its tokens that come back after re-noising at the basin time (stored points that
+    lack them get NaN).
 
     CIs are percentile-bootstrap intervals over samples from the stream derive_seed(seed,
-    'bootstrap'), so at a scan's own settings these are the scan's numbers."""
+    'bootstrap'), so at a scan's own settings these are the scan's numbers; the basin-return CI
+    is Wilson's score interval, the coincidence CI the Poisson one (`coincidences`)."""
     h = np.asarray(sample_mean_entropy, dtype=np.float64)
+    duplicate_of = np.asarray(duplicate_of, dtype=np.int64)
+    is_duplicate = duplicate_of >= 0
     near = (h < tau).astype(np.float64)                   # samples whose mean entropy is below τ
     low = None if sample_low_entropy_fraction is None else np.asarray(sample_low_entropy_fraction, dtype=np.float64)
     per_sample = {"mean_entropy": h, "near_zero_sample_fraction": near}
@@ -146,9 +214,36 @@ def scan_statistics(sample_mean_entropy, is_duplicate, is_fixed_point, fixed_poi
         "duplicate_rate": float(np.asarray(is_duplicate, dtype=bool).mean()),
         "fixed_point_fraction": float(np.asarray(is_fixed_point, dtype=bool).mean()),
         "mean_fixed_point_distance": float(np.asarray(fixed_point_distance, dtype=np.float64).mean()),
+        **coincidences(duplicate_of, confidence),
+        **basin_statistics(basin_agreement, confidence, h.size),
+        "seq_len": None if seq_len is None else int(seq_len),
         "tau": float(tau),
         "t_eval": float(t_eval),
     }
+
+
+def wilson_interval(successes: int, n: int, confidence: float) -> tuple[float, float]:
+    """Wilson's score interval for a proportion (NaN, NaN for n = 0)."""
+    if n == 0:
+        return (math.nan, math.nan)
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def basin_statistics(basin_agreement, confidence: float, n: int) -> dict:
+    """Share of samples that return whole after re-noising (attractors) with its Wilson CI, and
+    the mean share of tokens that return; NaN where the basin test was not run."""
+    if basin_agreement is None:
+        return {"basin_return_rate": math.nan, "basin_return_rate_ci": [math.nan, math.nan],
+                "mean_basin_agreement": math.nan}
+    a = np.asarray(basin_agreement, dtype=np.float64)
+    returned = int((a >= 1.0).sum())
+    return {"basin_return_rate": returned / a.size,
+            "basin_return_rate_ci": list(wilson_interval(returned, int(a.size), confidence)),
+            "mean_basin_agreement": float(a.mean())}
 
 
 def record_statistics(record: dict, t_eval: float, tau: float, resamples: int, confidence: float,
@@ -169,7 +264,12 @@ def record_statistics(record: dict, t_eval: float, tau: float, resamples: int, c
     fp = np.asarray(record["is_fixed_point"], dtype=bool)
     dist = record.get("fixed_point_distance")
     dist = np.full(fp.shape, np.nan) if dist is None else np.asarray(dist, dtype=np.float64)
+    basin = record.get("basin_agreement")
+    basin = None if basin is None else np.asarray(basin, dtype=np.float64)
     if k is not None:
         h, dup, fp, dist = h[:k], dup[:k], fp[:k], dist[:k]
-    return scan_statistics(h, dup >= 0, fp, dist, vocab_size=int(record["vocab_size"]), tau=tau, t_eval=t_eval,
-                           seed=int(record["scan_seed"]), resamples=resamples, confidence=confidence)
+        dup = np.where(dup < k, dup, -1)
+        basin = None if basin is None else basin[:k]
+    return scan_statistics(h, dup, fp, dist, vocab_size=int(record["vocab_size"]), tau=tau, t_eval=t_eval,
+                           seed=int(record["scan_seed"]), resamples=resamples, confidence=confidence,
+                           basin_agreement=basin, seq_len=record.get("seq_len"))

@@ -50,8 +50,11 @@ def fake_scan_result(n: int = 40, length: int = 24, vocab: int = 64, seed: int =
     rule = load_rule(TEST_RULE)
     settings = ScanSettings(samples=n, steps=8, seed=seed, t_eval=rule.t_eval, tau=rule.tau, bootstrap_resamples=200,
                             confidence=rule.confidence)
-    stats = summarize(entropy, top1, is_dup, fp_distance, vocab, settings, [settings.t_eval])
-    decision = rule.decide(Evidence.from_stats(stats, steps=settings.steps))
+    basin = (rng.random(n) * 0.9).astype(np.float32)          # near-zero samples are attractors
+    basin[:k] = 1.0
+    stats = summarize(entropy, top1, dup_of, fp_distance, basin, vocab, settings, [settings.t_eval])
+    evidence = Evidence.from_stats(stats, steps=settings.steps, n_parameters=1234)
+    decision = rule.decide(evidence)
     text_list = [(HOSTILE_TEXT + " " + toy_decode(row)) if texts else None for row in tokens]
     model = {"checkpoint": "runs/<fake> & model", "family": "memaudit", "weights": "ema", "vocab_size": vocab,
              "seq_len": length, "n_parameters": 1234, "has_tokenizer": texts,
@@ -59,7 +62,8 @@ def fake_scan_result(n: int = 40, length: int = 24, vocab: int = 64, seed: int =
     return ScanResult(verdict=decision.verdict, reason=decision.reason, explanation=decision.explanation,
                       settings=settings, rule=rule, model=model, tokens=tokens, t_values=[settings.t_eval],
                       entropy=entropy, top1_prob=top1, texts=text_list, is_duplicate=is_dup, duplicate_of=dup_of,
-                      is_fixed_point=fp_distance == 0, fixed_point_distance=fp_distance, stats=stats)
+                      is_fixed_point=fp_distance == 0, fixed_point_distance=fp_distance, basin_agreement=basin,
+                      stats=stats, domain=rule.domain_check(evidence))
 
 
 def fake_scan_dir(out: Path, **kwargs) -> Path:

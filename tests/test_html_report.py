@@ -49,7 +49,7 @@ def memorizing_html(memorizing_dir):
 def test_report_has_every_part(memorizing_dir, memorizing_html):
     html = memorizing_html
     assert (memorizing_dir / REPORT_NAME).is_file()
-    assert 'id="verdict"' in html and ">memorizing<" in html and "near_zero_samples" in html
+    assert 'id="verdict"' in html and ">memorizing<" in html and "attractor_samples" in html and "domain:" in html
     assert "Provisional rule" in html and "test-rule v1 (provisional)" in html
     assert "95% CI" in html and "mean conditional entropy H̄" in html and "nats" in html
     assert "tokens the greedy dynamics changes" in html and "samples that are fixed points" in html

@@ -253,7 +253,8 @@ def test_rule_decisions():
     th, und = rule.thresholds, rule.undertrained
     m_max, g_min = th["memorizing"]["mean_entropy_max"], th["generalizing"]["mean_entropy_min"]
     assert rule.decide(evidence(mean_entropy=0.01, mean_entropy_ci=(0.0, 0.02), near_zero_sample_fraction=0.95,
-                                near_zero_sample_fraction_ci=(0.9, 1.0), duplicate_rate=0.8)).verdict == "memorizing"
+                                near_zero_sample_fraction_ci=(0.9, 1.0), duplicate_rate=0.8, colliding_pairs=900,
+                                sample_pairs=32640)).verdict == "memorizing"
     assert rule.decide(evidence()).verdict == "generalizing"
     d = rule.decide(evidence(mean_entropy=m_max, mean_entropy_ci=(m_max * 0.8, m_max * 1.2)))
     assert (d.verdict, d.reason) == ("inconclusive", "ci_straddles_threshold")
@@ -281,8 +282,62 @@ def test_rule_decisions():
     h = max(0.4, 2 * m_max)
     ci = (nz_m + 0.05, min(1.0, nz_m + 0.2))
     d = rule.decide(evidence(mean_entropy=h, mean_entropy_ci=(0.9 * h, 1.1 * h), near_zero_sample_fraction=sum(ci) / 2,
-                             near_zero_sample_fraction_ci=ci))
-    assert (d.verdict, d.reason) == ("memorizing", "near_zero_samples")
+                             near_zero_sample_fraction_ci=ci, basin_return_rate=0.9, basin_return_rate_ci=(0.85, 0.93)))
+    assert (d.verdict, d.reason) == ("memorizing", "attractor_samples")
+    assert "near zero" not in d.explanation and f"mean entropy < τ = {rule.tau:g}" in d.explanation
+
+
+LOW = dict(mean_entropy=0.05, mean_entropy_ci=(0.04, 0.06), near_zero_sample_fraction=0.98,
+           near_zero_sample_fraction_ci=(0.96, 1.0), sample_pairs=32640)
+
+
+@pytest.mark.parametrize("kw, expected", [
+    # the issue-12 template generalizer: near-zero entropy, diverse samples, no attractors
+    (dict(colliding_pairs=0, distinct_sequences_ci=(8848.0, None), basin_return_rate=0.0,
+          basin_return_rate_ci=(0.0, 0.015)), ("inconclusive", "low_entropy_language")),
+    # the same without a basin test (a stored point from before it existed): still never memorizing
+    (dict(colliding_pairs=0), ("inconclusive", "low_entropy_language")),
+    (dict(colliding_pairs=2), ("inconclusive", "low_entropy_language")),           # below min_colliding_pairs
+    (dict(colliding_pairs=3, duplicate_rate=0.02), ("memorizing", "repeated_samples")),
+    (dict(colliding_pairs=0, basin_return_rate=0.6, basin_return_rate_ci=(0.54, 0.66)),
+     ("memorizing", "attractor_samples")),
+    (dict(colliding_pairs=0, basin_return_rate=0.55, basin_return_rate_ci=(0.49, 0.61)),   # CI reaches 0.5
+     ("inconclusive", "low_entropy_language")),
+])
+def test_low_entropy_alone_never_makes_memorizing(kw, expected):
+    d = load_rule().decide(evidence(**{**LOW, **kw}))
+    assert (d.verdict, d.reason) == expected, d.explanation
+    if expected[1] == "low_entropy_language":
+        assert "recover" in d.explanation and "diverse" in d.explanation
+
+
+def test_finite_entropy_with_stored_set_evidence_is_not_generalizing():
+    rule = load_rule()
+    assert rule.decide(evidence(basin_return_rate=0.02, basin_return_rate_ci=(0.01, 0.05))).verdict == "generalizing"
+    for kw in (dict(colliding_pairs=5, sample_pairs=32640),
+               dict(basin_return_rate=0.7, basin_return_rate_ci=(0.64, 0.75)),
+               dict(basin_return_rate=0.3, basin_return_rate_ci=(0.25, 0.36))):    # neither clearly in nor out
+        d = rule.decide(evidence(**kw))
+        assert (d.verdict, d.reason) == ("inconclusive", "conflicting_signals"), kw
+
+
+def test_the_domain_is_reported_and_decides_only_without_a_basin_test():
+    doc = json.loads(Path(DEFAULT_RULE).read_text())
+    doc["domain"] = {"vocab_size": [32, 2048], "seq_len": [32, 64]}
+    rule = Rule.from_dict(doc)
+    inside, outside = evidence(vocab_size=512, seq_len=64), evidence(vocab_size=50257, seq_len=1024)
+    assert rule.domain_check(inside) == {"validated": doc["domain"], "inside": True, "outside": []}
+    check = rule.domain_check(outside)
+    assert not check["inside"] and check["outside"] == ["vocabulary 32–2,048 (this model: 50,257)",
+                                                        "sequence length 32–64 (this model: 1,024)"]
+    assert rule.decide(inside).verdict == "generalizing"
+    d = rule.decide(outside)
+    assert (d.verdict, d.reason) == ("inconclusive", "outside_domain") and "50,257" in d.explanation
+    measured = dict(basin_return_rate=0.0, basin_return_rate_ci=(0.0, 0.015))
+    assert rule.decide(evidence(vocab_size=50257, seq_len=1024, **measured)).verdict == "generalizing"
+    doc["domain"]["vocab_size"] = [32, "x"]
+    with pytest.raises(RuleError):
+        Rule.from_dict(doc)
 
 
 def test_unstable_samples_are_inconclusive_not_generalizing():
@@ -300,7 +355,8 @@ def test_unstable_samples_are_inconclusive_not_generalizing():
     assert (d.verdict, d.reason) == ("generalizing", "finite_entropy")
     # memorizing evidence is not affected
     d = rule.decide(evidence(mean_entropy=0.01, mean_entropy_ci=(0.005, 0.02), near_zero_sample_fraction=1.0,
-                             near_zero_sample_fraction_ci=(1.0, 1.0), fixed_point_distance=0.9))
+                             near_zero_sample_fraction_ci=(1.0, 1.0), fixed_point_distance=0.9, colliding_pairs=50,
+                             sample_pairs=32640))
     assert d.verdict == "memorizing"
     doc["thresholds"]["generalizing"]["fixed_point_distance_max"] = float("nan")
     with pytest.raises(RuleError):

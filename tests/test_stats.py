@@ -40,10 +40,11 @@ def test_the_scan_and_a_stored_point_give_the_same_statistics():
     is_dup, dup_of = find_duplicates(tokens)
     fp = np.where(rng.random(n) < 0.4, 0.0, rng.random(n)).astype(np.float32)
     settings = ScanSettings(samples=n, seed=4, t_eval=0.05, tau=0.1, bootstrap_resamples=300)
-    scanned = summarize(entropy, np.exp(-entropy), is_dup, fp, vocab, settings, [0.05, 0.25])
+    basin = np.where(rng.random(n) < 0.3, 1.0, rng.random(n)).astype(np.float32)
+    scanned = summarize(entropy, np.exp(-entropy), dup_of, fp, basin, vocab, settings, [0.05, 0.25])
     record = {"t_values": [0.05, 0.25], "sample_mean_entropy": entropy.astype(np.float64).mean(axis=2),
               "duplicate_of": dup_of, "is_fixed_point": fp == 0, "fixed_point_distance": fp, "vocab_size": vocab,
-              "scan_seed": 4}
+              "scan_seed": 4, "basin_agreement": basin, "seq_len": length}
     stored = stats.record_statistics(record, 0.05, 0.1, 300, 0.95)
     for key in RULE_KEYS:
         if key.startswith("low_entropy_fraction"):     # token-level: a stored point does not keep it

@@ -1,7 +1,7 @@
 """The `memaudit` command line: a thin Typer app over the Python API.
 
-The root only composes: one module per command (scan, recover, train, sweep, calibrate, inspect,
-sample, demo), options shared by several commands declared once (options.py), one table from
+The root only composes: one module per command (scan, recover, train, sweep, calibrate, validate,
+inspect, sample, demo), options shared by several commands declared once (options.py), one table from
 exceptions to exit codes (errors.py). Logs, tables and progress go to stderr; --json prints exactly
 one JSON document on stdout (nothing on failure). The console script starts in
 memaudit.entrypoint, which holds Ctrl-C while this package and torch load, then runs `app`.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from . import calibrate, demo, inspect, recover, sample, scan, sweep, train
+from . import calibrate, demo, inspect, recover, sample, scan, sweep, train, validate
 from .errors import (EXIT_INCONCLUSIVE, EXIT_INTERRUPTED, EXIT_LOAD, EXIT_MEMORIZING, EXIT_OK,  # noqa: F401
                      EXIT_RUNTIME, EXIT_USAGE, MemauditGroup, OutputError, UsageError, cli_errors, emit_error, fail)
 from .options import print_json  # noqa: F401
@@ -25,6 +25,7 @@ app.command("inspect")(inspect.inspect)
 app.command("recover")(recover.recover)
 app.command("sweep")(sweep.sweep)
 app.command("calibrate")(calibrate.calibrate)
+app.command("validate")(validate.validate)
 app.command("scan", help=scan.HELP)(scan.scan)
 app.command("demo")(demo.demo)
 

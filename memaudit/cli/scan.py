@@ -101,6 +101,7 @@ def print_scan_summary(result, out: Optional[Path] = None) -> None:
     from rich.table import Table
 
     from ..report import fmt_ci
+    from ..report.ci import domain_line
 
     colour = {"memorizing": "red", "generalizing": "green"}.get(result.verdict, "yellow")
     s = result.settings
@@ -121,6 +122,13 @@ def print_scan_summary(result, out: Optional[Path] = None) -> None:
     table.add_row(f"fixed points (greedy, t={s.fixed_point_t:g}, {s.fixed_point_steps} steps)",
                   f"{result.fixed_point_fraction:.1%}", "")
     table.add_row("… tokens the greedy dynamics changes (mean)", f"{result.mean_fixed_point_distance:.1%}", "")
+    lo_n, hi_n = result.distinct_sequences_ci
+    table.add_row("identical sample pairs", f"{result.colliding_pairs}", "")
+    table.add_row("… distinct sequences (capture–recapture)",
+                  "—" if result.distinct_sequences_estimate is None else f"{result.distinct_sequences_estimate:,.0f}",
+                  f"[{'—' if lo_n is None else f'{lo_n:,.0f}'}, {'∞' if hi_n is None else f'{hi_n:,.0f}'}]")
+    table.add_row(f"samples returning whole (re-noised at t={s.basin_t:g}, {s.basin_steps} steps)",
+                  f"{result.basin_return_rate:.1%}", fmt_ci(result.basin_return_rate_ci, "{:.1%}"))
     for p in result.stats.get("profile", [])[1:]:
         table.add_row(f"mean entropy at t={p['t']:g}", f"{p['mean_entropy']:.4f}", "")
     console.print(table)
@@ -129,6 +137,7 @@ def print_scan_summary(result, out: Optional[Path] = None) -> None:
                   highlight=False, soft_wrap=True)
     console.print(f"rule: {rule.name} v{rule.version} ({rule.status}) · {escape(rule.source[:160])}"
                   f"{'…' if len(rule.source) > 160 else ''}", highlight=False, soft_wrap=True)
+    console.print(f"domain: {escape(domain_line({'domain': result.domain}))}", highlight=False, soft_wrap=True)
     t = result.timings
     console.print(f"{result.n_samples} samples × {result.tokens.shape[1]} tokens, {s.steps} sampler steps, seed "
                   f"{s.seed}, {s.device}: {t.get('total_s', 0):.1f} s (sampling {t.get('sampling_s', 0):.1f} s)"

@@ -77,6 +77,9 @@ def table_rows(points: dict[int, dict], data: str, preset: str) -> list[dict]:
                "is_fixed_point": [bool(v) for v in rec["is_fixed_point"]],
                "fixed_point_distance": (None if rec["fixed_point_distance"] is None
                                         else [float(v) for v in rec["fixed_point_distance"]]),
+               "basin_agreement": (None if rec["basin_agreement"] is None
+                                   else [float(v) for v in rec["basin_agreement"]]),
+               "n_parameters": rec["n_parameters"],
                "raw_scan_verdict": (p.get("scan_raw") or {}).get("verdict"),
                "raw_scan_mean_entropy": (p.get("scan_raw") or {}).get("mean_entropy"),
                "train_seconds": (p.get("timings") or {}).get("train_s"),

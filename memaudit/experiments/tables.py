@@ -17,7 +17,10 @@ def point_record(point: dict) -> dict:
     return {"t_values": point["scan"]["t_values"], "sample_mean_entropy": point["samples"]["mean_entropy"],
             "duplicate_of": point["samples"]["duplicate_of"], "is_fixed_point": point["samples"]["is_fixed_point"],
             "fixed_point_distance": point["samples"].get("fixed_point_distance"),
-            "vocab_size": point["vocab_size"], "scan_seed": point["scan"].get("seed", point["settings"]["seed"])}
+            "basin_agreement": point["samples"].get("basin_agreement"),
+            "vocab_size": point["vocab_size"], "seq_len": point.get("seq_len"),
+            "n_parameters": point.get("n_parameters"),
+            "scan_seed": point["scan"].get("seed", point["settings"]["seed"])}
 
 
 def current_scan_decision(point: dict, rule=None) -> tuple[str, str]:
@@ -36,7 +39,7 @@ def current_scan_decision(point: dict, rule=None) -> tuple[str, str]:
                                   rule.confidence)
         if stats is None:
             return "inconclusive", "rule_mismatch"
-    d = rule.decide(Evidence.from_stats(stats, steps=point["scan"].get("steps")))
+    d = rule.decide(Evidence.from_stats(stats, steps=point["scan"].get("steps"), n_parameters=point.get("n_parameters")))
     return d.verdict, d.reason
 
 

@@ -39,6 +39,9 @@ KEY_STATISTICS: tuple[tuple[str, str, str, str], ...] = (
     ("duplicate_rate", "duplicate samples", "", "{:.1%}"),
     ("fixed_point_fraction", "samples that are fixed points", "", "{:.1%}"),
     ("mean_fixed_point_distance", "tokens the greedy dynamics changes", "", "{:.1%}"),
+    ("colliding_pairs", "identical sample pairs", "", "{:d}"),
+    ("distinct_sequences_estimate", "distinct sequences (capture–recapture)", "", "{:,.0f}"),
+    ("basin_return_rate", "samples returning whole after re-noising", "", "{:.1%}"),
     ("mean_top1_prob", "mean top-1 probability", "", "{:.3g}"),
     ("max_entropy", "ln V (entropy of a uniform guess)", "nats", "{:.4g}"),
 )
@@ -100,6 +103,19 @@ def key_statistics(summary: dict) -> list[dict]:
 def checkpoint_name(summary: dict) -> str:
     model = summary.get("model") or {}
     return str(summary.get("checkpoint") or model.get("checkpoint") or model.get("hub_id") or "(in-memory model)")
+
+
+def domain_line(summary: dict) -> str:
+    """Whether the checkpoint lies inside the rule's validated domain, in words."""
+    domain = summary.get("domain") or {}
+    validated = domain.get("validated") or {}
+    if not validated:
+        return "the rule records no validated domain"
+    axes = {"vocab_size": "vocabulary", "seq_len": "sequence length", "n_parameters": "parameters"}
+    ranges = ", ".join(f"{axes.get(k, k)} {lo:,}–{hi:,}" for k, (lo, hi) in validated.items())
+    if domain.get("inside"):
+        return f"inside the rule's validated domain ({ranges})"
+    return "OUTSIDE the rule's validated domain: " + "; ".join(domain.get("outside") or [])
 
 
 def rule_line(summary: dict, max_source: int | None = 160) -> str:
@@ -205,6 +221,7 @@ def _plain_summary(summary: dict) -> str:
     if "n_samples" in summary:
         lines.append(f"samples: {summary['n_samples']}")
     lines.append(f"rule: {rule_line(summary)}")
+    lines.append(f"domain: {domain_line(summary)}")
     return "\n".join(lines) + "\n"
 
 
@@ -243,6 +260,7 @@ def summary_markdown(summary: dict, artifacts: Iterable[str] | None = None) -> s
             lines.append(f"| {label} | {_md(fmt_value(summary[key], '{:.4g}'))} | |")
     lines.append("")
     lines.append(f"Rule: {_md(rule_line(summary))}  ")
+    lines.append(f"Domain: {_md(domain_line(summary))}  ")
     lines.append("Entropies are in nats.  ")
     settings = summary.get("settings") or {}
     if settings:

@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .ci import checkpoint_name, ci_level, fmt_value, key_statistics, rule_line
+from .ci import checkpoint_name, ci_level, domain_line, fmt_value, key_statistics, rule_line
 from .html import (HEATMAP_MAX_ROWS, LOWEST_SAMPLES, REPORT_NAME, VERDICT_COLORS, esc, flatten, html_page, img,
                    local_decoder, new_figure, table, token_pieces, visible, write_html)
 
@@ -190,7 +190,8 @@ def scan_html(summary: dict, samples, tokens, decode: Callable[[list[int]], str 
     parts.append(f"<div class=\"verdict\" id=\"verdict\" style=\"background:{color}\">"
                  f"<span class=\"label\">{esc(verdict)}</span><span class=\"gate\">{esc(gate)} · reason: "
                  f"{esc(reason)}</span><p>{esc(summary.get('explanation', ''))}</p>"
-                 f"<p class=\"rule\">rule: {esc(rule_line(summary))}</p></div>")
+                 f"<p class=\"rule\">rule: {esc(rule_line(summary))}</p>"
+                 f"<p class=\"rule\">domain: {esc(domain_line(summary))}</p></div>")
     if rule.get("status") == "provisional":
         parts.append("<div class=\"note\"><b>Provisional rule.</b> The thresholds of this decision rule are not "
                      "yet calibrated on reference models of known regime; read the verdict with that in mind.</div>")

@@ -41,6 +41,7 @@ def samples_table(result) -> pa.Table:
         pa.field("duplicate_of", pa.int32()),
         pa.field("is_fixed_point", pa.bool_(), nullable=False),
         pa.field("fixed_point_distance", pa.float32(), nullable=False),
+        pa.field("basin_agreement", pa.float32(), nullable=False),
     ], metadata=provenance_metadata(result))
     columns = [
         pa.array(np.arange(n, dtype=np.int32)),
@@ -53,6 +54,7 @@ def samples_table(result) -> pa.Table:
         pa.array([int(d) if d >= 0 else None for d in dup_of], type=pa.int32()),
         pa.array(np.asarray(result.is_fixed_point, dtype=bool)),
         pa.array(np.asarray(result.fixed_point_distance, dtype=np.float32)),
+        pa.array(np.asarray(result.basin_agreement, dtype=np.float32)),
     ]
     return pa.Table.from_arrays(columns, schema=schema)
 

@@ -27,7 +27,7 @@ import math
 from ..errors import UsageError
 from ..stats import record_statistics
 from .labels import LABELS
-from .scan import CALIBRATION_DIR, VERDICTS, Evidence, Rule
+from .scan import CALIBRATION_DIR, DEFAULT_EVIDENCE, VERDICTS, Evidence, Rule
 
 TAU_CANDIDATES = (0.01, 0.03, 0.1, 0.3)
 SAMPLE_COUNTS = (16, 32, 64, 128, 256, 512, 1024)
@@ -77,12 +77,14 @@ def _valid(rule: dict) -> bool:
             and u["entropy_ratio_soft"] <= u["entropy_ratio_min"] + 1e-12 and m["mean_entropy_max"] > 0)
 
 
-def _decide_all(rule: dict, stats: list) -> list[tuple[str, str]]:
-    """Decisions of `rule` on every point; stats: statistics dicts or prebuilt verdict.Evidence."""
+def _decide_all(rule: dict, stats: list, entropy_only: bool = False) -> list[tuple[str, str]]:
+    """Decisions of `rule` on every point; stats: statistics dicts or prebuilt verdict.Evidence.
+    entropy_only: the entropy thresholds alone, as if every low-entropy point showed stored-set
+    evidence (how the thresholds are fitted: the evidence layer is set by principle, not fitted)."""
     r = Rule.from_dict(rule, origin="candidate rule")
     out = []
     for s in stats:
-        d = r.decide(s if isinstance(s, Evidence) else Evidence.from_stats(s))
+        d = r.decide(s if isinstance(s, Evidence) else Evidence.from_stats(s), entropy_only=entropy_only)
         out.append((d.verdict, d.reason))
     return out
 
@@ -158,7 +160,7 @@ def fit_thresholds(stats: list[dict], labels: list[str], base_rule: dict, passes
     cands = {name: _candidates(name, stats) for name in order}
 
     def objective(r):
-        w, c = score(_decide_all(r, evidence), labels)
+        w, c = score(_decide_all(r, evidence, entropy_only=True), labels)
         return (w, -c)
 
     best = objective(rule)
@@ -294,7 +296,8 @@ def derive_rule(rows: list[dict], t_candidates=None, tau_candidates=TAU_CANDIDAT
     decisions = _decide_all(rule, stats)
     curve, min_samples = sample_count_curve(rows, rule, labels)
     rule["min_samples"] = int(min_samples)
-    rule.update(name=RULE_NAME, version=1, status="calibrated", source=source,
+    rule.update(name=RULE_NAME, version=2, status="calibrated", source=source,
+                evidence=dict(DEFAULT_EVIDENCE), domain=calibration_domain(rows, stats),
                 description=("Derived by memaudit calibrate from reference models of known regime (token recovery "
                              "as ground truth); see docs/calibration.md."),
                 sampler={"steps": sorted({int(r["scan_steps"]) for r in rows}), "final": "greedy",
@@ -306,6 +309,7 @@ def derive_rule(rows: list[dict], t_candidates=None, tau_candidates=TAU_CANDIDAT
          "entropy_ratio": s["entropy_ratio"], "near_zero_sample_fraction": s["near_zero_sample_fraction"],
          "duplicate_rate": s["duplicate_rate"], "fixed_point_fraction": s["fixed_point_fraction"],
          "mean_fixed_point_distance": s["mean_fixed_point_distance"],
+         "colliding_pairs": s["colliding_pairs"], "basin_return_rate": s["basin_return_rate"],
          "train_recovery": _recovery_list(r, "train"), "test_recovery": _recovery_list(r, "test"),
          "truncated": bool(r.get("truncated", False))}
         for r, s, (v, why) in zip(rows, stats, final_decisions)],
@@ -313,6 +317,20 @@ def derive_rule(rows: list[dict], t_candidates=None, tau_candidates=TAU_CANDIDAT
         "score": dict(zip(("wrong", "correct"), score(final_decisions, labels)))}
     assert decisions is not None
     return rule, report
+
+
+def calibration_domain(rows: list[dict], stats: list[dict]) -> dict:
+    """The range the rule was calibrated on: [min, max] of vocabulary, sequence length and
+    parameter count (where the table records them), and of the points' mean entropy (nats)."""
+    domain = {}
+    for axis in ("vocab_size", "seq_len", "n_parameters"):
+        values = [int(r[axis]) for r in rows if r.get(axis) is not None]
+        if values:
+            domain[axis] = [min(values), max(values)]
+    h = [s["mean_entropy"] for s in stats]
+    domain["mean_entropy"] = [_round(min(h)), _round(max(h))]
+    domain["source"] = "calibration table"
+    return domain
 
 
 def _recovery_list(row: dict, split: str) -> list[float]:
@@ -351,7 +369,7 @@ def sample_count_curve(rows, rule, labels) -> tuple[list[dict], int]:
         stats = [record_statistics(r, rule["t_eval"], rule["tau"], rule["bootstrap_resamples"], rule["confidence"], k=k)
                  for r in rows]
         test_rule = {**rule, "min_samples": 1}
-        w, c = score(_decide_all(test_rule, stats), labels)
+        w, c = score(_decide_all(test_rule, stats, entropy_only=True), labels)
         curve.append({"samples": k, "wrong": w, "correct": c})
     min_samples = n_min
     for entry in reversed(curve):

@@ -27,19 +27,39 @@ Rule file fields
     undertrained.fixed_point_fraction_max             … with fewer fixed points than this →
                                                       undertrained
 
+Since version 2 (issue 12) a rule file also has
+
+    evidence.min_colliding_pairs                      identical sample pairs that count as repeats
+    evidence.basin_t                                  re-noising time of the basin test (the scan's)
+    evidence.basin_return_min                         Wilson lower bound of the share of samples that
+                                                      return whole above this → attractors
+    evidence.basin_return_max                         … upper bound above this blocks "generalizing"
+    domain.vocab_size / seq_len / n_parameters        [min, max] the rule was calibrated and validated on
+    domain.mean_entropy                               [min, max] nats (recorded, not used)
+
+(v1 files get the evidence defaults and no domain). The evidence layer is set by principle, not
+fitted: the entropy thresholds are fitted with it switched off (decide(..., entropy_only=True)).
+
 Decision, in order (the first that applies):
 
     1. fewer than min_samples samples                 → inconclusive, reason "too_few_samples"
     2. t_eval differs from the rule's                 → inconclusive, reason "rule_mismatch"
     3. undertrained (entropy near ln V; or high and samples not fixed points of the model's own
        greedy dynamics)                               → inconclusive, reason "undertrained"
-    4. memorizing by mean entropy or by the near-zero sample share
-                                                      → memorizing, reason "low_entropy"
-                                                        (or "near_zero_samples")
-    5. generalizing by mean entropy and near-zero share and duplicates, with samples close to
-       fixed points of the model's own dynamics       → generalizing, reason "finite_entropy"
-                                                        (samples far from them: inconclusive,
-                                                        reason "unstable_samples")
+    4. low entropy (mean-entropy CI below the memorizing threshold, or the near-zero sample share
+       above its) — which a stored set and a language whose tokens are determined by their
+       neighbours both produce, so it needs data-free evidence of a stored set:
+         samples repeat (≥ min_colliding_pairs identical pairs: few distinct sequences, by
+         capture–recapture)                           → memorizing, reason "repeated_samples"
+         samples are attractors (return whole after re-noising at basin_t)
+                                                      → memorizing, reason "attractor_samples"
+         neither                                      → inconclusive, reason "low_entropy_language"
+    5. finite entropy (mean-entropy CI above the generalizing threshold, few near-zero samples
+       and duplicates): inconclusive if the samples repeat or are attractors, or the basin CI
+       reaches basin_return_max ("conflicting_signals"), or the samples are far from fixed points
+       ("unstable_samples"), or — without a basin test — the model lies outside the domain the
+       absolute-nats thresholds were validated on ("outside_domain"); otherwise
+                                                      → generalizing, reason "finite_entropy"
     6. otherwise (a CI straddles a threshold, lies between the two regimes' thresholds, or the
        signals disagree)                              → inconclusive, reason "ci_straddles_threshold",
                                                         "between_thresholds" or "conflicting_signals"
@@ -49,7 +69,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import UsageError
@@ -81,9 +101,17 @@ class Evidence:
     t_eval: float
     steps: int | None = None
     fixed_point_distance: float = math.nan   # mean share of tokens the greedy dynamics changes
+    colliding_pairs: int = 0                 # pairs of identical samples (memaudit.stats.coincidences)
+    sample_pairs: int = 0
+    distinct_sequences_ci: tuple = (None, None)
+    basin_return_rate: float = math.nan      # share of samples returning whole after re-noising (NaN: not run)
+    basin_return_rate_ci: tuple[float, float] = (math.nan, math.nan)
+    vocab_size: int | None = None
+    seq_len: int | None = None
+    n_parameters: int | None = None
 
     @classmethod
-    def from_stats(cls, stats: dict, steps: int | None = None) -> "Evidence":
+    def from_stats(cls, stats: dict, steps: int | None = None, n_parameters: int | None = None) -> "Evidence":
         return cls(n_samples=int(stats["n_samples"]), mean_entropy=float(stats["mean_entropy"]),
                    mean_entropy_ci=tuple(stats["mean_entropy_ci"]), max_entropy=float(stats["max_entropy"]),
                    near_zero_sample_fraction=float(stats["near_zero_sample_fraction"]),
@@ -92,7 +120,17 @@ class Evidence:
                    duplicate_rate=float(stats["duplicate_rate"]),
                    fixed_point_fraction=float(stats["fixed_point_fraction"]),
                    t_eval=float(stats["t_eval"]), steps=steps,
-                   fixed_point_distance=float(stats.get("mean_fixed_point_distance", math.nan)))
+                   fixed_point_distance=float(stats.get("mean_fixed_point_distance", math.nan)),
+                   colliding_pairs=int(stats.get("colliding_pairs", 0)),
+                   sample_pairs=int(stats.get("sample_pairs", 0)),
+                   distinct_sequences_ci=tuple(stats.get("distinct_sequences_ci", (None, None))),
+                   basin_return_rate=_float(stats.get("basin_return_rate")),
+                   basin_return_rate_ci=tuple(_float(v) for v in stats.get("basin_return_rate_ci", (None, None))),
+                   vocab_size=stats.get("vocab_size"), seq_len=stats.get("seq_len"), n_parameters=n_parameters)
+
+    @property
+    def basins_measured(self) -> bool:
+        return math.isfinite(self.basin_return_rate)
 
     @property
     def entropy_ratio(self) -> float:
@@ -126,6 +164,8 @@ class Rule:
     sampler: dict = field(default_factory=dict)
     description: str = ""
     statistics: dict = field(default_factory=dict)
+    evidence: dict = field(default_factory=lambda: dict(DEFAULT_EVIDENCE))
+    domain: dict = field(default_factory=dict)
     sha256: str = ""
 
     # -- loading ------------------------------------------------------------------------------
@@ -140,13 +180,19 @@ class Rule:
                        bootstrap_resamples=int(d.get("bootstrap_resamples", 1000)),
                        thresholds=dict(d["thresholds"]), undertrained=dict(d["undertrained"]),
                        sampler=dict(d.get("sampler", {})), description=str(d.get("description", "")),
-                       statistics=dict(d.get("statistics", {})), sha256=sha256)
+                       statistics=dict(d.get("statistics", {})),
+                       evidence={**DEFAULT_EVIDENCE, **dict(d.get("evidence", {}))},
+                       domain=dict(d.get("domain", {})), sha256=sha256)
             th_m, th_g = rule.thresholds["memorizing"], rule.thresholds["generalizing"]
             numbers = [th_m["mean_entropy_max"], th_m["near_zero_sample_fraction_min"],
                        th_g["mean_entropy_min"], th_g["near_zero_sample_fraction_max"], th_g["duplicate_rate_max"],
                        rule.undertrained["entropy_ratio_min"], rule.undertrained["entropy_ratio_soft"],
                        rule.undertrained["fixed_point_fraction_max"],
-                       th_g.get("fixed_point_distance_max", 0.0)]
+                       th_g.get("fixed_point_distance_max", 0.0), *rule.evidence.values()]
+            for axis in DOMAIN_AXES:
+                if axis in rule.domain:
+                    lo, hi = rule.domain[axis]
+                    numbers += [float(lo), float(hi)]
         except (KeyError, TypeError, ValueError) as e:
             raise RuleError(f"{origin}: missing or invalid field {e}") from None
         if rule.status not in STATUSES:
@@ -181,10 +227,13 @@ class Rule:
         """What every report says about the rule (no file paths: they vary between machines)."""
         return {"name": self.name, "version": self.version, "status": self.status, "source": self.source,
                 "sha256": self.sha256, "t_eval": self.t_eval, "tau": self.tau, "min_samples": self.min_samples,
-                "confidence": self.confidence, "thresholds": self.thresholds, "undertrained": self.undertrained}
+                "confidence": self.confidence, "thresholds": self.thresholds, "undertrained": self.undertrained,
+                "evidence": self.evidence, "domain": self.domain}
 
     # -- the decision -------------------------------------------------------------------------
-    def decide(self, ev: Evidence) -> Decision:
+    def decide(self, ev: Evidence, entropy_only: bool = False) -> Decision:
+        """The verdict on `ev`. entropy_only: skip the stored-set evidence (coincidences, basins)
+        and the domain check, as the 2026-11 rule did; only the fitting of thresholds uses it."""
         th_m, th_g, und = self.thresholds["memorizing"], self.thresholds["generalizing"], self.undertrained
         h_lo, h_hi = ev.mean_entropy_ci
         f_lo, f_hi = ev.near_zero_sample_fraction_ci
@@ -209,34 +258,63 @@ class Rule:
                             f"{ev.fixed_point_fraction:.0%} of samples are fixed points of the model's own greedy "
                             f"dynamics (< {und['fixed_point_fraction_max']:.0%}): samples look like noise to the model")
 
-        mem_by_mean = h_hi < th_m["mean_entropy_max"]
-        mem_by_share = f_lo > th_m["near_zero_sample_fraction_min"]
-        if mem_by_mean or mem_by_share:
-            if mem_by_mean:
-                return Decision("memorizing", "low_entropy",
-                                f"mean entropy {fmt(ev.mean_entropy)} nats, CI [{fmt(h_lo)}, {fmt(h_hi)}] below "
-                                f"{fmt(th_m['mean_entropy_max'])}; {ev.near_zero_sample_fraction:.0%} of samples "
-                                f"near zero, {ev.duplicate_rate:.0%} duplicates")
-            return Decision("memorizing", "near_zero_samples",
+        low_by_mean = h_hi < th_m["mean_entropy_max"]
+        low_by_share = f_lo > th_m["near_zero_sample_fraction_min"]
+        repeats, attractors, spread = self._stored_set_evidence(ev)
+        outside = self.outside_domain(ev)
+        if entropy_only:
+            repeats, attractors, outside = "", "", []
+            ev = replace(ev, basin_return_rate=math.nan)
+        if low_by_mean or low_by_share:
+            entropy_says = (f"mean entropy {fmt(ev.mean_entropy)} nats, CI [{fmt(h_lo)}, {fmt(h_hi)}] below "
+                            f"{fmt(th_m['mean_entropy_max'])}" if low_by_mean else
                             f"{ev.near_zero_sample_fraction:.0%} of samples have mean entropy < τ = {self.tau:g} "
                             f"(CI lower bound {f_lo:.0%} > {th_m['near_zero_sample_fraction_min']:.0%})")
+            if entropy_only:
+                return Decision("memorizing", "low_entropy", entropy_says)
+            if repeats:
+                return Decision("memorizing", "repeated_samples",
+                                f"{entropy_says}, and the samples repeat: {repeats}")
+            if attractors:
+                return Decision("memorizing", "attractor_samples",
+                                f"{entropy_says}, and the samples are attractors: {attractors}")
+            return Decision("inconclusive", "low_entropy_language",
+                            f"{entropy_says}, but the samples are diverse ({spread}): a language whose tokens "
+                            "are determined by their neighbours gives the same low entropy as a stored set; "
+                            "`memaudit recover` with training data decides")
 
         gen_by_mean = h_lo > th_g["mean_entropy_min"]
         gen_by_share = f_hi < th_g["near_zero_sample_fraction_max"]
         few_dups = ev.duplicate_rate <= th_g["duplicate_rate_max"]
         stable_max = th_g.get("fixed_point_distance_max")
-        if gen_by_mean and gen_by_share and few_dups and stable_max is not None \
-                and ev.fixed_point_distance > stable_max:
-            return Decision("inconclusive", "unstable_samples",
-                            f"mean entropy {fmt(ev.mean_entropy)} nats looks generalizing, but the model's greedy "
-                            f"dynamics changes {ev.fixed_point_distance:.0%} of the tokens of its own samples "
-                            f"(> {stable_max:.0%}): its samples are not stable states of the model, as in models "
-                            "partway to memorizing; `memaudit recover` with training data decides")
         if gen_by_mean and gen_by_share and few_dups:
+            finite = f"mean entropy {fmt(ev.mean_entropy)} nats, CI [{fmt(h_lo)}, {fmt(h_hi)}] above " \
+                     f"{fmt(th_g['mean_entropy_min'])}"
+            if repeats or attractors:
+                return Decision("inconclusive", "conflicting_signals",
+                                f"{finite} looks generalizing, but {repeats or attractors}: a model partway to "
+                                "memorizing; `memaudit recover` with training data decides")
+            if stable_max is not None and ev.fixed_point_distance > stable_max:
+                return Decision("inconclusive", "unstable_samples",
+                                f"{finite} looks generalizing, but the model's greedy dynamics changes "
+                                f"{ev.fixed_point_distance:.0%} of the tokens of its own samples (> {stable_max:.0%}): "
+                                "its samples are not stable states of the model, as in models partway to memorizing; "
+                                "`memaudit recover` with training data decides")
+            if ev.basins_measured:
+                b_lo, b_hi = ev.basin_return_rate_ci
+                if b_hi > self.evidence["basin_return_max"]:
+                    return Decision("inconclusive", "conflicting_signals",
+                                    f"{finite} looks generalizing, but {ev.basin_return_rate:.0%} of samples come back "
+                                    f"whole after re-noising at t = {self.evidence['basin_t']:g} (CI upper bound "
+                                    f"{b_hi:.0%} > {self.evidence['basin_return_max']:.0%}); more samples or "
+                                    "`memaudit recover` decide")
+            elif outside:
+                return Decision("inconclusive", "outside_domain",
+                                f"{finite}, but the absolute entropy thresholds are validated only for "
+                                f"{'; '.join(outside)} and no basin test was run")
             return Decision("generalizing", "finite_entropy",
-                            f"mean entropy {fmt(ev.mean_entropy)} nats, CI [{fmt(h_lo)}, {fmt(h_hi)}] above "
-                            f"{fmt(th_g['mean_entropy_min'])}; {ev.near_zero_sample_fraction:.0%} of samples near "
-                            f"zero; {ev.entropy_ratio:.0%} of ln V")
+                            f"{finite}; {ev.near_zero_sample_fraction:.0%} of samples near zero; "
+                            f"{ev.entropy_ratio:.0%} of ln V; {spread}")
         if gen_by_mean and not (gen_by_share and few_dups):
             problem = (f"{ev.duplicate_rate:.0%} duplicate samples (> {th_g['duplicate_rate_max']:.0%})"
                        if not few_dups else
@@ -255,9 +333,67 @@ class Rule:
                         f"({fmt(th_m['mean_entropy_max'])}) and generalizing ({fmt(th_g['mean_entropy_min'])}) "
                         "thresholds: a model near the transition")
 
+    def _stored_set_evidence(self, ev: Evidence) -> tuple[str, str, str]:
+        """(repeats, attractors, spread): what the samples say about a stored set, data-free.
+        repeats / attractors are empty strings when that evidence is absent; spread describes the
+        samples' diversity for explanations."""
+        th = self.evidence
+        lo_n, hi_n = ev.distinct_sequences_ci
+        repeats = ""
+        if ev.colliding_pairs >= th["min_colliding_pairs"]:
+            repeats = (f"{ev.colliding_pairs} identical pairs among {ev.n_samples} samples "
+                       f"({ev.duplicate_rate:.0%} repeats): they are drawn from about "
+                       f"{_count(ev.sample_pairs / ev.colliding_pairs)} sequences "
+                       f"(95% CI {_count(lo_n)}–{_count(hi_n)})")
+        attractors = ""
+        if ev.basins_measured and ev.basin_return_rate_ci[0] > th["basin_return_min"]:
+            attractors = (f"{ev.basin_return_rate:.0%} come back whole after re-noising at t = {th['basin_t']:g} "
+                          f"(CI lower bound {ev.basin_return_rate_ci[0]:.0%} > {th['basin_return_min']:.0%})")
+        spread = f"{ev.colliding_pairs} identical pairs among {ev.n_samples} samples"
+        if lo_n is not None:
+            spread += f", at least {_count(lo_n)} distinct sequences (95%)"
+        if ev.basins_measured:
+            spread += f"; {ev.basin_return_rate:.0%} return whole after re-noising at t = {th['basin_t']:g}"
+        return repeats, attractors, spread
+
+    def outside_domain(self, ev: Evidence) -> list[str]:
+        """The axes along which the evidence lies outside the rule's validated domain, each as
+        'vocabulary 32–2048 (this model: 50257)'. Empty inside it, or for a rule without a domain."""
+        out = []
+        for axis, value in (("vocab_size", ev.vocab_size), ("seq_len", ev.seq_len),
+                            ("n_parameters", ev.n_parameters)):
+            bounds = self.domain.get(axis)
+            if bounds is None or value is None:
+                continue
+            lo, hi = bounds
+            if not lo <= value <= hi:
+                out.append(f"{DOMAIN_AXES[axis]} {_count(lo)}–{_count(hi)} (this model: {_count(value)})")
+        return out
+
+    def domain_check(self, ev: Evidence) -> dict:
+        """What every report states about the rule's domain and this checkpoint."""
+        outside = self.outside_domain(ev)
+        return {"validated": {k: v for k, v in self.domain.items() if k in DOMAIN_AXES},
+                "inside": not outside, "outside": outside}
+
+
+DOMAIN_AXES = {"vocab_size": "vocabulary", "seq_len": "sequence length", "n_parameters": "parameters"}
+DEFAULT_EVIDENCE = {"min_colliding_pairs": 3, "basin_t": 0.5, "basin_return_min": 0.5, "basin_return_max": 0.25}
+
+
+def _count(x) -> str:
+    if x is None:
+        return "∞"
+    x = float(x)
+    return f"{x:,.0f}" if x < 1e6 else f"{x:.2g}"
+
 
 def _fmt(x: float) -> str:
     return f"{x:.3g}"
+
+
+def _float(x) -> float:
+    return math.nan if x is None else float(x)
 
 
 def load_rule(rule: "Rule | str | Path | dict | None" = None) -> Rule:
