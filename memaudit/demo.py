@@ -77,6 +77,8 @@ def contrast_table(demo: DemoResult):
         (f"tokens with H < τ={res[0].settings.tau:g}", [f"{r.low_entropy_fraction:.1%}" for r in res]),
         ("samples with mean H < τ", [f"{r.near_zero_sample_fraction:.1%}" for r in res]),
         ("duplicate samples", [f"{r.duplicate_rate:.1%}" for r in res]),
+        ("identical sample pairs", [f"{r.colliding_pairs:,}" for r in res]),
+        ("samples returning whole (t=0.5)", [f"{r.basin_return_rate:.1%}" for r in res]),
         ("fixed points", [f"{r.fixed_point_fraction:.1%}" for r in res]),
         ("tokens the dynamics changes", [f"{r.mean_fixed_point_distance:.1%}" for r in res]),
         ("scan time", [f"{r.timings.get('total_s', float('nan')):.1f} s" for r in res]),

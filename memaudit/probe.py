@@ -38,7 +38,7 @@ from .denoiser import Denoiser
 from .io import finite_json
 from .progress import progress_bar
 from .sampling import GRIDS, generate, make_generator, reverse_process, time_grid
-from .stats import derive_seed, scan_statistics
+from .stats import derive_seed, scan_statistics, training_set_comparison
 
 # Default sampler: 32 steps on a quadratic time grid (memaudit.sampling.time_grid), chosen by
 # measurement against the paper-style reference (1000 linear ancestral steps, float64 posterior;
@@ -90,6 +90,7 @@ class ScanSettings:
     fixed_point_steps: int = FIXED_POINT_STEPS
     basin_t: float = BASIN_T
     basin_steps: int = BASIN_STEPS
+    n_train: int | None = None               # training-set size from the model card, if known (reported only)
     bootstrap_resamples: int | None = None   # None: the rule's
     confidence: float = CONFIDENCE           # a scan always uses the rule's
     device: str = "cpu"                      # a scan records where the model is
@@ -104,6 +105,7 @@ class ScanSettings:
                        batch_size=int(self.batch_size), fixed_point_t=float(self.fixed_point_t),
                        fixed_point_steps=int(self.fixed_point_steps), basin_t=float(self.basin_t),
                        basin_steps=int(self.basin_steps),
+                       n_train=None if self.n_train is None else int(self.n_train),
                        bootstrap_resamples=int(rule.bootstrap_resamples if self.bootstrap_resamples is None
                                                else self.bootstrap_resamples),
                        confidence=float(rule.confidence), device=str(device))
@@ -124,6 +126,8 @@ class ScanSettings:
             raise ScanError(f"fixed-point time must lie in (0, 1] (got {self.fixed_point_t})")
         if self.fixed_point_steps < 1:
             raise ScanError("fixed-point steps must be ≥ 1")
+        if self.n_train is not None and self.n_train < 1:
+            raise ScanError(f"--n-train must be ≥ 1 (got {self.n_train})")
         if not 0.0 < self.basin_t <= 1.0 or self.basin_steps < 1:
             raise ScanError(f"basin time must lie in (0, 1] and basin steps be ≥ 1 (got {self.basin_t}, "
                             f"{self.basin_steps})")
@@ -441,6 +445,10 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     tokens_np = tokens.numpy()
     is_dup, dup_of = find_duplicates(tokens_np)
     stats = summarize(entropy, top1, dup_of, fp_dist, basin, denoiser.vocab_size, settings, t_values)
+    if settings.n_train is not None:
+        stats["n_train"] = settings.n_train
+        stats["n_train_comparison"] = training_set_comparison(stats, settings.n_train,
+                                                              int(rule.evidence["min_colliding_pairs"]))
     evidence = Evidence.from_stats(stats, steps=settings.steps,
                                    n_parameters=denoiser.describe().get("n_parameters"))
     decision = rule.decide(evidence)

@@ -222,6 +222,29 @@ def scan_statistics(sample_mean_entropy, duplicate_of, is_fixed_point, fixed_poi
     }
 
 
+def training_set_comparison(stats: dict, n_train: int, min_pairs: int = 3) -> str:
+    """What the coincidences say next to the training-set size a model card states (`--n-train`)."""
+    lo, hi = stats["distinct_sequences_ci"]
+    n = stats["n_samples"]
+    if stats["colliding_pairs"] >= min_pairs:
+        if hi is not None and hi < n_train:
+            return (f"the samples come from fewer sequences (95% CI {lo:,.0f}–{hi:,.0f}) than the {n_train:,} "
+                    "training sequences: a stored subset, or a collapsed model")
+        if lo is not None and lo > n_train:
+            return (f"the samples repeat, but come from more sequences (≥ {lo:,.0f}) than the {n_train:,} "
+                    "training sequences")
+        return (f"consistent with drawing from the {n_train:,} training sequences (95% CI "
+                f"{lo:,.0f}–{'∞' if hi is None else f'{hi:,.0f}'})")
+    if lo is not None and lo > n_train:
+        return (f"the model produces more distinct sequences (≥ {lo:,.0f}, 95%) than the {n_train:,} it was "
+                "trained on: it does not only replay whole training sequences (it may still recombine stored parts)")
+    # samples at which a uniform draw from n_train sequences shows min_pairs pairs 95 % of the time
+    need = next(k for k in (2 ** j for j in range(4, 40))
+                if 1 - poisson_cdf(min_pairs - 1, k * (k - 1) / 2 / n_train) >= 0.95)
+    return (f"{n} samples cannot tell whether the samples replay the {n_train:,} training sequences "
+            f"(≥ {lo:,.0f} distinct, 95%); about {need:,} samples would show repeats if they did")
+
+
 def wilson_interval(successes: int, n: int, confidence: float) -> tuple[float, float]:
     """Wilson's score interval for a proportion (NaN, NaN for n = 0)."""
     if n == 0:

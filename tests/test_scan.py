@@ -550,3 +550,15 @@ def test_demo_exits_5_when_a_verdict_is_wrong(demo_cache, monkeypatch):
     result = runner.invoke(app, ["demo", "--samples", str(N), "--steps", "8"])
     assert result.exit_code == 5
     assert "known verdicts" in result.stderr
+
+
+def test_n_train_is_compared_with_the_distinct_sample_count(tiny_ckpt):
+    r = run_scan(tiny_ckpt, "--samples", 40, "--steps", 2, "--n-train", 5, "--json", "--exit-zero")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["n_train"] == 5 and "5 training sequences" in doc["n_train_comparison"]
+    lo, hi = doc["distinct_sequences_ci"]
+    assert doc["colliding_pairs"] >= 0 and lo > 0 and (hi is None or hi >= lo)
+    assert 0.0 <= doc["basin_return_rate"] <= 1.0 and doc["domain"]["validated"]
+    r = run_scan(tiny_ckpt, "--samples", 40, "--steps", 2, "--n-train", 0)
+    assert r.exit_code == 2 and "--n-train" in r.output

@@ -56,6 +56,9 @@ def scan(
                                          "'memorization gate')."),
     summary_md: Optional[Path] = typer.Option(None, "--summary-md", help="Also write a Markdown summary "
                                               "(for $GITHUB_STEP_SUMMARY)."),
+    n_train: Optional[int] = typer.Option(None, "--n-train", min=1, help="Training-set size in sequences, from the "
+                                          "model card: the report compares it with the capture–recapture count "
+                                          "of distinct samples (it does not change the verdict)."),
 ):
     from ..probe import scan as run_scan
     from ..report import REPORT_FILES, render_report
@@ -74,7 +77,7 @@ def scan(
     except ValueError:
         raise UsageError(f"--t-profile must be comma-separated numbers (got {t_profile!r})") from None
     settings = ScanSettings(samples=samples, steps=steps, grid=grid, seed=seed, t_eval=t_eval, t_profile=profile,
-                            batch_size=batch_size)
+                            batch_size=batch_size, n_train=n_train)
     result = run_scan(checkpoint, settings=settings, weights=weights, device=resolve_device(device),
                       rule=load_rule(rule))
     summary = result.summary(include_timings=True)
@@ -138,6 +141,8 @@ def print_scan_summary(result, out: Optional[Path] = None) -> None:
     console.print(f"rule: {rule.name} v{rule.version} ({rule.status}) · {escape(rule.source[:160])}"
                   f"{'…' if len(rule.source) > 160 else ''}", highlight=False, soft_wrap=True)
     console.print(f"domain: {escape(domain_line({'domain': result.domain}))}", highlight=False, soft_wrap=True)
+    if "n_train_comparison" in result.stats:
+        console.print(f"training set: {escape(result.stats['n_train_comparison'])}", highlight=False, soft_wrap=True)
     t = result.timings
     console.print(f"{result.n_samples} samples × {result.tokens.shape[1]} tokens, {s.steps} sampler steps, seed "
                   f"{s.seed}, {s.device}: {t.get('total_s', 0):.1f} s (sampling {t.get('sampling_s', 0):.1f} s)"

@@ -270,8 +270,12 @@ def regenerate(table_path: str | Path, out: str | Path, command: str | None = No
     command = command or " ".join(shlex.quote(a) for a in ["memaudit", *sys.argv[1:]])
     source = (f"{command} (table {Path(table_path).name} sha256 {sha[:16]}; table produced by: "
               f"{meta.get('command', 'unknown')})")
+    # The validation table checked in beside the calibration table (memaudit validate) widens the
+    # domain the rule records; it is never fitted on.
+    validation_path = Path(table_path).with_name("validation") / "validation_table.parquet"
+    validation_rows = read_table(validation_path)[0] if validation_path.is_file() else []
     try:
-        rule, report = derive_rule(rows, source=source, log=log)
+        rule, report = derive_rule(rows, source=source, log=log, validation_rows=validation_rows)
     except CalibrationError as e:
         # No rule, but the sweeps' plots and the table summary still help to see why.
         _write_without_rule(rows, table_path, out, str(e))

@@ -254,8 +254,10 @@ def base_rule() -> dict:
 
 
 def derive_rule(rows: list[dict], t_candidates=None, tau_candidates=TAU_CANDIDATES, resamples: int = 1000,
-                confidence: float = 0.95, source: str = "", log=None, require_both: bool = True) -> tuple[dict, dict]:
-    """The calibrated rule from the calibration table. → (rule dict, report dict)."""
+                confidence: float = 0.95, source: str = "", log=None, require_both: bool = True,
+                validation_rows: list[dict] = ()) -> tuple[dict, dict]:
+    """The calibrated rule from the calibration table. → (rule dict, report dict). The validation
+    table's rows (never fitted on) only widen the recorded domain."""
     log = log or (lambda msg: None)
     if t_candidates is None:
         common = set(float(t) for t in rows[0]["t_values"])
@@ -297,7 +299,10 @@ def derive_rule(rows: list[dict], t_candidates=None, tau_candidates=TAU_CANDIDAT
     curve, min_samples = sample_count_curve(rows, rule, labels)
     rule["min_samples"] = int(min_samples)
     rule.update(name=RULE_NAME, version=2, status="calibrated", source=source,
-                evidence=dict(DEFAULT_EVIDENCE), domain=calibration_domain(rows, stats),
+                evidence=dict(DEFAULT_EVIDENCE),
+                domain=calibration_domain(rows, stats, [
+                    (r, record_statistics(r, rule["t_eval"], rule["tau"], resamples, confidence))
+                    for r in validation_rows]),
                 description=("Derived by memaudit calibrate from reference models of known regime (token recovery "
                              "as ground truth); see docs/calibration.md."),
                 sampler={"steps": sorted({int(r["scan_steps"]) for r in rows}), "final": "greedy",
@@ -319,17 +324,19 @@ def derive_rule(rows: list[dict], t_candidates=None, tau_candidates=TAU_CANDIDAT
     return rule, report
 
 
-def calibration_domain(rows: list[dict], stats: list[dict]) -> dict:
-    """The range the rule was calibrated on: [min, max] of vocabulary, sequence length and
-    parameter count (where the table records them), and of the points' mean entropy (nats)."""
+def calibration_domain(rows: list[dict], stats: list[dict], validation: list[tuple[dict, dict]] = ()) -> dict:
+    """The range the rule was calibrated and validated on: [min, max] of vocabulary, sequence
+    length and parameter count (where the tables record them), and of the points' mean entropy
+    (nats); validation: (row, statistics) pairs of the validation table, if any."""
+    points = list(zip(rows, stats)) + list(validation)
     domain = {}
     for axis in ("vocab_size", "seq_len", "n_parameters"):
-        values = [int(r[axis]) for r in rows if r.get(axis) is not None]
+        values = [int(r[axis]) for r, _ in points if r.get(axis) is not None]
         if values:
             domain[axis] = [min(values), max(values)]
-    h = [s["mean_entropy"] for s in stats]
+    h = [s["mean_entropy"] for _, s in points if s is not None]
     domain["mean_entropy"] = [_round(min(h)), _round(max(h))]
-    domain["source"] = "calibration table"
+    domain["points"] = {"calibration": len(rows), "validation": len(validation)}
     return domain
 
 
