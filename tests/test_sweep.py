@@ -294,3 +294,62 @@ def test_scan_verdicts_of_a_sweep_follow_the_rule(tmp_path):
     assert load_rule().t_eval in row["t_values"]                       # measured, though not at 0.123
     verdict, reason = current_scan_decision(point)
     assert verdict == "memorizing", (verdict, reason)
+
+
+def test_validate_rescans_a_sweep_and_rejudges_its_table(tmp_path, memorizing_checkpoint, generalizing_checkpoint,
+                                                          monkeypatch):
+    """`memaudit validate`: the checkpoints of a finished sweep are scanned again with today's scan
+    (cached beside each point), judged against their recovery ground truth, and the table it writes
+    re-judges to the same decisions without a model."""
+    from memaudit.experiments import validation
+
+    sweep_dir = tmp_path / "refs"
+    settings = _reference_settings()
+    for n, ckpt in ((32, memorizing_checkpoint), (65536, generalizing_checkpoint)):
+        shutil.copytree(ckpt, point_dir(sweep_dir, n) / "checkpoint")
+    sweep(settings, sweep_dir, workers=1, show_progress=False, plots=False)
+    out = tmp_path / "val"
+    r = runner.invoke(app, ["validate", str(sweep_dir), "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    # (with FAST's 32 recovery examples the generalizing point's recovery verdict is inconclusive)
+    assert doc["points"] == 2 and doc["wrong_gate"] == 0 and doc["clear_decided"] == doc["clear_points"] >= 1
+    assert sorted(p.name for p in out.iterdir()) == ["validation.json", "validation.md", "validation_table.parquet"]
+    result = json.loads((out / "validation.json").read_text())
+    by_n = {d["n_train"]: d for d in result["decisions"]}
+    assert by_n[32]["verdict"] == "memorizing" and by_n[32]["reason"] in ("repeated_samples", "attractor_samples")
+    assert by_n[65536]["verdict"] == "generalizing" and by_n[65536]["basin_return_rate"] < 0.25
+    for n in (32, 65536):
+        assert (point_dir(sweep_dir, n) / validation.RESCAN_FILE).is_file()
+    assert "| memorizing | 1 | 0 | 0 |" in (out / "validation.md").read_text()
+
+    # A second run scans nothing (the rescans are cached) and writes the same bytes.
+    def no_scan(*a, **k):
+        raise AssertionError("rescanned a cached point")
+    monkeypatch.setattr("memaudit.probe.scan", no_scan)
+    out2 = tmp_path / "val2"
+    assert runner.invoke(app, ["validate", str(sweep_dir), "--out", str(out2)]).exit_code == 0
+    assert (out2 / "validation_table.parquet").read_bytes() == (out / "validation_table.parquet").read_bytes()
+    # The table alone re-judges to the same decisions.
+    out3 = tmp_path / "val3"
+    r = runner.invoke(app, ["validate", "--from-table", str(out / "validation_table.parquet"), "--out", str(out3)])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out3 / "validation.json").read_text())["decisions"] == result["decisions"]
+    # Bad input: one line, exit 2.
+    for args in (["validate", "--out", str(tmp_path / "x")], ["validate", str(tmp_path / "nowhere")],
+                 ["validate", "--from-table", str(tmp_path / "missing.parquet")]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and r.output.count("\n") == 1, (args, r.output)
+
+
+def test_checked_in_validation_table_has_no_wrong_gate_verdict():
+    """The out-of-sample result docs/calibration.md quotes, re-judged under today's default rule."""
+    from memaudit.experiments.calibration import read_table
+    from memaudit.experiments.validation import judge
+    from memaudit.verdict import CALIBRATION_DIR
+
+    rows, _meta = read_table(CALIBRATION_DIR / "validation" / "validation_table.parquet")
+    result = judge(rows)
+    assert result["points"] >= 16 and len(result["languages"]) >= 4
+    assert result["wrong_gate"] == 0, [d for d in result["decisions"] if d["wrong_gate"]]
+    assert result["clear_decided"] >= 0.8 * result["clear_points"]

@@ -261,7 +261,9 @@ def report_markdown(result: dict, command: str, table_sha: str) -> str:
 # ------------------------------------------------------------------------------------- the run
 def run_validation(out: Path, sweep_dirs=(), from_table: Path | None = None, rule=None, device: str = "cpu",
                    command: str = "", log=None) -> dict:
-    """Build (or read) the validation table, judge it, write the file set. → the judgement."""
+    """Build (or read) the validation table, judge it, write the file set. → the judgement.
+    command: how the run was invoked (validation.md); the table records only the sweeps it came
+    from, so the same sweeps give the same table bytes wherever it is written."""
     from ..io import json_text, write_file_set
 
     if from_table is not None:
@@ -273,7 +275,8 @@ def run_validation(out: Path, sweep_dirs=(), from_table: Path | None = None, rul
         if not sweep_dirs:
             raise ValidationError("give sweep directories or --from-table")
         rows = build_rows(sweep_dirs, device=device, log=log)
-        meta = {"memaudit_version": __version__, "command": command, "kind": "validation"}
+        meta = {"memaudit_version": __version__, "kind": "validation",
+                "sweeps": [Path(d).name for d in sweep_dirs]}
     table = write_table(rows, None, meta)
     sha = hashlib.sha256(table).hexdigest()
     result = judge(rows, rule)
