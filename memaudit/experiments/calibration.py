@@ -134,6 +134,24 @@ def confusion_markdown(conf: dict) -> str:
     return "\n".join(lines)
 
 
+def _evidence_rows(rule: dict) -> list[str]:
+    """The v2 rule's stored-set evidence and domain, as rows of the rule table."""
+    ev, dom = rule.get("evidence"), rule.get("domain") or {}
+    if not ev:
+        return []
+    rows = [f"| stored-set evidence (set by principle, not fitted) | low entropy is memorizing only with ≥ "
+            f"{ev['min_colliding_pairs']:g} identical sample pairs (repeated_samples) or a share of samples returning "
+            f"whole after re-noising at t = {ev['basin_t']:g} whose CI lower bound is > {ev['basin_return_min']:g} "
+            "(attractor_samples); otherwise inconclusive (low_entropy_language). Generalizing also needs no "
+            f"repeats and a whole-return CI upper bound ≤ {ev['basin_return_max']:g} |"]
+    ranges = ", ".join(f"{k} {lo:,}–{hi:,}" for k, v in dom.items() if k in ("vocab_size", "seq_len", "n_parameters")
+                       for lo, hi in [v])
+    if ranges:
+        rows.append(f"| domain (calibration + validation points: {dom.get('points', {})}) | {ranges}; mean entropy "
+                    f"{dom['mean_entropy'][0]:g}–{dom['mean_entropy'][1]:g} nats |")
+    return rows
+
+
 def report_markdown(rule: dict, report: dict) -> str:
     """The rule, its measured accuracy and the per-point decisions, as Markdown (calibration.md)."""
     th_m, th_g, und = rule["thresholds"]["memorizing"], rule["thresholds"]["generalizing"], rule["undertrained"]
@@ -155,6 +173,7 @@ def report_markdown(rule: dict, report: dict) -> str:
                 "unstable_samples)" if th_g.get("fixed_point_distance_max", 1.0) < 1.0 else "") + " |",
              f"| undertrained (inconclusive) | H̄/ln V CI lower bound ≥ {und['entropy_ratio_min']:g}, or H̄/ln V ≥ "
              f"{und['entropy_ratio_soft']:g} with fixed points < {und['fixed_point_fraction_max']:g} |",
+             *_evidence_rows(rule),
              "", "## Confusion (recovery ground truth × scan verdict)", "", confusion_markdown(report["confusion"]),
              "", f"Wrong definite verdicts: {report['score']['wrong']}; correct definite verdicts: "
              f"{report['score']['correct']} of {n_clear} clear points.", ""]

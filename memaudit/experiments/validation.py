@@ -224,7 +224,9 @@ def report_markdown(result: dict, command: str, table_sha: str) -> str:
         "",
         f"Rule **{rule['name']} v{rule['version']}** ({rule['status']}, sha256 {rule['sha256'][:16]}), "
         f"t_eval = {rule['t_eval']:g}, τ = {rule['tau']:g} nats. None of these models was used to fit it.",
-        f"Regenerate: `{command}` (validation table sha256 {table_sha[:16]}).",
+        f"Regenerate: `{command}` (validation table sha256 {table_sha[:16]}; the table was built by "
+        f"`memaudit validate` from the sweeps {', '.join(result.get('table_built_from') or ['(unknown)'])}, "
+        "trained by docs/validation-runs-2026-12-01/run.sh and run2.sh).",
         "",
         f"- points: {result['points']} over {len(result['languages'])} languages ({', '.join(result['languages'])})",
         f"- wrong definite verdicts, release-gate sense (a memorizer — fully or partly, by recovery — called "
@@ -281,6 +283,7 @@ def run_validation(out: Path, sweep_dirs=(), from_table: Path | None = None, rul
     sha = hashlib.sha256(table).hexdigest()
     result = judge(rows, rule)
     result["command"] = command
+    result["table_built_from"] = meta.get("sweeps")
     result["table_sha256"] = sha
     result["memaudit_version"] = __version__
     result["units"] = "nats"
