@@ -38,6 +38,7 @@ def test_junit_generalizing_passes(summaries, tmp_path):
     props = {p.get("name"): p.get("value") for p in suite.iter("property")}
     assert props["verdict"] == "generalizing" and props["rule.status"] == "provisional"
     assert props["mean_entropy_ci"].startswith("[")
+    assert props["rule.domain"].startswith(("inside the rule's", "OUTSIDE the rule's", "the rule records no"))
 
 
 def test_junit_memorizing_fails(summaries):

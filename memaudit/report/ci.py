@@ -178,6 +178,8 @@ def junit_xml(summary: dict, inconclusive: str = "error") -> bytes:
     for key in ("name", "version", "status", "source", "sha256"):
         if key in rule:
             prop_values.append((f"rule.{key}", str(rule[key])))
+    if summary.get("domain"):
+        prop_values.append(("rule.domain", domain_line(summary)))
     for name, value in prop_values:
         ET.SubElement(props, "property", {"name": name, "value": _xml_text(value)})
 
