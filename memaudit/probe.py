@@ -449,11 +449,10 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
         stats["n_train"] = settings.n_train
         stats["n_train_comparison"] = training_set_comparison(stats, settings.n_train,
                                                               int(rule.evidence["min_colliding_pairs"]))
-    evidence = Evidence.from_stats(stats, steps=settings.steps,
-                                   n_parameters=denoiser.describe().get("n_parameters"))
+    model = model_provenance(denoiser)
+    evidence = Evidence.from_stats(stats, steps=settings.steps, n_parameters=model.get("n_parameters"))
     decision = rule.decide(evidence)
     texts = [denoiser.decode(row) for row in tokens_np] if denoiser.tokenizer is not None else [None] * len(tokens_np)
-    model = model_provenance(denoiser)
     timings["total_s"] = time.perf_counter() - started
     return ScanResult(verdict=decision.verdict, reason=decision.reason, explanation=decision.explanation,
                       settings=settings, rule=rule, model=model, tokens=tokens_np, t_values=t_values,

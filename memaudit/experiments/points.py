@@ -130,7 +130,6 @@ def run_point(settings: SweepSettings, out: Path, n: int, report=None, allow_tru
     corpus = corpus_from_spec(saved["data"], tokenizer=denoiser.tokenizer)
     stored = {row.tobytes() for row in corpus.train_blocks(n).numpy().astype(np.int64)}
     train_copy = np.array([row.astype(np.int64).tobytes() in stored for row in sc.tokens], dtype=bool)
-    sample_means = sc.entropy.astype(np.float64).mean(axis=2)                    # [T, N]
     doc = {
         "format": POINT_FORMAT,
         "n_train": int(n),
@@ -147,16 +146,7 @@ def run_point(settings: SweepSettings, out: Path, n: int, report=None, allow_tru
         "weights": denoiser.weights,
         "recovery": {"verdict": rec.verdict, "reason": rec.reason, "explanation": rec.explanation,
                      "summaries": rec.summaries, "gaps": rec.gaps},
-        "scan": {"verdict": sc.verdict, "reason": sc.reason, "rule": sc.rule.name,
-                 "stats": dict(sc.stats), "steps": sc.settings.steps, "seed": sc.settings.seed,
-                 "t_values": [float(t) for t in sc.t_values], "tau": sc.settings.tau,
-                 "bootstrap_resamples": sc.settings.bootstrap_resamples, "confidence": sc.settings.confidence},
-        "samples": {"mean_entropy": [[round(float(v), 7) for v in row] for row in sample_means],
-                    "duplicate_of": [int(v) for v in sc.duplicate_of],
-                    "is_fixed_point": [bool(v) for v in sc.is_fixed_point],
-                    "fixed_point_distance": [round(float(v), 6) for v in sc.fixed_point_distance],
-                    "basin_agreement": [round(float(v), 6) for v in sc.basin_agreement],
-                    "is_train_copy": [bool(v) for v in train_copy]},
+        **scan_record(sc, train_copy),
         "train_copy_rate": float(train_copy.mean()),
         "scan_raw": raw_scan,
         "trained_now": trained_now,
@@ -168,6 +158,24 @@ def run_point(settings: SweepSettings, out: Path, n: int, report=None, allow_tru
     write_files(pdir, {"point.json": json_bytes(doc)})
     report("done", recovery=rec.verdict, scan=sc.verdict, truncated=truncated)
     return doc
+
+def scan_record(sc, train_copy) -> dict:
+    """The "scan" and "samples" parts of point.json from a ScanResult (per-sample values rounded
+    for storage); train_copy [N]: whether each sample is a training block (None: unknown)."""
+    sample_means = sc.entropy.astype(np.float64).mean(axis=2)                    # [T, N]
+    return {
+        "scan": {"verdict": sc.verdict, "reason": sc.reason, "rule": sc.rule.name,
+                 "stats": dict(sc.stats), "steps": sc.settings.steps, "seed": sc.settings.seed,
+                 "t_values": [float(t) for t in sc.t_values], "tau": sc.settings.tau,
+                 "bootstrap_resamples": sc.settings.bootstrap_resamples, "confidence": sc.settings.confidence},
+        "samples": {"mean_entropy": [[round(float(v), 7) for v in row] for row in sample_means],
+                    "duplicate_of": [int(v) for v in sc.duplicate_of],
+                    "is_fixed_point": [bool(v) for v in sc.is_fixed_point],
+                    "fixed_point_distance": [round(float(v), 6) for v in sc.fixed_point_distance],
+                    "basin_agreement": [round(float(v), 6) for v in sc.basin_agreement],
+                    "is_train_copy": None if train_copy is None else [bool(v) for v in train_copy]},
+    }
+
 
 def load_points(out: Path, settings: SweepSettings, include_truncated: bool = False) -> dict[int, dict]:
     """Finished points (and, with include_truncated, points whose training was cut at a deadline

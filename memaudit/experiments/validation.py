@@ -32,6 +32,7 @@ from .. import __version__
 from ..errors import UsageError
 from ..verdict import LABELS, VERDICTS
 from .calibration import confusion_markdown, read_table, table_rows, write_table
+from .points import scan_record
 from .settings import settings_key
 
 
@@ -95,24 +96,14 @@ def rescan_point(pdir: Path, point: dict, device: str = "cpu", log=None) -> dict
     same = [int(v) for v in sc.duplicate_of] == [int(v) for v in old["duplicate_of"]] and all(
         math.isclose(float(a), float(b), rel_tol=1e-4, abs_tol=1e-5)
         for a, b in zip(sc.sample_mean_entropy.tolist(), old["mean_entropy"][0]))
-    update = {
-        "scan": {"verdict": sc.verdict, "reason": sc.reason, "rule": sc.rule.name, "stats": dict(sc.stats),
-                 "steps": sc.settings.steps, "seed": sc.settings.seed, "t_values": [float(t) for t in sc.t_values],
-                 "tau": sc.settings.tau, "bootstrap_resamples": sc.settings.bootstrap_resamples,
-                 "confidence": sc.settings.confidence},
-        "samples": {"mean_entropy": [[round(float(v), 7) for v in row]
-                                     for row in sc.entropy.astype("float64").mean(axis=2)],
-                    "duplicate_of": [int(v) for v in sc.duplicate_of],
-                    "is_fixed_point": [bool(v) for v in sc.is_fixed_point],
-                    "fixed_point_distance": [round(float(v), 6) for v in sc.fixed_point_distance],
-                    "basin_agreement": [round(float(v), 6) for v in sc.basin_agreement],
-                    # training copies were counted on the sweep's samples; the same sampler and seed
-                    # draw the same samples (checked: samples_match_sweep)
-                    "is_train_copy": old.get("is_train_copy")},
+    # training copies were counted on the sweep's samples; the same sampler and seed draw the same
+    # samples (checked: samples_match_sweep)
+    update = scan_record(sc, old.get("is_train_copy"))
+    update.update({
         "samples_match_sweep": bool(same),
         "n_parameters": sc.model.get("n_parameters"),
         "seq_len": int(sc.tokens.shape[1]),
-    }
+    })
     cache.write_text(json.dumps({"key": key, "point": update}, sort_keys=True))
     return {**point, **update}
 
