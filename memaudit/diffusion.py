@@ -263,16 +263,22 @@ def corrupt(x0: torch.Tensor, alpha: torch.Tensor, vocab_size: int,
     """
     keep_draw = torch.rand(x0.shape, generator=generator, device=x0.device)
     noise = torch.randint(0, vocab_size, x0.shape, generator=generator, device=x0.device)
+    return corrupt_with(x0, alpha, keep_draw, noise)
+
+
+def corrupt_with(x0: torch.Tensor, alpha: torch.Tensor, keep_draw: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """q(x_t | x_0) from given draws: keep_draw [B, L] uniform in [0, 1), noise [B, L] tokens."""
     keep = keep_draw < alpha.to(keep_draw.dtype)[:, None]
     return torch.where(keep, x0, noise)
 
 
 def posterior(x_t: torch.Tensor, x0_probs: torch.Tensor, alpha_t: torch.Tensor,
               alpha_s: torch.Tensor) -> torch.Tensor:
-    """p_θ(x_s | x_t) = q(x_s | x_t, x_0 = x̂) for s < t.
+    """p_θ(x_s | x_t) = q(x_s | x_t, x_0 = x̂) for s < t, as a dense [B, L, V] table.
 
-    x_t [B, L] int64, x0_probs [B, L, V], alpha_t/alpha_s [B] → probabilities [B, L, V] in the
-    dtype of x0_probs (pass float64 for the reference-exact computation).
+    The reference form, for tests and small vocabularies; the sampler never builds it
+    (`posterior_weights`). x_t [B, L] int64, x0_probs [B, L, V], alpha_t/alpha_s [B] →
+    probabilities [B, L, V] in the dtype of x0_probs.
 
     numerator(j) = V α_t x̂_j [j = x_t] + (α_{t|s} − α_t)[j = x_t] + (α_s − α_t) x̂_j
                    + (1 − α_{t|s})(1 − α_s) / V
@@ -292,7 +298,8 @@ def posterior(x_t: torch.Tensor, x0_probs: torch.Tensor, alpha_t: torch.Tensor,
 
 
 def final_posterior(x_t: torch.Tensor, x0_probs: torch.Tensor, alpha_t: torch.Tensor) -> torch.Tensor:
-    """The posterior with α_s = 1 (noise removal at the last step): ∝ x̂_j (V α_t [j = x_t] + 1 − α_t)."""
+    """The posterior with α_s = 1 (noise removal at the last step): ∝ x̂_j (V α_t [j = x_t] + 1 − α_t).
+    Dense reference form, like `posterior`."""
     vocab_size = x0_probs.shape[-1]
     a_t = alpha_t.to(x0_probs.dtype)[:, None, None]
     is_xt = torch.nn.functional.one_hot(x_t, vocab_size).to(x0_probs.dtype)
@@ -300,34 +307,104 @@ def final_posterior(x_t: torch.Tensor, x0_probs: torch.Tensor, alpha_t: torch.Te
     return unnormalised / unnormalised.sum(-1, keepdim=True)
 
 
-def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One draw per row of probs [..., V] by the exponential race (Gumbel-max form): argmax p / E.
+# The posterior as a mixture. Split the numerator above by its terms: it is
+#     w_stay · δ(x_t) + w_model · x̂ + w_uniform · Uniform(V)
+# with per-token weights (divided by the denominator D = V α_t x̂_{x_t} + 1 − α_t)
+#     w_stay = (V α_t x̂_{x_t} + α_{t|s} − α_t) / D,  w_model = (α_s − α_t) / D,
+#     w_uniform = (1 − α_{t|s})(1 − α_s) / D,
+# and α_s = 1 gives the final step's w_stay = V α_t x̂_{x_t} / D, w_model = (1 − α_t) / D.
+# Sampling the mixture needs only [B, L] weights and one draw from x̂ itself; nothing of size
+# [B, L, V] beyond x̂ (float32) and its running sum is ever built.
+@dataclass(frozen=True)
+class StepDraws:
+    """The uniform draws of one ancestral step, one per token, all [B, L]: `part` picks the part of
+    the mixture, `within` the point of x̂'s cumulative distribution, `token` the uniform part's token.
+    A step uses all three whatever part is picked, so each sample's stream advances the same way."""
+    part: torch.Tensor     # float64 in [0, 1)
+    within: torch.Tensor   # float32 in [0, 1)
+    token: torch.Tensor    # int64 in [0, V)
 
-    Exact for any float dtype and deterministic under a seeded generator.
-    """
-    exponential = torch.empty_like(probs).exponential_(generator=generator)
-    return (probs / exponential).argmax(-1)
+
+def posterior_weights(x_t: torch.Tensor, x0_probs: torch.Tensor, alpha_t: torch.Tensor, alpha_s: torch.Tensor | None,
+                      dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w_stay, w_model), each [B, L] in `dtype`, of the posterior mixture (the uniform part is the
+    rest). alpha_s None: the final, α_s = 1, step."""
+    vocab_size = x0_probs.shape[-1]
+    p_xt = torch.gather(x0_probs, -1, x_t[..., None])[..., 0].to(dtype)       # x̂_{x_t}  [B, L]
+    a_t = alpha_t.to(dtype)[:, None]
+    denominator = vocab_size * a_t * p_xt + (1 - a_t)
+    if alpha_s is None:
+        return vocab_size * a_t * p_xt / denominator, (1 - a_t) / denominator
+    a_s = alpha_s.to(dtype)[:, None]
+    a_ts = a_t / a_s
+    return (vocab_size * a_t * p_xt + (a_ts - a_t)) / denominator, (a_s - a_t) / denominator
+
+
+def draw_from(probs: torch.Tensor, within: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draws: probs [B, L, V] (any scale), within [B, L] uniform in [0, 1) → [B, L] int64."""
+    cumulative = probs.cumsum(-1)                                              # [B, L, V]
+    target = within.to(cumulative.dtype)[..., None] * cumulative[..., -1:]     # [B, L, 1]
+    index = torch.searchsorted(cumulative, target, right=True)[..., 0]
+    return index.clamp_max(probs.shape[-1] - 1)
+
+
+def sample_mixture(x_t: torch.Tensor, x0_probs: torch.Tensor, w_stay: torch.Tensor, w_model: torch.Tensor,
+                   draws: StepDraws) -> torch.Tensor:
+    """One draw per token from w_stay · δ(x_t) + w_model · x̂ + (rest) · Uniform. → [B, L] int64."""
+    part = draws.part.to(w_stay.device, w_stay.dtype)
+    from_model = draw_from(x0_probs, draws.within.to(x0_probs.device))
+    x = torch.where(part < w_stay + w_model, from_model, draws.token.to(x_t.device))
+    return torch.where(part < w_stay, x_t, x)
+
+
+def greedy_choice(x_t: torch.Tensor, x0_probs: torch.Tensor, stay: torch.Tensor, other_scale: torch.Tensor,
+                  other_offset: torch.Tensor | float) -> torch.Tensor:
+    """argmax_j of an (unnormalised) posterior whose value is `stay` at j = x_t and
+    other_scale · x̂_j + other_offset elsewhere (other_scale ≥ 0), ties to the lower index as a
+    dense argmax breaks them. → [B, L] int64."""
+    others = x0_probs.scatter(-1, x_t[..., None], -1.0)                        # x̂ with x_t excluded
+    best_other = others.argmax(-1)                                             # [B, L]
+    other = other_scale * torch.gather(x0_probs, -1, best_other[..., None])[..., 0].to(stay.dtype) + other_offset
+    keep = (stay > other) | ((stay == other) & (x_t < best_other))
+    return torch.where(keep, x_t, best_other)
 
 
 def reverse_step(x_t: torch.Tensor, x0_probs: torch.Tensor, alpha_t: torch.Tensor,
-                 alpha_s: torch.Tensor, greedy: bool = False,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """One ancestral (or greedy: argmax of the posterior) step from t to s. → x_s [B, L]."""
-    probs = posterior(x_t, x0_probs, alpha_t, alpha_s)
-    if greedy:
-        return probs.argmax(-1)
-    return sample_categorical(probs, generator)
+                 alpha_s: torch.Tensor, draws: StepDraws | None = None,
+                 dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """One step from t to s: an ancestral draw from the posterior (`draws` given) or its argmax
+    (draws None: the greedy dynamics). x0_probs [B, L, V] float32. The per-token weights are
+    computed in `dtype`. → x_s [B, L]."""
+    if draws is not None:
+        w_stay, w_model = posterior_weights(x_t, x0_probs, alpha_t, alpha_s, dtype)
+        return sample_mixture(x_t, x0_probs, w_stay, w_model, draws)
+    vocab_size = x0_probs.shape[-1]
+    a_t, a_s = alpha_t.to(dtype)[:, None], alpha_s.to(dtype)[:, None]
+    a_ts = a_t / a_s
+    uniform = (1 - a_ts) * (1 - a_s) / vocab_size
+    p_xt = torch.gather(x0_probs, -1, x_t[..., None])[..., 0].to(dtype)
+    stay = vocab_size * a_t * p_xt + (a_ts - a_t) + (a_s - a_t) * p_xt + uniform   # the numerator at x_t
+    return greedy_choice(x_t, x0_probs, stay, a_s - a_t, uniform)
 
 
 def noise_removal_step(x_t: torch.Tensor, x0_probs: torch.Tensor, alpha_t: torch.Tensor,
-                       mode: str = "greedy", generator: torch.Generator | None = None) -> torch.Tensor:
+                       mode: str = "greedy", draws: StepDraws | None = None,
+                       dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Final step to t = 0. 'greedy': argmax x̂ (Duo's greedy tail). 'ancestral': a draw from the
-    α_s = 1 posterior (the reference recovery evaluation)."""
+    α_s = 1 posterior (the reference recovery evaluation; needs `draws`). 'argmax': the argmax of
+    that posterior (the end of the greedy fixed-point dynamics)."""
     if mode == "greedy":
         return x0_probs.argmax(-1)
     if mode == "ancestral":
-        return sample_categorical(final_posterior(x_t, x0_probs, alpha_t), generator)
-    raise ValueError(f"unknown noise-removal mode {mode!r}; use 'greedy' or 'ancestral'")
+        if draws is None:
+            raise ValueError("an ancestral noise-removal step needs its draws")
+        w_stay, w_model = posterior_weights(x_t, x0_probs, alpha_t, None, dtype)
+        return sample_mixture(x_t, x0_probs, w_stay, w_model, draws)
+    if mode == "argmax":
+        a_t = alpha_t.to(dtype)[:, None]
+        p_xt = torch.gather(x0_probs, -1, x_t[..., None])[..., 0].to(dtype)
+        return greedy_choice(x_t, x0_probs, p_xt * (x0_probs.shape[-1] * a_t + (1 - a_t)), 1 - a_t, 0.0)
+    raise ValueError(f"unknown noise-removal mode {mode!r}; use 'greedy', 'ancestral' or 'argmax'")
 
 
 def nelbo_per_token(log_x0_probs: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor,

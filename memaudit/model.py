@@ -135,6 +135,11 @@ class LayerNorm(nn.Module):
         return x * self.weight[None, None, :]
 
 
+def per_sequence(rows, index):
+    """Conditioning rows [U, k] → one per sequence [B, k] (index [B] into U; None: already per sequence)."""
+    return rows if index is None else rows[index]
+
+
 def modulate(x, shift, scale):
     return x * (1 + scale) + shift
 
@@ -198,10 +203,10 @@ class DDiTBlock(nn.Module):
         nn.init.zeros_(self.adaLN_modulation.weight)  # every block starts as the identity
         nn.init.zeros_(self.adaLN_modulation.bias)
 
-    def forward(self, x, c, cos, sin):
+    def forward(self, x, c, cos, sin, c_index=None):
         B, L, d = x.shape
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = \
-            self.adaLN_modulation(c)[:, None].chunk(6, dim=2)            # each [B, 1, d]
+            per_sequence(self.adaLN_modulation(c), c_index)[:, None].chunk(6, dim=2)   # each [B, 1, d]
 
         h = modulate(self.norm1(x), shift_msa, scale_msa).to(x.dtype)
         qkv = self.attn_qkv(h).view(B, L, 3, self.n_heads, d // self.n_heads)   # [B, L, 3, H, hd]
@@ -239,8 +244,8 @@ class DDiTFinalLayer(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, x, c):
-        shift, scale = self.adaLN_modulation(c)[:, None].chunk(2, dim=2)
+    def forward(self, x, c, c_index=None):
+        shift, scale = per_sequence(self.adaLN_modulation(c), c_index)[:, None].chunk(2, dim=2)
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
@@ -261,11 +266,19 @@ class DDiT(nn.Module):
         if not self.config.time_conditioning:
             sigma = torch.zeros_like(sigma)
         x = self.vocab_embed(tokens)                       # [B, L, d]
-        c = F.silu(self.sigma_map(sigma))                  # [B, cond_dim]
+        if self.training:
+            c_index = None                                 # every sequence has its own time
+        else:
+            # Inference evaluates one time for a whole batch. The conditioning is computed once per
+            # distinct time (U rows, usually 1) and then indexed per sequence: a matrix product's
+            # kernel depends on its row count, so B conditioning rows would make a sequence's output
+            # depend on the size of the batch it is in, and reports on --batch-size.
+            sigma, c_index = torch.unique(sigma, return_inverse=True)
+        c = F.silu(self.sigma_map(sigma))                  # [B or U, cond_dim]
         cos, sin = self.rotary_emb(tokens.shape[1], tokens.device)
         for block in self.blocks:
-            x = block(x, c, cos, sin)
-        return self.output_layer(x, c).float()            # [B, L, V]
+            x = block(x, c, cos, sin, c_index)
+        return self.output_layer(x, c, c_index).float()   # [B, L, V]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

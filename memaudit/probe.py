@@ -24,7 +24,6 @@ import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,8 +36,8 @@ from .adapters import as_denoiser
 from .denoiser import Denoiser
 from .io import finite_json
 from .progress import progress_bar
-from .sampling import GRIDS, generate, make_generator, reverse_process, time_grid
-from .stats import derive_seed, scan_statistics, training_set_comparison
+from .sampling import GRIDS, SampleStreams, batches, generate, reverse_process
+from .stats import scan_statistics, training_set_comparison
 
 # Default sampler: 32 steps on a quadratic time grid (memaudit.sampling.time_grid), chosen by
 # measurement against the paper-style reference (1000 linear ancestral steps, float64 posterior;
@@ -74,6 +73,9 @@ class ScanError(UsageError):
     """Bad scan settings (CLI exit code 2)."""
 
 
+EXECUTION_SETTINGS = ("batch_size", "max_memory")
+
+
 @dataclass(frozen=True)
 class ScanSettings:
     samples: int = DEFAULT_SAMPLES
@@ -83,7 +85,10 @@ class ScanSettings:
     t_eval: float | None = None        # None: the rule's
     t_profile: tuple[float, ...] = ()
     tau: float = 0.1                   # a scan always uses the rule's; this default serves direct use of the statistics
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int | None = None      # None: the largest batch that fits max_memory (memaudit.budget)
+    max_memory: int | None = None      # bytes; None: a share of the memory available to the process
+    adaptive: bool = True              # stop at the first definite look (memaudit.verdict.sequential)
+    min_samples: int | None = None     # the first look; None: the rule's min_samples
     final: str = "greedy"
     posterior_dtype: str = "float64"
     fixed_point_t: float = FIXED_POINT_T
@@ -102,7 +107,11 @@ class ScanSettings:
         profile = sorted({float(t) for t in self.t_profile if float(t) != t_eval})
         return replace(self, samples=int(self.samples), steps=int(self.steps), grid=str(self.grid),
                        seed=int(self.seed), t_eval=t_eval, t_profile=tuple(profile), tau=float(rule.tau),
-                       batch_size=int(self.batch_size), fixed_point_t=float(self.fixed_point_t),
+                       batch_size=None if self.batch_size is None else int(self.batch_size),
+                       max_memory=None if self.max_memory is None else int(self.max_memory),
+                       adaptive=bool(self.adaptive),
+                       min_samples=int(rule.min_samples if self.min_samples is None else self.min_samples),
+                       fixed_point_t=float(self.fixed_point_t),
                        fixed_point_steps=int(self.fixed_point_steps), basin_t=float(self.basin_t),
                        basin_steps=int(self.basin_steps),
                        n_train=None if self.n_train is None else int(self.n_train),
@@ -117,8 +126,12 @@ class ScanSettings:
             raise ScanError(f"--steps must be ≥ 1 (got {self.steps})")
         if self.grid not in GRIDS:
             raise ScanError(f"--grid must be one of {', '.join(GRIDS)} (got {self.grid!r})")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ScanError(f"--batch-size must be ≥ 1 (got {self.batch_size})")
+        if self.max_memory is not None and self.max_memory < 1:
+            raise ScanError(f"--max-memory must be positive (got {self.max_memory})")
+        if self.min_samples is not None and not 1 <= self.min_samples:
+            raise ScanError(f"--min-samples must be ≥ 1 (got {self.min_samples})")
         for t in (self.t_eval, *self.t_profile):
             if not (0.0 < t <= 1.0) or not math.isfinite(t):
                 raise ScanError(f"evaluation times must lie in (0, 1] (got {t})")
@@ -141,8 +154,13 @@ class ScanSettings:
             raise ScanError("at least 10 bootstrap resamples are needed")
 
     def to_dict(self) -> dict:
+        """What reports record. The batch size and the memory budget only decide how the work is
+        split, never a result (per-sample random streams), so they are left out: the same seed
+        gives the same report files on any machine."""
         d = asdict(self)
         d["t_profile"] = list(self.t_profile)
+        for execution_only in EXECUTION_SETTINGS:
+            d.pop(execution_only)
         return d
 
 
@@ -167,6 +185,7 @@ class ScanResult:
     fixed_point_distance: np.ndarray       # [N] float32: share of tokens the greedy dynamics changes
     basin_agreement: np.ndarray            # [N] float32: share of tokens restored after re-noising at basin_t
     stats: dict                            # the summary statistics (see `summarize`)
+    stopping: dict = field(default_factory=dict)  # how many samples were used and why (verdict.sequential)
     domain: dict = field(default_factory=dict)    # the rule's validated domain and whether this model is inside
     timings: dict = field(default_factory=dict)   # seconds; never written to report files
     decode: Any = field(default=None, repr=False)  # ids → text (the model's tokenizer), for report.html
@@ -197,17 +216,19 @@ class ScanResult:
             "model": self.model,
             "sampler": {"steps": self.settings.steps, "final": self.settings.final,
                         "posterior_dtype": self.settings.posterior_dtype,
-                        "batch_size": self.settings.batch_size, "start": "uniform noise at t=1",
+                        "start": "uniform noise at t=1",
                         "time_grid": f"{self.settings.grid} from 1 to 1e-5"},
             "seeds": {"seed": self.settings.seed,
-                      "sampling": f"batch b: {self.settings.seed}*100003+b",
-                      "corruption": "derive_seed(seed, 'eval', k)",
+                      "sampling": "sample i: derive_seed(seed, 'sample', i)",
+                      "corruption": "sample i at evaluation time k: derive_seed(seed, 'eval', k, i)",
+                      "basin": "sample i: derive_seed(seed, 'basin', basin_t, i)",
                       "bootstrap": "derive_seed(seed, 'bootstrap')"},
             "settings": self.settings.to_dict(),
             "t_eval": self.settings.t_eval,
             "tau": self.settings.tau,
             "rule": self.rule.describe(),
             "domain": self.domain,
+            "stopping": self.stopping,
             "verdict": self.verdict,
             "reason": self.reason,
             "units": "nats",
@@ -222,6 +243,7 @@ class ScanResult:
             **self.stats,
             "rule": self.rule.describe(),
             "domain": self.domain,
+            "stopping": self.stopping,
             "checkpoint": checkpoint_label(self.model),
             "model": self.model,
             "settings": self.settings.to_dict(),
@@ -256,24 +278,24 @@ def checkpoint_label(model: dict) -> str | None:
 # --------------------------------------------------------------------------------- measurement
 @torch.no_grad()
 def evaluate_entropy(denoiser: Denoiser, tokens: torch.Tensor, t: float, seed: int, stream: int = 0,
-                     batch_size: int = DEFAULT_BATCH_SIZE, task=None) -> tuple[torch.Tensor, torch.Tensor]:
+                     batch_size: int = DEFAULT_BATCH_SIZE, task=None, first: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """H_i (nats) and the top-1 probability of x̂ at time t on one seeded corruption of `tokens`.
 
     tokens [N, L] int64 (CPU) → (entropy [N, L] float32, top1 [N, L] float32), both on the CPU.
-    The corruption is drawn on the CPU, so it does not depend on the device.
+    Sample i's corruption comes from its own stream (seed, 'eval', stream, i), drawn on the CPU, so
+    it depends neither on the device nor on the batch size; tokens[0] is sample number `first`.
     """
-    n = tokens.shape[0]
-    generator = torch.Generator().manual_seed(derive_seed(seed, "eval", stream))
-    alpha = denoiser.schedule.alpha(torch.full((n,), float(t), dtype=torch.float64))
-    x_t = D.corrupt(tokens, alpha, denoiser.vocab_size, generator=generator)
     entropies, top1 = [], []
-    for start in range(0, n, batch_size):
-        x = x_t[start:start + batch_size]
+    for start, stop in batches(tokens.shape[0], batch_size):
+        streams = SampleStreams(seed, ("eval", stream), range(first + start, first + stop))
+        alpha = denoiser.schedule.alpha(torch.full((stop - start,), float(t), dtype=torch.float64))
+        x = streams.corrupt(tokens[start:stop], alpha, denoiser.vocab_size)
         log_probs = denoiser(x, torch.full((x.shape[0],), float(t)))   # float32 [b, L, V]
         entropies.append(D.entropy(log_probs).float().cpu())
         top1.append(log_probs.max(-1).values.exp().float().cpu())
+        del log_probs
         if task is not None:
-            task.advance(1)
+            task.advance(stop - start)
     return torch.cat(entropies), torch.cat(top1)
 
 
@@ -288,25 +310,13 @@ def fixed_point_distance(denoiser: Denoiser, tokens: torch.Tensor, t_start: floa
     evaluation) and run through `steps` argmax-of-posterior steps and the argmax of the α_s = 1
     posterior. Deterministic. tokens [N, L] → [N] float32 (CPU).
     """
-    schedule = denoiser.schedule
-    grid = time_grid(t_start, steps)
     out = []
-    for start in range(0, tokens.shape[0], batch_size):
-        x0 = tokens[start:start + batch_size].to(denoiser.device)
-        x = x0
-        b = x.shape[0]
-        for i in range(steps):
-            t, s = grid[i], grid[i + 1]
-            probs = denoiser(x, t.float().expand(b)).to(posterior_dtype).exp()
-            x = D.reverse_step(x, probs, schedule.alpha(t).expand(b).to(x.device),
-                               schedule.alpha(s).expand(b).to(x.device), greedy=True)
-            if task is not None:
-                task.advance(1)
-        t_last = grid[-1]
-        probs = denoiser(x, t_last.float().expand(b)).to(posterior_dtype).exp()
-        x = D.final_posterior(x, probs, schedule.alpha(t_last).expand(b).to(x.device)).argmax(-1)
+    for start, stop in batches(tokens.shape[0], batch_size):
+        x0 = tokens[start:stop].to(denoiser.device)
+        x = reverse_process(denoiser, x0, t_start, steps, final="argmax", posterior_dtype=posterior_dtype,
+                            on_step=None if task is None else (lambda: task.advance(stop - start)))
         if task is not None:
-            task.advance(1)
+            task.advance(stop - start)
         out.append((x != x0).float().mean(dim=1).cpu())
     return torch.cat(out)
 
@@ -314,21 +324,20 @@ def fixed_point_distance(denoiser: Denoiser, tokens: torch.Tensor, t_start: floa
 @torch.no_grad()
 def basin_agreement(denoiser: Denoiser, tokens: torch.Tensor, t0: float = BASIN_T, steps: int = BASIN_STEPS,
                     seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE,
-                    posterior_dtype: torch.dtype = torch.float64, task=None) -> torch.Tensor:
-    """The share of each sequence's tokens that comes back after re-noising it at t0 (one seeded
-    corruption draw, on the CPU) and restoring it with the model's ancestral reverse process
-    (greedy noise removal). 1 = the sequence returned whole: it is an attractor of the model.
-    tokens [N, L] → [N] float32 (CPU)."""
+                    posterior_dtype: torch.dtype = torch.float64, task=None, first: int = 0) -> torch.Tensor:
+    """The share of each sequence's tokens that comes back after re-noising it at t0 and restoring
+    it with the model's ancestral reverse process (greedy noise removal); sample i's draws come
+    from its own stream (seed, 'basin', t0, i). 1 = the sequence returned whole: it is an
+    attractor of the model. tokens [N, L] → [N] float32 (CPU)."""
     out = []
-    for b, start in enumerate(range(0, tokens.shape[0], batch_size)):
-        x0 = tokens[start:start + batch_size]
-        g_cpu = torch.Generator().manual_seed(derive_seed(seed, "basin", repr(float(t0)), b))
-        alpha = denoiser.schedule.alpha(torch.full((x0.shape[0],), float(t0), dtype=torch.float64))
-        x_t = D.corrupt(x0, alpha, denoiser.vocab_size, generator=g_cpu)
-        g_dev = make_generator(derive_seed(seed, "basin-reverse", repr(float(t0)), b), denoiser.device)
-        on_step = (lambda: task.advance(1)) if task is not None else None
-        x = reverse_process(denoiser, x_t, float(t0), steps, final="greedy", generator=g_dev,
-                            posterior_dtype=posterior_dtype, on_step=on_step).cpu()
+    for start, stop in batches(tokens.shape[0], batch_size):
+        x0 = tokens[start:stop]
+        streams = SampleStreams(seed, ("basin", repr(float(t0))), range(first + start, first + stop))
+        alpha = denoiser.schedule.alpha(torch.full((stop - start,), float(t0), dtype=torch.float64))
+        x_t = streams.corrupt(x0, alpha, denoiser.vocab_size)
+        x = reverse_process(denoiser, x_t, float(t0), steps, streams=streams, final="greedy",
+                            posterior_dtype=posterior_dtype,
+                            on_step=None if task is None else (lambda: task.advance(stop - start))).cpu()
         out.append((x == x0).float().mean(dim=1))
     return torch.cat(out)
 
@@ -380,11 +389,11 @@ def summarize(entropy: np.ndarray, top1: np.ndarray, duplicate_of: np.ndarray, f
 
 # ---------------------------------------------------------------------------------------- scan
 def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | None = None, seed: int = 0,
-         t_eval: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE, weights: str | None = None,
+         t_eval: float | None = None, batch_size: int | None = None, weights: str | None = None,
          device: str | None = None, rule=None, final: str = "greedy", show_progress: bool | None = None,
          t_profile: tuple[float, ...] | list[float] = (), posterior_dtype: str = "float64",
          fixed_point_t: float = FIXED_POINT_T, fixed_point_steps: int = FIXED_POINT_STEPS,
-         bootstrap_resamples: int | None = None, grid: str | None = None,
+         bootstrap_resamples: int | None = None, grid: str | None = None, adaptive: bool = True,
          settings: ScanSettings | None = None) -> ScanResult:
     """Probe a checkpoint (path, hub id or Denoiser) without training data and classify its regime.
 
@@ -396,7 +405,8 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     verdict always uses t_eval). rule: a Rule, a path to a rule file, or None for the default rule
     (memaudit/calibration/rule.json; provisional.json where it is absent).
     """
-    from .verdict import Evidence, load_rule
+    from .budget import plan_batch
+    from .verdict import Evidence, load_rule, sequential
 
     started = time.perf_counter()
     rule = load_rule(rule)
@@ -405,61 +415,100 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                                 grid=DEFAULT_GRID if grid is None else grid, seed=seed, t_eval=t_eval,
                                 t_profile=tuple(t_profile), batch_size=batch_size, final=final,
                                 posterior_dtype=posterior_dtype, fixed_point_t=fixed_point_t,
-                                fixed_point_steps=fixed_point_steps, bootstrap_resamples=bootstrap_resamples)
+                                fixed_point_steps=fixed_point_steps, bootstrap_resamples=bootstrap_resamples,
+                                adaptive=adaptive)
     denoiser = as_denoiser(checkpoint_or_denoiser, weights, device)
     settings = settings.resolve(rule, denoiser.device)
     t_values = [settings.t_eval, *settings.t_profile]
-    final, posterior_dtype = settings.final, settings.posterior_dtype
     settings.validate()
-    p_dtype = torch.float64 if posterior_dtype == "float64" else torch.float32
+    p_dtype = torch.float64 if settings.posterior_dtype == "float64" else torch.float32
+    batch = plan_batch(denoiser, settings.batch_size, settings.max_memory, work=settings.samples)
+    model = model_provenance(denoiser)
+    planned = sequential.looks(settings.min_samples, settings.samples) if settings.adaptive else [settings.samples]
 
-    timings = {}
-    t0 = time.perf_counter()
-    tokens = generate(denoiser, settings.samples, steps=settings.steps, grid=settings.grid, seed=settings.seed,
-                      batch_size=settings.batch_size, final=final, posterior_dtype=p_dtype,
-                      show_progress=show_progress)
-    timings["sampling_s"] = time.perf_counter() - t0
+    timings = {"batch_size": batch.batch_size, "batch": batch.describe(), "sampling_s": 0.0, "entropy_s": 0.0,
+               "fixed_point_s": 0.0, "basin_s": 0.0, "looks": []}
+    per_sample = settings.steps + len(t_values) + settings.fixed_point_steps + 1 + settings.basin_steps
+    rounds: list[dict] = []
+    with progress_bar("scan", total=settings.samples * per_sample, enabled=show_progress) as task:
+        for look in planned:
+            first = sum(len(r["tokens"]) for r in rounds)
+            rounds.append(probe_round(denoiser, settings, t_values, first, look - first, batch.batch_size,
+                                      p_dtype, task, timings))
+            measured = join_rounds(rounds)
+            if look == planned[-1]:
+                break
+            early = replace(settings, confidence=sequential.EARLY_CONFIDENCE)
+            stats = summarize(measured["entropy"], measured["top1"], measured["duplicate_of"], measured["fp_dist"],
+                              measured["basin"], denoiser.vocab_size, early, t_values)
+            decision = rule.decide(Evidence.from_stats(stats, steps=settings.steps,
+                                                       n_parameters=model.get("n_parameters")))
+            timings["looks"].append({"samples": look, "verdict": decision.verdict})
+            if sequential.is_definite(decision.verdict):
+                break
 
-    n_batches = (settings.samples + settings.batch_size - 1) // settings.batch_size
-    t0 = time.perf_counter()
-    with progress_bar("entropy", total=n_batches * (len(t_values) + settings.fixed_point_steps + 1
-                                                    + settings.basin_steps),
-                      enabled=show_progress) as task:
-        evaluated = [evaluate_entropy(denoiser, tokens, t, settings.seed, stream=k,
-                                      batch_size=settings.batch_size, task=task)
-                     for k, t in enumerate(t_values)]
-        timings["entropy_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        fp_dist = fixed_point_distance(denoiser, tokens, settings.fixed_point_t, settings.fixed_point_steps,
-                                       batch_size=settings.batch_size, posterior_dtype=p_dtype, task=task).numpy()
-        timings["fixed_point_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        basin = basin_agreement(denoiser, tokens, settings.basin_t, settings.basin_steps, seed=settings.seed,
-                                batch_size=settings.batch_size, posterior_dtype=p_dtype, task=task).numpy()
-    timings["basin_s"] = time.perf_counter() - t0
-
-    entropy = torch.stack([e for e, _ in evaluated]).numpy()
-    top1 = torch.stack([p for _, p in evaluated]).numpy()
-    if not np.isfinite(entropy).all():
-        raise FloatingPointError("the model produced non-finite probabilities on its own samples")
-    tokens_np = tokens.numpy()
-    is_dup, dup_of = find_duplicates(tokens_np)
+    tokens_np, entropy, top1 = measured["tokens"], measured["entropy"], measured["top1"]
+    fp_dist, basin, dup_of = measured["fp_dist"], measured["basin"], measured["duplicate_of"]
+    n_used = len(tokens_np)
     stats = summarize(entropy, top1, dup_of, fp_dist, basin, denoiser.vocab_size, settings, t_values)
     if settings.n_train is not None:
         stats["n_train"] = settings.n_train
         stats["n_train_comparison"] = training_set_comparison(stats, settings.n_train,
                                                               int(rule.evidence["min_colliding_pairs"]))
-    model = model_provenance(denoiser)
     evidence = Evidence.from_stats(stats, steps=settings.steps, n_parameters=model.get("n_parameters"))
-    decision = rule.decide(evidence)
+    if n_used < planned[-1]:
+        decision_settings = replace(settings, confidence=sequential.EARLY_CONFIDENCE)
+        early_stats = summarize(entropy, top1, dup_of, fp_dist, basin, denoiser.vocab_size, decision_settings,
+                                t_values)
+        decision = rule.decide(Evidence.from_stats(early_stats, steps=settings.steps,
+                                                   n_parameters=model.get("n_parameters")))
+    else:
+        decision = rule.decide(evidence)
+    stop = sequential.stopping(settings.adaptive, planned, n_used, decision.verdict)
     texts = [denoiser.decode(row) for row in tokens_np] if denoiser.tokenizer is not None else [None] * len(tokens_np)
     timings["total_s"] = time.perf_counter() - started
     return ScanResult(verdict=decision.verdict, reason=decision.reason, explanation=decision.explanation,
                       settings=settings, rule=rule, model=model, tokens=tokens_np, t_values=t_values,
-                      entropy=entropy, top1_prob=top1, texts=texts, is_duplicate=is_dup, duplicate_of=dup_of,
+                      entropy=entropy, top1_prob=top1, texts=texts, is_duplicate=dup_of >= 0, duplicate_of=dup_of,
                       is_fixed_point=fp_dist == 0, fixed_point_distance=fp_dist, basin_agreement=basin,
-                      stats=stats, domain=rule.domain_check(evidence), timings=timings,
+                      stats=stats, stopping=stop.describe(), domain=rule.domain_check(evidence), timings=timings,
                       decode=denoiser.decode if denoiser.tokenizer is not None else None)
+
+
+def probe_round(denoiser: Denoiser, settings: ScanSettings, t_values: list[float], first: int, n: int,
+                batch_size: int, p_dtype: torch.dtype, task, timings: dict) -> dict:
+    """Samples first … first + n − 1 and everything the scan measures on them (CPU tensors)."""
+    t0 = time.perf_counter()
+    tokens = generate(denoiser, n, steps=settings.steps, grid=settings.grid, seed=settings.seed,
+                      batch_size=batch_size, final=settings.final, posterior_dtype=p_dtype, first=first, task=task)
+    timings["sampling_s"] += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    evaluated = [evaluate_entropy(denoiser, tokens, t, settings.seed, stream=k, batch_size=batch_size, task=task,
+                                  first=first)
+                 for k, t in enumerate(t_values)]
+    timings["entropy_s"] += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fp_dist = fixed_point_distance(denoiser, tokens, settings.fixed_point_t, settings.fixed_point_steps,
+                                   batch_size=batch_size, posterior_dtype=p_dtype, task=task)
+    timings["fixed_point_s"] += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    basin = basin_agreement(denoiser, tokens, settings.basin_t, settings.basin_steps, seed=settings.seed,
+                            batch_size=batch_size, posterior_dtype=p_dtype, task=task, first=first)
+    timings["basin_s"] += time.perf_counter() - t0
+    return {"tokens": tokens, "entropy": torch.stack([e for e, _ in evaluated]),
+            "top1": torch.stack([p for _, p in evaluated]), "fp_dist": fp_dist, "basin": basin}
+
+
+def join_rounds(rounds: list[dict]) -> dict:
+    """All rounds so far as numpy arrays (samples in order), with the duplicates among them."""
+    entropy = torch.cat([r["entropy"] for r in rounds], dim=1).numpy()
+    if not np.isfinite(entropy).all():
+        raise FloatingPointError("the model produced non-finite probabilities on its own samples")
+    tokens = torch.cat([r["tokens"] for r in rounds]).numpy()
+    return {"tokens": tokens, "entropy": entropy, "top1": torch.cat([r["top1"] for r in rounds], dim=1).numpy(),
+            "fp_dist": torch.cat([r["fp_dist"] for r in rounds]).numpy(),
+            "basin": torch.cat([r["basin"] for r in rounds]).numpy(),
+            "duplicate_of": find_duplicates(tokens)[1]}
 
 
 def model_provenance(denoiser: Denoiser) -> dict:

@@ -47,7 +47,7 @@ from .denoiser import Denoiser
 from .io import finite_json, json_text
 from .probe import model_provenance, software_versions
 from .progress import progress_bar
-from .sampling import make_generator, reverse_process
+from .sampling import SampleStreams, batches, reverse_process
 from .stats import bootstrap_gap_ci, bootstrap_mean_ci, derive_seed, nan_mean
 from .verdict.recovery import RECOVERY_RULE, RecoveryRule
 
@@ -206,8 +206,7 @@ class RecoveryResult:
                          "entropy": "H of x0-prediction on the final state at t=1e-5",
                          "verdict_rule": self.settings.rule.thresholds()},
             "seeds": {"seed": self.settings.seed,
-                      "corruption": "derive_seed(seed, 'corrupt', split, t0, batch) on the CPU",
-                      "reverse": "derive_seed(seed, 'reverse', split, t0, batch) on the model's device",
+                      "corruption_and_reverse": "example i: derive_seed(seed, 'recover', split, t0, i), on the CPU",
                       "bootstrap": "derive_seed(seed, 'bootstrap', split, t0) / ('gap', t0)"},
             "verdict": self.verdict,
             "reason": self.reason,
@@ -375,17 +374,16 @@ def recover_tokens(denoiser: Denoiser, x0: torch.Tensor, t0: float, steps: int, 
     """Corrupt x0 [N, L] at t0, run the reverse process, evaluate the final-state entropy.
 
     → {"x_t", "x_final": [N, L] int64, "entropy": [N, L] float32} on the CPU."""
-    device = denoiser.device
     xs_t, xs_final, entropies = [], [], []
     key = repr(float(t0))
-    for b, start in enumerate(range(0, x0.shape[0], batch_size)):
-        batch = x0[start:start + batch_size]
-        g_cpu = torch.Generator().manual_seed(derive_seed(seed, "corrupt", split, key, b))
+    for start, stop in batches(x0.shape[0], batch_size):
+        batch = x0[start:stop]
+        # example i's corruption and reverse draws: its own stream (seed, 'recover', split, t0, i)
+        streams = SampleStreams(seed, ("recover", split, key), range(start, stop))
         alpha = denoiser.schedule.alpha(torch.full((batch.shape[0],), float(t0), dtype=torch.float64))
-        x_t = D.corrupt(batch, alpha, denoiser.vocab_size, generator=g_cpu)
-        g_dev = make_generator(derive_seed(seed, "reverse", split, key, b), device)
+        x_t = streams.corrupt(batch, alpha, denoiser.vocab_size)
         on_step = (lambda: task.advance(1)) if task is not None else None
-        x_final = reverse_process(denoiser, x_t, float(t0), steps, greedy=False, final=final, generator=g_dev,
+        x_final = reverse_process(denoiser, x_t, float(t0), steps, streams=streams, final=final,
                                   posterior_dtype=posterior_dtype, on_step=on_step)
         log_probs = denoiser(x_final, torch.full((batch.shape[0],), D.T_MIN))
         entropies.append(D.entropy(log_probs).float().cpu())

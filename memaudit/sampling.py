@@ -11,6 +11,7 @@ import torch
 from . import diffusion as D
 from .denoiser import Denoiser
 from .progress import progress_bar
+from .stats import derive_seed
 
 
 GRIDS = ("linear", "quadratic")
@@ -34,58 +35,103 @@ def time_grid(t_start: float, steps: int, t_min: float = D.T_MIN, kind: str = "l
     raise ValueError(f"unknown time grid {kind!r}; use one of {', '.join(GRIDS)}")
 
 
-def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(int(seed))
+class SampleStreams:
+    """One random stream per sequence, seeded from (seed, purpose, the sequence's index) alone.
+
+    Every draw of a sequence (its starting noise, its corruption, every reverse step) comes from
+    its own CPU generator, so it does not depend on the batch the sequence is in, on the batch
+    size, on what ran before, or on the device; with a network whose output for a sequence does
+    not depend on its batch (memaudit.model), results are identical for any --batch-size.
+    """
+
+    def __init__(self, seed: int, purpose: tuple, indices):
+        self.generators = [torch.Generator().manual_seed(derive_seed(seed, *purpose, int(i))) for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def integers(self, high: int, length: int) -> torch.Tensor:
+        """[B, length] int64 uniform in [0, high)."""
+        return torch.stack([torch.randint(0, high, (length,), generator=g) for g in self.generators])
+
+    def uniforms(self, length: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """[B, length] uniform in [0, 1)."""
+        return torch.stack([torch.rand(length, generator=g, dtype=dtype) for g in self.generators])
+
+    def step_draws(self, length: int, vocab_size: int) -> D.StepDraws:
+        """The draws of one ancestral step (memaudit.diffusion.StepDraws), in a fixed order per sequence."""
+        part, within, token = [], [], []
+        for g in self.generators:
+            part.append(torch.rand(length, generator=g, dtype=torch.float64))
+            within.append(torch.rand(length, generator=g, dtype=torch.float32))
+            token.append(torch.randint(0, vocab_size, (length,), generator=g))
+        return D.StepDraws(torch.stack(part), torch.stack(within), torch.stack(token))
+
+    def corrupt(self, x0: torch.Tensor, alpha: torch.Tensor, vocab_size: int) -> torch.Tensor:
+        """x_t ~ q(x_t | x_0) with each sequence's own draws. x0 [B, L] (CPU), alpha [B]."""
+        length = x0.shape[1]
+        return D.corrupt_with(x0, alpha, self.uniforms(length), self.integers(vocab_size, length))
 
 
 def reverse_process(denoiser: Denoiser, x_t: torch.Tensor, t_start: float, steps: int, *,
-                    greedy: bool = False, final: str = "greedy", generator: torch.Generator | None = None,
+                    streams: SampleStreams | None = None, final: str = "greedy",
                     posterior_dtype: torch.dtype = torch.float64, on_step=None,
                     grid: str = "linear") -> torch.Tensor:
     """Run the reverse chain from x_t [B, L] at t_start to t ≈ 0. → x_0 [B, L] int64.
 
-    greedy=True uses the argmax of the posterior at every step (the deterministic dynamics of
-    the fixed-point test). The posterior is computed in float64 by default, as in the reference.
+    With `streams` (one per row of x_t) every step is an ancestral draw from the exact posterior;
+    without, every step is its argmax (the deterministic dynamics of the fixed-point test), and
+    `final` must not be 'ancestral'. The posterior's per-token weights are computed in
+    posterior_dtype (float64 by default, as in the reference); x̂ stays float32.
     """
     schedule = denoiser.schedule
     times = time_grid(t_start, steps, kind=grid)
     x = x_t.to(denoiser.device)
-    batch = x.shape[0]
+    batch, length = x.shape
     for i in range(steps):
         t, s = times[i], times[i + 1]
         alpha_t = schedule.alpha(t).expand(batch).to(x.device)
         alpha_s = schedule.alpha(s).expand(batch).to(x.device)
-        x0_probs = denoiser(x, t.float().expand(batch)).to(posterior_dtype).exp()
-        x = D.reverse_step(x, x0_probs, alpha_t, alpha_s, greedy=greedy, generator=generator)
+        x0_probs = denoiser(x, t.float().expand(batch)).exp()                   # float32 [B, L, V]
+        draws = None if streams is None else streams.step_draws(length, denoiser.vocab_size)
+        x = D.reverse_step(x, x0_probs, alpha_t, alpha_s, draws, dtype=posterior_dtype)
+        del x0_probs
         if on_step is not None:
             on_step()
     t_last = times[-1]
-    x0_probs = denoiser(x, t_last.float().expand(batch)).to(posterior_dtype).exp()
+    x0_probs = denoiser(x, t_last.float().expand(batch)).exp()
+    draws = streams.step_draws(length, denoiser.vocab_size) if final == "ancestral" and streams is not None else None
     return D.noise_removal_step(x, x0_probs, schedule.alpha(t_last).expand(batch).to(x.device),
-                                mode=final, generator=generator)
+                                mode=final, draws=draws, dtype=posterior_dtype)
+
+
+def batches(n: int, batch_size: int):
+    """(start, stop) of consecutive batches covering range(n)."""
+    for start in range(0, n, batch_size):
+        yield start, min(n, start + batch_size)
 
 
 @torch.no_grad()
 def generate(denoiser: Denoiser, n: int, steps: int = 128, seed: int = 0, batch_size: int = 128,
              greedy: bool = False, final: str = "greedy", posterior_dtype: torch.dtype = torch.float64,
-             show_progress: bool | None = None, grid: str = "linear") -> torch.Tensor:
+             show_progress: bool | None = None, grid: str = "linear", first: int = 0, task=None) -> torch.Tensor:
     """Draw n sequences from the model's own reverse process, starting from uniform noise at t = 1.
 
-    Batch b uses its own generator seeded from (seed, b), so the result does not depend on what
-    ran before it. → [n, L] int64 on the CPU.
+    Sample i (i = first … first + n − 1) uses its own random stream, derived from
+    (seed, 'sample', i) (`SampleStreams`), so the result does not depend on batch_size, and
+    generate(n=64) is generate(n=32) followed by generate(n=32, first=32). greedy: argmax dynamics
+    after the random start. task: a progress task to advance (else a bar of its own).
+    → [n, L] int64 on the CPU.
     """
     if n < 1:
         raise ValueError("number of samples must be ≥ 1")
-    device = denoiser.device
     out = []
-    n_batches = (n + batch_size - 1) // batch_size
-    with progress_bar("sampling", total=n_batches * steps, enabled=show_progress) as task:
-        for b in range(n_batches):
-            size = min(batch_size, n - b * batch_size)
-            generator = make_generator(seed * 100_003 + b, device)
-            noise = torch.randint(0, denoiser.vocab_size, (size, denoiser.seq_len), generator=generator,
-                                  device=device)
-            out.append(reverse_process(denoiser, noise, 1.0, steps, greedy=greedy, final=final,
-                                       generator=generator, posterior_dtype=posterior_dtype,
-                                       on_step=task.advance, grid=grid).cpu())
+    with progress_bar("sampling", total=n * steps, enabled=False if task is not None else show_progress) as own:
+        task = task if task is not None else own
+        for start, stop in batches(n, batch_size):
+            streams = SampleStreams(seed, ("sample",), range(first + start, first + stop))
+            noise = streams.integers(denoiser.vocab_size, denoiser.seq_len)
+            out.append(reverse_process(denoiser, noise, 1.0, steps, streams=None if greedy else streams,
+                                       final=final, posterior_dtype=posterior_dtype,
+                                       on_step=lambda: task.advance(stop - start), grid=grid).cpu())
     return torch.cat(out)

@@ -88,7 +88,9 @@ def test_provenance_blob(result, tmp_path, ckpt):
         assert model["weights"] in ("ema", "raw")
         assert len(model["files"]["config.json"]) == 64
         sampler = meta["sampler"]
-        assert sampler["steps"] == 3 and sampler["final"] == "greedy" and sampler["batch_size"] == 8
+        assert sampler["steps"] == 3 and sampler["final"] == "greedy"
+        assert "batch_size" not in sampler and "batch_size" not in meta["settings"]   # never changes a result
+        assert meta["stopping"]["samples_used"] == result.n_samples
         assert sampler["posterior_dtype"] == "float64"
         assert meta["seeds"]["seed"] == 1
         assert meta["t_eval"] == result.settings.t_eval and meta["tau"] == result.settings.tau

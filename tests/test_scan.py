@@ -68,12 +68,12 @@ def untrained_checkpoint(reference_root) -> Path:
 
 @pytest.fixture(scope="module")
 def mem_result(memorizing_checkpoint):
-    return scan(memorizing_checkpoint, samples=N, steps=STEPS, seed=0, show_progress=False)
+    return scan(memorizing_checkpoint, samples=N, steps=STEPS, seed=0, show_progress=False, adaptive=False)
 
 
 @pytest.fixture(scope="module")
 def gen_result(generalizing_checkpoint):
-    return scan(generalizing_checkpoint, samples=N, steps=STEPS, seed=0, show_progress=False)
+    return scan(generalizing_checkpoint, samples=N, steps=STEPS, seed=0, show_progress=False, adaptive=False)
 
 
 @pytest.fixture(scope="module")

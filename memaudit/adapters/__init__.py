@@ -20,12 +20,12 @@ import hashlib
 import importlib
 import json
 import os
-import resource
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..budget import memory_available
 from ..denoiser import Denoiser
 
 
@@ -220,51 +220,6 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
 
 
 # ---------------------------------------------------------------------------------- memory budget
-def _meminfo_available() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _cgroup_available() -> int | None:
-    try:
-        with open("/sys/fs/cgroup/memory.max") as f:
-            limit = f.read().strip()
-        if limit == "max":
-            return None
-        with open("/sys/fs/cgroup/memory.current") as f:
-            current = int(f.read().strip())
-        return max(0, int(limit) - current)
-    except (OSError, ValueError):
-        return None
-
-
-def _address_space_available() -> int | None:
-    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
-    if soft == resource.RLIM_INFINITY:
-        return None
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmSize:"):
-                    return max(0, soft - int(line.split()[1]) * 1024)
-    except (OSError, ValueError, IndexError):
-        return None
-    return soft
-
-
-def memory_available() -> int | None:
-    """Bytes this process can still allocate: the least of available RAM, the cgroup's remaining
-    limit and the remaining address space under RLIMIT_AS. None when none of them is known."""
-    known = [v for v in (_meminfo_available(), _cgroup_available(), _address_space_available()) if v is not None]
-    return min(known) if known else None
-
-
 def check_memory(nbytes: int, what: str, source: str) -> None:
     """LoadError, before anything is allocated, if `what` needs more memory than is available."""
     available = memory_available()

@@ -49,7 +49,14 @@ RecoverN = Annotated[int, typer.Option("--recover-n", min=1, help="Recovery exam
 StepsPerUnit = Annotated[int, typer.Option("--steps-per-unit", min=1, help="Reverse steps per unit of time: t0=0.25 "
                                            "runs 0.25·this (reference: 1000).")]
 Samples = Annotated[int, typer.Option("--samples", min=1, help="Number of generated samples per scan "
-                                      "(the rule needs a minimum).")]
+                                      "(the rule needs a minimum); with adaptive sampling, the most it draws.")]
+BatchSize = Annotated[str, typer.Option("--batch-size", help="Sequences per network call: auto (the largest that "
+                                        "fits --max-memory) or a number (refused up front when it cannot fit). "
+                                        "Never changes a result.")]
+MaxMemory = Annotated[Optional[str], typer.Option("--max-memory", help="Memory the run may use, e.g. 4GiB or "
+                                                  "500MB (default: half of what is available to the process: "
+                                                  "free memory, cgroup and RLIMIT_AS limits; on a GPU its free "
+                                                  "memory).")]
 
 
 def resolve_device(device: str) -> str:

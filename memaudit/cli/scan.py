@@ -9,8 +9,8 @@ import typer
 from ..probe import ScanSettings
 from ..progress import console
 from .errors import UsageError, cli_errors
-from .options import Checkpoint, Device, ExitZero, JsonOutput, Samples, Seed, Weights, check_output_targets, \
-    print_json, require_stdout, resolve_device, write_report_set
+from .options import BatchSize, Checkpoint, Device, ExitZero, JsonOutput, MaxMemory, Samples, Seed, Weights, \
+    check_output_targets, print_json, require_stdout, resolve_device, write_report_set
 
 HELP = """Probe a checkpoint without training data: sample from it, measure the conditional entropy of its predictions, give a verdict (memorizing / generalizing / inconclusive) and exit with a gate code.
 
@@ -48,7 +48,13 @@ def scan(
     exit_zero: ExitZero = False,
     weights: Weights = None,
     device: Device = "auto",
-    batch_size: int = typer.Option(S.batch_size, "--batch-size", min=1, help="Sequences per network call."),
+    batch_size: BatchSize = "auto",
+    max_memory: MaxMemory = None,
+    adaptive: bool = typer.Option(S.adaptive, "--adaptive/--no-adaptive", help="Sample in rounds (looks at "
+                                  "32, 64, 128 … --samples) and stop at the first look whose verdict is definite "
+                                  "at 99.9 % (docs/method.md); --no-adaptive draws all --samples."),
+    min_samples: Optional[int] = typer.Option(None, "--min-samples", min=1, help="The first look of adaptive "
+                                              "sampling (default: the rule's minimum, 32)."),
     rule: Optional[Path] = typer.Option(None, "--rule", help="Decision rule file (default: the "
                                         "calibrated memaudit/calibration/rule.json; provisional.json "
                                         "where it is absent)."),
@@ -76,8 +82,11 @@ def scan(
         profile = tuple(float(v) for v in t_profile.split(",") if v.strip())
     except ValueError:
         raise UsageError(f"--t-profile must be comma-separated numbers (got {t_profile!r})") from None
+    from ..budget import parse_batch_size, parse_size
+
     settings = ScanSettings(samples=samples, steps=steps, grid=grid, seed=seed, t_eval=t_eval, t_profile=profile,
-                            batch_size=batch_size, n_train=n_train)
+                            batch_size=parse_batch_size(batch_size), max_memory=parse_size(max_memory),
+                            adaptive=adaptive, min_samples=min_samples, n_train=n_train)
     result = run_scan(checkpoint, settings=settings, weights=weights, device=resolve_device(device),
                       rule=load_rule(rule))
     summary = result.summary(include_timings=True)
@@ -144,6 +153,8 @@ def print_scan_summary(result, out: Optional[Path] = None) -> None:
     if "n_train_comparison" in result.stats:
         console.print(f"training set: {escape(result.stats['n_train_comparison'])}", highlight=False, soft_wrap=True)
     t = result.timings
+    console.print(f"samples: {escape(result.stopping.get('reason', ''))}", highlight=False, soft_wrap=True)
     console.print(f"{result.n_samples} samples × {result.tokens.shape[1]} tokens, {s.steps} sampler steps, seed "
-                  f"{s.seed}, {s.device}: {t.get('total_s', 0):.1f} s (sampling {t.get('sampling_s', 0):.1f} s)"
+                  f"{s.seed}, {s.device}, {escape(str(t.get('batch', '')))}: {t.get('total_s', 0):.1f} s "
+                  f"(sampling {t.get('sampling_s', 0):.1f} s)"
                   + (f" · report → {escape(str(out))}" if out is not None else ""), highlight=False, soft_wrap=True)
