@@ -151,6 +151,23 @@ def img(fig, alt: str, caption: str = "", dpi: int = 100) -> str:
 
 
 # ------------------------------------------------------------------ pieces shared by the pages
+def loading_notes(model: dict) -> str:
+    """The notices a page shows above everything else about how the model was loaded: that the
+    checkpoint's own modeling code was executed (--trust-remote-code), and where its tokenizer came
+    from."""
+    parts = []
+    if model.get("modeling_code") == "checkpoint":
+        remote = model.get("remote_code") or {}
+        parts.append(f"<div class=\"note\" id=\"remote-code\"><b>Modeling code from the checkpoint was "
+                     f"executed</b> (--trust-remote-code): {esc(remote.get('class', ''))} from "
+                     f"{esc(', '.join(remote.get('files') or []) or 'the checkpoint')}; time input "
+                     f"{esc(model.get('time_input', ''))} ({esc(remote.get('time_input_from', ''))}), schedule from "
+                     f"{esc(remote.get('schedule_from', ''))}.</div>")
+    if model.get("tokenizer_source"):
+        parts.append(f"<p class=\"rule\" id=\"tokenizer\">tokenizer: {esc(model['tokenizer_source'])}</p>")
+    return "".join(parts)
+
+
 def token_pieces(decode: Callable[[list[int]], str | None], ids: Sequence[int]) -> list[str] | None:
     """One display string per token whose concatenation equals decode(ids).
 
