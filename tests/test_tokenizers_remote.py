@@ -6,6 +6,7 @@ huggingface_hub lays it out, read offline (HF_HUB_OFFLINE, set by conftest.py)."
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 
@@ -342,3 +343,43 @@ def test_native_family_keeps_loading_natively_with_the_flag(tmp_path):
     assert not (tmp_path / "RAN").exists()
     misuse = runner.invoke(app, ["inspect", str(ckpt), "--time-input", "sigma"])
     assert misuse.exit_code == 2 and "loads natively" in misuse.stderr
+
+
+# ----------------------------------------------------------------------- transformers, on demand
+def test_transformers_is_imported_only_when_a_tokenizer_folder_or_remote_code_needs_it(tmp_path):
+    import subprocess
+    import sys
+
+    ckpt = udlm_dir(tmp_path / "udlm", vocab=len(BERT_TOKENS))
+    code = ("import sys, memaudit, memaudit.cli; den = memaudit.load(sys.argv[1]); "
+            "print(den.tokenizer is None, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(ckpt)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False"]
+
+
+def test_without_transformers_tokenizer_free_loads_work_and_folders_say_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` raises ImportError
+    bare = udlm_dir(tmp_path / "bare", vocab=len(BERT_TOKENS))
+    assert memaudit.load(bare).tokenizer is None
+    with pytest.raises(LoadError, match=r"needs transformers \(pip install 'memaudit\[hub\]'\)"):
+        memaudit.load(write_wordpiece(udlm_dir(tmp_path / "udlm", vocab=len(BERT_TOKENS))))
+
+
+def test_hub_downloads_fetch_python_files_only_with_trust_remote_code(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    ckpt = udlm_dir(tmp_path / "udlm", vocab=len(BERT_TOKENS))
+    asked = []
+
+    def fake_snapshot_download(repo_id, **kwargs):
+        asked.append((repo_id, kwargs["allow_patterns"], kwargs["local_files_only"]))
+        raise OSError("not in this test")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    for trust in (False, True):
+        with pytest.raises(LoadError):
+            memaudit.load("org/some-model", trust_remote_code=trust)
+        with pytest.raises(LoadError):
+            memaudit.load(ckpt, tokenizer="gpt2", trust_remote_code=trust)
+    assert [(repo, "*.py" in patterns, offline) for repo, patterns, offline in asked] == [
+        ("org/some-model", False, True), ("gpt2", False, True), ("org/some-model", True, True), ("gpt2", True, True)]
