@@ -248,15 +248,23 @@ class FakePackages:
             f.parent.mkdir(parents=True, exist_ok=True)
             f.write_text(textwrap.dedent(src))
 
+    NAMES = ("omegaconf", "transformers", "evilpayload")
+    stashed: dict = {}  # the real modules the latest __enter__ set aside
+
     def __enter__(self):
+        # the real packages, when an earlier test imported them (transformers reads tokenizer
+        # folders), step aside while the fakes are in use and come back afterwards
+        FakePackages.stashed = {name: sys.modules.pop(name) for name in list(sys.modules)
+                                if name.split(".")[0] in self.NAMES}
         sys.path.insert(0, str(self.root))
         return self
 
     def __exit__(self, *exc):
         sys.path.remove(str(self.root))
         for name in list(sys.modules):
-            if name.split(".")[0] in ("omegaconf", "transformers", "evilpayload"):
+            if name.split(".")[0] in self.NAMES:
                 del sys.modules[name]
+        sys.modules.update(FakePackages.stashed)
 
 
 def real_fast_tokenizer(n_tokens):
@@ -352,8 +360,11 @@ def fakes(tmp_path_factory):
 
 
 def assert_never_imported():
-    for name in ("omegaconf", "transformers", "evilpayload"):
-        assert name not in sys.modules, f"{name} was imported"
+    """Neither the fake packages nor the real ones were imported (a real one an earlier test had
+    imported before the fakes were last used may be there, the same module)."""
+    for name in FakePackages.NAMES:
+        module = sys.modules.get(name)
+        assert module is None or module is FakePackages.stashed.get(name), f"{name} was imported"
 
 
 # -------------------------------------------------------------------------------------- Duo .ckpt

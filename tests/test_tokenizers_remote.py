@@ -18,9 +18,7 @@ import memaudit
 from memaudit.adapters import LoadError
 from memaudit.cli import app
 from test_adapters import (COND, D, EPS, H, NB, FakePackages, duo_config, lightning_ckpt, loglinear_sigma, prefixed,
-                           random_state, reference_logits, write_safetensors)
-
-pytest.importorskip("transformers")  # the `test` extra installs it; tokenizer-free scans need none of this
+                           random_state, write_safetensors)
 
 L = 12
 BERT_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "the", "cat", "##s", "sat", "on",
@@ -125,6 +123,10 @@ def test_scan_report_decodes_samples_and_states_the_tokenizer_source(tmp_path):
                                                                block)) for block in blocks]
     assert shown and set(shown) <= set(samples["text"]) and not any("##" in text for text in shown)
     assert "remote-code" not in html  # natively loaded: no remote-code notice
+    # rebuilt from the report files alone, the page reads the same tokenizer folder again
+    from memaudit.report.scan_page import write_scan_html
+
+    assert write_scan_html(out, name="again.html").read_text() == html
 
 
 def test_tokenizer_whose_vocabulary_does_not_match_is_refused_with_exit_4(tmp_path):

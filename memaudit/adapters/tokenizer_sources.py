@@ -30,7 +30,7 @@ from .common import cfg_get, check_tokenizer_vocab, hub_provenance, quiet_transf
 # Files that make a folder a tokenizer folder, and the transformers tokenizer type each implies
 # when no tokenizer_config.json says which class to build.
 FOLDER_FILES = ("tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt")
-CONFIG_NAME_KEYS = ("data.tokenizer_name_or_path", "tokenizer_name_or_path", "tokenizer_name", "data.tokenizer")
+CONFIG_NAME_KEYS = ("data.tokenizer_name_or_path", "tokenizer_name_or_path", "tokenizer_name")
 
 
 def is_tokenizer_folder(folder: Path) -> bool:

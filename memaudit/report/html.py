@@ -195,16 +195,25 @@ def token_pieces(decode: Callable[[list[int]], str | None], ids: Sequence[int]) 
 
 
 def local_decoder(summary: dict) -> Callable[[list[int]], str] | None:
-    """A decoder from the checkpoint's tokenizer.json, when the checkpoint is a local directory
-    that has one (a JSON file: nothing is executed)."""
-    model = summary.get("model") or {}
+    """A decoder from the tokenizer the scan used, when it can be read again from local files: the
+    file, folder or hub-cache snapshot its provenance names (`model.tokenizer`), else the
+    checkpoint directory's tokenizer.json. Nothing is executed (no tokenizer code is trusted)."""
+    model = summary.get("model") or (summary.get("provenance") or {}).get("model") or {}
     ckpt = model.get("checkpoint") or summary.get("checkpoint")
-    if not ckpt or not model.get("has_tokenizer", True):
+    record = model.get("tokenizer") if isinstance(model.get("tokenizer"), dict) else {}
+    if not model.get("has_tokenizer", True):
         return None
-    from ..adapters.native import saved_tokenizer
-
     try:
-        tok = saved_tokenizer(Path(str(ckpt)))
+        if record.get("kind") in ("file", "folder", "hub") and record.get("path"):
+            from ..adapters.tokenizer_sources import load_named
+
+            tok, _ = load_named(str(record["path"]), trust_remote_code=False)
+        elif ckpt:
+            from ..adapters.native import saved_tokenizer
+
+            tok = saved_tokenizer(Path(str(ckpt)))
+        else:
+            return None
     except Exception:  # noqa: BLE001 - the report falls back to token ids
         return None
     if tok is None:
