@@ -301,6 +301,8 @@ def test_remote_code_with_the_flag_matches_its_own_forward_and_marks_the_report(
     result = runner.invoke(app, ["scan", str(ckpt), "--trust-remote-code", "--samples", "4", "--steps", "4",
                                  "--out", str(out), "--exit-zero"])
     assert result.exit_code == 0, result.output
+    assert "memaudit: modeling code from the checkpoint was executed" in result.stderr
+    assert "Loading weights" not in result.stderr  # transformers' progress bar: not on a pipe
     model = json.loads((out / "summary.json").read_text())["provenance"]["model"]
     assert model["modeling_code"] == "checkpoint"
     assert any("modeling code from the checkpoint was executed" in n for n in model["notes"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
@@ -51,6 +52,11 @@ def download(name: str, patterns: list[str], what: str, pattern: re.Pattern = HU
         raise LoadError(f"no such file or directory: {name} (to resolve it as a hub id, "
                         f"pip install 'memaudit[hub]')") from None
     repo_id, _, revision = name.partition("@")
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    bars = not are_progress_bars_disabled()
+    if bars and not sys.stderr.isatty():  # download bars only on a terminal, like memaudit's own
+        disable_progress_bars()
     try:
         local = huggingface_hub.snapshot_download(repo_id, revision=revision or None, allow_patterns=patterns,
                                                   cache_dir=cache_dir(), local_files_only=offline())
@@ -59,6 +65,9 @@ def download(name: str, patterns: list[str], what: str, pattern: re.Pattern = HU
         where = " (offline: HF_HUB_OFFLINE is set and it is not in the local cache)" if offline() else ""
         raise LoadError(f"no such file or directory, and could not resolve {what} {name}{where}: "
                         f"{first_line}") from None
+    finally:
+        if bars and are_progress_bars_disabled():
+            enable_progress_bars()
     return Path(local)
 
 
