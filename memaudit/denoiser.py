@@ -108,6 +108,13 @@ class Denoiser:
         ids = [int(i) for i in ids]
         return self.tokenizer.decode(ids, skip_special_tokens=False)
 
+    def architecture(self) -> dict:
+        """The network's shape, for `inspect` (DDiT fields)."""
+        arch = self.model.config
+        return {"hidden_size": arch.hidden_size, "cond_dim": arch.cond_dim, "n_blocks": arch.n_blocks,
+                "n_heads": arch.n_heads, "mlp_ratio": arch.mlp_ratio, "output_classes": arch.vocab_size,
+                "time_conditioning": arch.time_conditioning}
+
     def describe(self) -> dict:
         """Provenance for reports: family, weights, shapes, parameter count, source."""
         return {

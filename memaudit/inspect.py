@@ -9,20 +9,18 @@ from __future__ import annotations
 from typing import Any
 
 
-def inspect_checkpoint(path_or_id: str, weights: str | None = None, trust_remote_code: bool = False) -> dict[str, Any]:
-    from .adapters import detect, resolve
+def inspect_checkpoint(path_or_id: str, weights: str | None = None, trust_remote_code: bool = False,
+                       tokenizer: str | None = None, time_input: str | None = None,
+                       schedule: str | None = None) -> dict[str, Any]:
+    from .adapters import load
 
-    if weights not in (None, "ema", "raw"):
-        raise ValueError(f"weights must be 'ema', 'raw' or None, not {weights!r}")
-    path = resolve(path_or_id)
-    adapter = detect(path)
-    denoiser = adapter.load(path, weights, trust_remote_code)
-    return describe_denoiser(denoiser, str(path_or_id), adapter.family, requested_weights=weights)
+    denoiser = load(path_or_id, weights=weights, trust_remote_code=trust_remote_code, tokenizer=tokenizer,
+                    time_input=time_input, schedule=schedule)
+    return describe_denoiser(denoiser, str(path_or_id), denoiser.provenance["adapter"], requested_weights=weights)
 
 
 def describe_denoiser(denoiser, checkpoint: str, adapter_family: str, requested_weights: str | None = None) -> dict:
     prov = dict(denoiser.provenance)
-    arch = denoiser.model.config
     tok = denoiser.tokenizer
     time_desc = {
         "sigma": "sigma_t = -log(alpha_t) from the schedule",
@@ -38,11 +36,7 @@ def describe_denoiser(denoiser, checkpoint: str, adapter_family: str, requested_
         "algorithm": prov.get("algorithm", denoiser.family),
         "diffusion": prov.get("diffusion", "uniform"),
         "format": prov.get("format", adapter_family),
-        "architecture": {
-            "hidden_size": arch.hidden_size, "cond_dim": arch.cond_dim, "n_blocks": arch.n_blocks,
-            "n_heads": arch.n_heads, "mlp_ratio": arch.mlp_ratio, "output_classes": arch.vocab_size,
-            "time_conditioning": arch.time_conditioning,
-        },
+        "architecture": denoiser.architecture(),
         "n_parameters": denoiser.model.num_parameters(),
         "vocab_size": denoiser.vocab_size,
         "seq_len": denoiser.seq_len,
@@ -50,7 +44,9 @@ def describe_denoiser(denoiser, checkpoint: str, adapter_family: str, requested_
             "present": tok is not None,
             "vocab_size": tok.get_vocab_size(with_added_tokens=True) if tok is not None else None,
             "source": prov.get("tokenizer_source", "tokenizer.json" if tok is not None else "none"),
+            **{k: v for k, v in (prov.get("tokenizer") or {}).items() if k != "how"},
         },
+        "modeling_code": prov.get("modeling_code", "memaudit"),
         "ema_available": prov.get("ema_available", denoiser.weights == "ema"),
         "weights": denoiser.weights,
         "weights_default": prov.get("weights_default", denoiser.weights),
@@ -74,7 +70,10 @@ def format_summary(doc: dict) -> list[tuple[str, str]]:
         ("checkpoint", str(doc["checkpoint"])),
         ("family", f"{doc['family']}  ({doc['diffusion']}; adapter: {doc['adapter']})"),
         ("architecture", f"DDiT {a['n_blocks']} blocks × {a['hidden_size']} hidden, {a['n_heads']} heads, "
-                         f"cond {a['cond_dim']}, mlp ×{a['mlp_ratio']}"),
+                         f"cond {a['cond_dim']}, mlp ×{a['mlp_ratio']}" if "n_blocks" in a
+                         else f"{a.get('class')} (the checkpoint's own modeling code)"),
+        ("modeling code", "the checkpoint's own (executed: --trust-remote-code)"
+         if doc["modeling_code"] == "checkpoint" else "memaudit's (native loader)"),
         ("parameters", f"{doc['n_parameters']:,}"),
         ("vocabulary", f"{doc['vocab_size']}" + (f" (network outputs {a['output_classes']}, "
                                                   f"slice to {doc['output_vocab_slice']})"

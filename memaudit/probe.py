@@ -394,7 +394,8 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
          t_profile: tuple[float, ...] | list[float] = (), posterior_dtype: str = "float64",
          fixed_point_t: float = FIXED_POINT_T, fixed_point_steps: int = FIXED_POINT_STEPS,
          bootstrap_resamples: int | None = None, grid: str | None = None, adaptive: bool = True,
-         settings: ScanSettings | None = None) -> ScanResult:
+         settings: ScanSettings | None = None, tokenizer: str | None = None, trust_remote_code: bool = False,
+         time_input: str | None = None, schedule: str | None = None) -> ScanResult:
     """Probe a checkpoint (path, hub id or Denoiser) without training data and classify its regime.
 
     settings: a ScanSettings with everything the scan does (the keyword arguments are a shorthand
@@ -403,7 +404,8 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     'quadratic' (default DEFAULT_GRID, see memaudit.sampling.time_grid). t_eval: time of the
     entropy evaluation (default: the rule's). t_profile: extra times reported alongside (the
     verdict always uses t_eval). rule: a Rule, a path to a rule file, or None for the default rule
-    (memaudit/calibration/rule.json; provisional.json where it is absent).
+    (memaudit/calibration/rule.json; provisional.json where it is absent). tokenizer,
+    trust_remote_code, time_input, schedule: how a path or hub id is loaded (memaudit.load).
     """
     from .budget import plan_batch
     from .verdict import Evidence, load_rule, sequential
@@ -417,7 +419,8 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                                 posterior_dtype=posterior_dtype, fixed_point_t=fixed_point_t,
                                 fixed_point_steps=fixed_point_steps, bootstrap_resamples=bootstrap_resamples,
                                 adaptive=adaptive)
-    denoiser = as_denoiser(checkpoint_or_denoiser, weights, device)
+    denoiser = as_denoiser(checkpoint_or_denoiser, weights, device, tokenizer=tokenizer,
+                           trust_remote_code=trust_remote_code, time_input=time_input, schedule=schedule)
     settings = settings.resolve(rule, denoiser.device)
     t_values = [settings.t_eval, *settings.t_profile]
     settings.validate()

@@ -403,13 +403,16 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
             equivalence_margin: float = RECOVERY_RULE.equivalence_margin,
             recovery_floor: float = RECOVERY_RULE.recovery_floor,
             min_corrupted_tokens: float = RECOVERY_RULE.min_corrupted_tokens,
-            settings: RecoverySettings | None = None) -> RecoveryResult:
+            settings: RecoverySettings | None = None, tokenizer: str | None = None,
+            trust_remote_code: bool = False, time_input: str | None = None,
+            schedule: str | None = None) -> RecoveryResult:
     """Token recovery of training vs held-out examples (the regime's ground truth).
 
     checkpoint_or_denoiser: path, hub id or Denoiser. train/test: 'auto', a file, or token ids
     (see `resolve_examples`). settings: a RecoverySettings with everything the test does (the
     other keyword arguments are a shorthand for its fields, ignored when settings is given; its
     device is where the model is). t0: corruption levels. n: examples per split (at most).
+    tokenizer, trust_remote_code, time_input, schedule: how a path or hub id is loaded (memaudit.load).
     """
     import time
 
@@ -422,7 +425,8 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
                                     gap_memorizing=float(gap_memorizing),
                                     equivalence_margin=float(equivalence_margin), recovery_floor=float(recovery_floor),
                                     min_corrupted_tokens=float(min_corrupted_tokens))
-    denoiser = as_denoiser(checkpoint_or_denoiser, weights, device)
+    denoiser = as_denoiser(checkpoint_or_denoiser, weights, device, tokenizer=tokenizer,
+                           trust_remote_code=trust_remote_code, time_input=time_input, schedule=schedule)
     settings = replace(settings, device=str(denoiser.device))
     settings.validate()
     p_dtype = torch.float64 if posterior_dtype == "float64" else torch.float32

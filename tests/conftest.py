@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("MEMAUDIT_NO_PROGRESS", "1")
+# Nothing in the tests may use the network: hub names (tokenizers named by a checkpoint's config,
+# hub ids) resolve from the local cache only. Set before huggingface_hub is first imported.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")

@@ -234,8 +234,12 @@ def test_missing_path(tmp_path):
 def test_unknown_hf_model_type_never_runs_remote_code(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "auto_map": {"AutoModel": "m.M"}}))
     (tmp_path / "m.py").write_text(f"open({str(tmp_path / 'RAN')!r}, 'w')\n")
-    err = assert_one_line_exit_4(cli("inspect", tmp_path, "--trust-remote-code"), "not a supported family")
-    assert "never runs modeling code" in err
+    assert_one_line_exit_4(cli("inspect", tmp_path), "not a family memaudit loads natively", "--trust-remote-code")
+    assert not (tmp_path / "RAN").exists()
+    # with the flag, what the config cannot tell (time input, schedule) is refused before any import
+    assert_one_line_exit_4(cli("inspect", tmp_path, "--trust-remote-code"), "--time-input sigma|t|none")
+    assert_one_line_exit_4(cli("inspect", tmp_path, "--trust-remote-code", "--time-input", "sigma"),
+                           "--schedule loglinear[:EPS]")
     assert not (tmp_path / "RAN").exists()
 
 

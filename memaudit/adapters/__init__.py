@@ -40,6 +40,9 @@ class UnsupportedCheckpoint(LoadError):
 class Adapter:
     family: str = ""
     description: str = ""
+    # True for an adapter that runs the checkpoint's own code (only with trust_remote_code); its
+    # load() also takes time_input and schedule, which no native family needs.
+    runs_checkpoint_code: bool = False
 
     def detect(self, path: Path) -> bool:  # pragma: no cover - interface
         raise NotImplementedError
@@ -53,6 +56,7 @@ BUILTIN_ADAPTERS: dict[str, str] = {
     "memaudit": "memaudit.adapters.native:NativeAdapter",
     "duo/udlm/uni-d2 .ckpt": "memaudit.adapters.lightning:LightningAdapter",
     "sedd (uniform graph)": "memaudit.adapters.sedd:SEDDAdapter",
+    "remote code (--trust-remote-code)": "memaudit.adapters.remote:RemoteCodeAdapter",
     "hf (udlm, duo, gidd dit)": "memaudit.adapters.hf:HFAdapter",
 }
 ENTRY_POINT_GROUP = "memaudit.adapters"
@@ -228,15 +232,16 @@ def check_memory(nbytes: int, what: str, source: str) -> None:
                         f"{available / 2**30:.2f} GiB available; refusing to allocate it")
 
 
-def resolve(path_or_id: str | Path) -> Path:
-    """A local path always wins; anything else is a LoadError naming what was looked for."""
+def resolve(path_or_id: str | Path, trust_remote_code: bool = False) -> Path:
+    """A local path always wins; anything else is a LoadError naming what was looked for. A hub
+    download fetches `*.py` files only with trust_remote_code."""
     path = Path(path_or_id).expanduser()
     if path.exists():
         return path
     if os.path.islink(path):  # a dangling link is a local path gone wrong, not a hub id
         regular_file(path)
     from . import hub  # noqa: WPS433 - optional dependency, imported on demand
-    return hub.resolve_hub_id(str(path_or_id))
+    return hub.resolve_hub_id(str(path_or_id), trust_remote_code)
 
 
 def detect(path: Path) -> Adapter:
@@ -257,27 +262,52 @@ def detect(path: Path) -> Adapter:
 
 
 def load(path_or_id: str | Path, weights: str | None = None, trust_remote_code: bool = False,
-         device: str | None = None) -> Denoiser:
+         device: str | None = None, tokenizer: str | None = None, time_input: str | None = None,
+         schedule: str | None = None) -> Denoiser:
     """Load any supported checkpoint as a Denoiser.
 
     weights: 'ema' (default where the checkpoint has EMA weights), 'raw', or None for the default.
-    Never executes code from the checkpoint unless trust_remote_code=True.
+    tokenizer: a tokenizer.json, a tokenizer folder or a hub name, instead of the one memaudit finds
+    (adapters/tokenizer_sources.py). Never executes code from the checkpoint unless
+    trust_remote_code=True; then a family memaudit does not load natively is loaded through its own
+    modeling code, fed `time_input` ('sigma' | 't' | 'none') under `schedule` ('loglinear[:EPS]')
+    where its config does not say. The provenance says which way it was loaded (`modeling_code`).
     """
+    from ..errors import UsageError
+    from .tokenizer_sources import attach_tokenizer
+
     if weights not in (None, "ema", "raw"):
         raise ValueError(f"weights must be 'ema', 'raw' or None, not {weights!r}")
-    path = resolve(path_or_id)
+    if time_input not in (None, "sigma", "t", "none"):
+        raise UsageError(f"--time-input must be sigma, t or none, not {time_input!r}")
+    path = resolve(path_or_id, trust_remote_code)
     adapter = detect(path)
-    denoiser = adapter.load(path, weights, trust_remote_code)
+    if getattr(adapter, "runs_checkpoint_code", False):  # plugins need not subclass Adapter
+        denoiser = adapter.load(path, weights, trust_remote_code, time_input=time_input, schedule=schedule)
+    else:
+        if time_input is not None or schedule is not None:
+            raise UsageError(f"--time-input and --schedule apply only to a checkpoint loaded through its own "
+                             f"modeling code; {path} is a {adapter.family} checkpoint, which memaudit loads natively "
+                             f"and whose time input and schedule it reads itself")
+        denoiser = adapter.load(path, weights, trust_remote_code)
+        denoiser.provenance["modeling_code"] = "memaudit"
+    denoiser.provenance["adapter"] = adapter.family
+    attach_tokenizer(denoiser, path, tokenizer, trust_remote_code)
     if device is not None:
         denoiser.to(device)
     return denoiser
 
 
-def as_denoiser(checkpoint_or_denoiser, weights: str | None = None, device: str | None = None) -> Denoiser:
-    """A Denoiser as given (moved to `device` when one is named), or `load` of a path / hub id:
-    what scan() and recover() accept."""
+def as_denoiser(checkpoint_or_denoiser, weights: str | None = None, device: str | None = None,
+                **load_options) -> Denoiser:
+    """A Denoiser as given (moved to `device` when one is named), or `load` of a path / hub id with
+    `load_options` (tokenizer, trust_remote_code, time_input, schedule): what scan() and recover()
+    accept."""
     if isinstance(checkpoint_or_denoiser, Denoiser):
+        if any(v not in (None, False) for v in load_options.values()):
+            raise ValueError("tokenizer / trust_remote_code / time_input / schedule apply to a checkpoint path "
+                             "or hub id, not to a Denoiser already loaded")
         if device is not None:
             checkpoint_or_denoiser.to(device)
         return checkpoint_or_denoiser
-    return load(checkpoint_or_denoiser, weights=weights, device=device)
+    return load(checkpoint_or_denoiser, weights=weights, device=device, **load_options)

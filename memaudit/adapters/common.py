@@ -5,7 +5,9 @@ from the restricted unpickler. Nothing imports or runs code from a checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -400,6 +402,26 @@ def remote_code_note(trust_remote_code: bool) -> list[str]:
             "modeling code shipped with a checkpoint")
     console.print(f"[yellow]memaudit:[/] {note}", highlight=False)
     return [note]
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers' logging held at errors and its progress bars off while it loads a tokenizer or
+    model: its advice (deprecations, unused weights) would break the one-line stderr contract of a
+    failing run, and memaudit shows progress bars only on a terminal, its own."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def jsonable(obj: Any, depth: int = 0, _budget: NodeBudget | None = None) -> Any:

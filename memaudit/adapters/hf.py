@@ -149,8 +149,8 @@ class HFAdapter(Adapter):
             raise UnsupportedCheckpoint(f"{source}: unsupported family gidd (EasyDeL): not a time-conditioned "
                                         f"DDiT; memaudit supports GIDD's model_type 'dit' checkpoints")
         if kind not in SUPPORTED_MODEL_TYPES:
-            extra = (" (memaudit never runs modeling code shipped with a checkpoint, --trust-remote-code "
-                     "included)" if cfg.get("auto_map") or trust_remote_code else "")
+            extra = (" (--trust-remote-code loads a checkpoint through its own modeling code, which this one "
+                     "does not name: config.json has no auto_map)" if trust_remote_code else "")
             raise LoadError(f"{source}: model_type {model_type or '(none)'!r} is not a supported family "
                             f"(supported: udlm, duo, dit (GIDD)){extra}")
         notes: list[str] = []

@@ -1,19 +1,20 @@
 """`memaudit inspect`: what a checkpoint is and what a scan would use."""
 from __future__ import annotations
 
-import typer
-
 from ..progress import console
 from .errors import cli_errors
-from .options import Checkpoint, JsonOutput, Weights, print_json, require_stdout
+from .options import Checkpoint, JsonOutput, ScheduleSpec, TimeInput, TokenizerName, TrustRemoteCode, Weights, \
+    load_options, print_json, require_stdout
 
 
 @cli_errors
 def inspect(
     checkpoint: Checkpoint,
     weights: Weights = None,
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code",
-                                           help="Accepted for compatibility; memaudit never runs checkpoint code."),
+    tokenizer: TokenizerName = None,
+    trust_remote_code: TrustRemoteCode = False,
+    time_input: TimeInput = None,
+    schedule: ScheduleSpec = None,
     json_output: JsonOutput = False,
 ):
     """Show a checkpoint's family, architecture, vocabulary, tokenizer, EMA and what a scan would use."""
@@ -23,7 +24,8 @@ def inspect(
 
     if json_output:
         require_stdout()
-    doc = inspect_checkpoint(checkpoint, weights=weights, trust_remote_code=trust_remote_code)
+    doc = inspect_checkpoint(checkpoint, weights=weights, **load_options(tokenizer, trust_remote_code, time_input,
+                                                                         schedule))
     if json_output:
         print_json(doc)
         return

@@ -24,11 +24,43 @@ def _check_weights(value: Optional[str]) -> Optional[str]:
     return value
 
 
+def _check_time_input(value: Optional[str]) -> Optional[str]:
+    if value not in (None, "sigma", "t", "none"):
+        raise typer.BadParameter("must be sigma, t or none")
+    return value
+
+
+def _check_schedule(value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return value
+    from ..adapters.remote import parse_schedule
+
+    try:
+        parse_schedule(value)
+    except ValueError as e:
+        raise typer.BadParameter(str(e).removeprefix("--schedule ")) from None
+    return value
+
+
 Checkpoint = Annotated[str, typer.Argument(help="Checkpoint directory, file or hub id (org/name[@revision]).")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (nothing on failure).")]
 Weights = Annotated[Optional[str], typer.Option("--weights", callback=_check_weights,
                                                 help="ema | raw (default: ema when present).")]
+TokenizerName = Annotated[Optional[str], typer.Option(
+    "--tokenizer", help="Tokenizer: a tokenizer.json, a tokenizer folder (vocab.txt, vocab.json + merges.txt, "
+    "tokenizer_config.json) or a hub name (bert-base-uncased, gpt2, org/name[@revision]). Default: the "
+    "checkpoint's own, one beside it, or the one its config names.")]
+TrustRemoteCode = Annotated[bool, typer.Option(
+    "--trust-remote-code", help="Load a family memaudit does not load natively through the checkpoint's own "
+    "modeling code (transformers, trust_remote_code=True): that code is executed, and every report says so. "
+    "Native families load natively even with it.")]
+TimeInput = Annotated[Optional[str], typer.Option(
+    "--time-input", callback=_check_time_input, help="With --trust-remote-code: what the network's time argument "
+    "is: sigma | t | none (default: from its config).")]
+ScheduleSpec = Annotated[Optional[str], typer.Option(
+    "--schedule", callback=_check_schedule, help="With --trust-remote-code: the noise schedule, loglinear[:EPS] "
+    "(default: from its config).")]
 Seed = Annotated[int, typer.Option("--seed", min=0, max=SEED_MAX, help="Seed (0 … 2^32−1).")]
 DataSeed = Annotated[int, typer.Option("--data-seed", min=0, max=SEED_MAX,
                                        help="Seed of the corpus (Markov chain / block permutation).")]
@@ -57,6 +89,13 @@ MaxMemory = Annotated[Optional[str], typer.Option("--max-memory", help="Memory t
                                                   "500MB (default: half of what is available to the process: "
                                                   "free memory, cgroup and RLIMIT_AS limits; on a GPU its free "
                                                   "memory).")]
+
+
+def load_options(tokenizer: Optional[str], trust_remote_code: bool, time_input: Optional[str],
+                 schedule: Optional[str]) -> dict:
+    """The loading options of scan / recover / sample / inspect, as memaudit.load's keywords."""
+    return {"tokenizer": tokenizer, "trust_remote_code": trust_remote_code, "time_input": time_input,
+            "schedule": schedule}
 
 
 def resolve_device(device: str) -> str:

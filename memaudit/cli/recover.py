@@ -9,8 +9,9 @@ import typer
 from ..progress import console
 from ..recovery import RecoverySettings
 from .errors import EXIT_INCONCLUSIVE, EXIT_MEMORIZING, EXIT_OK, cli_errors
-from .options import Checkpoint, Device, ExitZero, JsonOutput, Seed, StepsPerUnit, Weights, check_out_dir, \
-    print_json, require_stdout, resolve_device, write_report_set
+from .options import Checkpoint, Device, ExitZero, JsonOutput, ScheduleSpec, Seed, StepsPerUnit, TimeInput, \
+    TokenizerName, TrustRemoteCode, Weights, check_out_dir, load_options, print_json, require_stdout, resolve_device, \
+    write_report_set
 
 
 R = RecoverySettings   # the CLI's defaults are the settings' defaults
@@ -29,6 +30,10 @@ def recover(
     seed: Seed = R.seed,
     batch_size: int = typer.Option(R.batch_size, "--batch-size", min=1),
     weights: Weights = None,
+    tokenizer: TokenizerName = None,
+    trust_remote_code: TrustRemoteCode = False,
+    time_input: TimeInput = None,
+    schedule: ScheduleSpec = None,
     out: Optional[Path] = typer.Option(None, "--out", help="Write recovery.parquet + summary.json here."),
     device: Device = "auto",
     exit_zero: ExitZero = False,
@@ -46,7 +51,8 @@ def recover(
     settings = RecoverySettings(t0=parse_float_list(t0, "--t0"), n=n, steps_per_unit=steps_per_unit, seed=seed,
                                 batch_size=batch_size)
     result = run_recovery(checkpoint, train=train_data, test=test_data, settings=settings, weights=weights,
-                          device=resolve_device(device))
+                          device=resolve_device(device),
+                          **load_options(tokenizer, trust_remote_code, time_input, schedule))
     if out is not None:
         from ..report import recovery_files
 

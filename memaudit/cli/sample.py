@@ -4,8 +4,8 @@ from __future__ import annotations
 import typer
 
 from .errors import cli_errors
-from .options import Checkpoint, Device, JsonOutput, Seed, Weights, print_json, require_stdout, resolve_device, \
-    write_out
+from .options import Checkpoint, Device, JsonOutput, ScheduleSpec, Seed, TimeInput, TokenizerName, TrustRemoteCode, \
+    Weights, load_options, print_json, require_stdout, resolve_device, write_out
 
 
 @cli_errors
@@ -15,6 +15,10 @@ def sample(
     steps: int = typer.Option(128, "--steps", min=1, help="Reverse steps from t=1."),
     seed: Seed = 0,
     weights: Weights = None,
+    tokenizer: TokenizerName = None,
+    trust_remote_code: TrustRemoteCode = False,
+    time_input: TimeInput = None,
+    schedule: ScheduleSpec = None,
     device: Device = "auto",
     json_output: JsonOutput = False,
 ):
@@ -23,11 +27,12 @@ def sample(
     from ..sampling import generate
 
     require_stdout()
-    denoiser = load(checkpoint, weights=weights, device=resolve_device(device))
+    denoiser = load(checkpoint, weights=weights, device=resolve_device(device),
+                    **load_options(tokenizer, trust_remote_code, time_input, schedule))
     tokens = generate(denoiser, n, steps=steps, seed=seed)
     rows = [{"tokens": row.tolist(), "text": denoiser.decode(row)} for row in tokens]
     if json_output:
-        print_json({"samples": rows, "steps": steps, "seed": seed})
+        print_json({"samples": rows, "steps": steps, "seed": seed, "model": denoiser.describe()})
         return
     for i, row in enumerate(rows):
         shown = row["text"] if row["text"] is not None else " ".join(map(str, row["tokens"]))

@@ -9,8 +9,9 @@ import typer
 from ..probe import ScanSettings
 from ..progress import console
 from .errors import UsageError, cli_errors
-from .options import BatchSize, Checkpoint, Device, ExitZero, JsonOutput, MaxMemory, Samples, Seed, Weights, \
-    check_output_targets, print_json, require_stdout, resolve_device, write_report_set
+from .options import BatchSize, Checkpoint, Device, ExitZero, JsonOutput, MaxMemory, Samples, ScheduleSpec, Seed, \
+    TimeInput, TokenizerName, TrustRemoteCode, Weights, check_output_targets, load_options, print_json, \
+    require_stdout, resolve_device, write_report_set
 
 HELP = """Probe a checkpoint without training data: sample from it, measure the conditional entropy of its predictions, give a verdict (memorizing / generalizing / inconclusive) and exit with a gate code.
 
@@ -47,6 +48,10 @@ def scan(
                                 "verdict that fails the gate with exit 1 (see exit codes above)."),
     exit_zero: ExitZero = False,
     weights: Weights = None,
+    tokenizer: TokenizerName = None,
+    trust_remote_code: TrustRemoteCode = False,
+    time_input: TimeInput = None,
+    schedule: ScheduleSpec = None,
     device: Device = "auto",
     batch_size: BatchSize = "auto",
     max_memory: MaxMemory = None,
@@ -88,7 +93,7 @@ def scan(
                             batch_size=parse_batch_size(batch_size), max_memory=parse_size(max_memory),
                             adaptive=adaptive, min_samples=min_samples, n_train=n_train)
     result = run_scan(checkpoint, settings=settings, weights=weights, device=resolve_device(device),
-                      rule=load_rule(rule))
+                      rule=load_rule(rule), **load_options(tokenizer, trust_remote_code, time_input, schedule))
     summary = result.summary(include_timings=True)
     files = {out / name: data for name, data in render_report(result).items()} if out is not None else {}
     if junit is not None:

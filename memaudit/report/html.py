@@ -151,6 +151,23 @@ def img(fig, alt: str, caption: str = "", dpi: int = 100) -> str:
 
 
 # ------------------------------------------------------------------ pieces shared by the pages
+def loading_notes(model: dict) -> str:
+    """The notices a page shows above everything else about how the model was loaded: that the
+    checkpoint's own modeling code was executed (--trust-remote-code), and where its tokenizer came
+    from."""
+    parts = []
+    if model.get("modeling_code") == "checkpoint":
+        remote = model.get("remote_code") or {}
+        parts.append(f"<div class=\"note\" id=\"remote-code\"><b>Modeling code from the checkpoint was "
+                     f"executed</b> (--trust-remote-code): {esc(remote.get('class', ''))} from "
+                     f"{esc(', '.join(remote.get('files') or []) or 'the checkpoint')}; time input "
+                     f"{esc(model.get('time_input', ''))} ({esc(remote.get('time_input_from', ''))}), schedule from "
+                     f"{esc(remote.get('schedule_from', ''))}.</div>")
+    if model.get("tokenizer_source"):
+        parts.append(f"<p class=\"rule\" id=\"tokenizer\">tokenizer: {esc(model['tokenizer_source'])}</p>")
+    return "".join(parts)
+
+
 def token_pieces(decode: Callable[[list[int]], str | None], ids: Sequence[int]) -> list[str] | None:
     """One display string per token whose concatenation equals decode(ids).
 
@@ -178,16 +195,25 @@ def token_pieces(decode: Callable[[list[int]], str | None], ids: Sequence[int]) 
 
 
 def local_decoder(summary: dict) -> Callable[[list[int]], str] | None:
-    """A decoder from the checkpoint's tokenizer.json, when the checkpoint is a local directory
-    that has one (a JSON file: nothing is executed)."""
-    model = summary.get("model") or {}
+    """A decoder from the tokenizer the scan used, when it can be read again from local files: the
+    file, folder or hub-cache snapshot its provenance names (`model.tokenizer`), else the
+    checkpoint directory's tokenizer.json. Nothing is executed (no tokenizer code is trusted)."""
+    model = summary.get("model") or (summary.get("provenance") or {}).get("model") or {}
     ckpt = model.get("checkpoint") or summary.get("checkpoint")
-    if not ckpt or not model.get("has_tokenizer", True):
+    record = model.get("tokenizer") if isinstance(model.get("tokenizer"), dict) else {}
+    if not model.get("has_tokenizer", True):
         return None
-    from ..adapters.native import saved_tokenizer
-
     try:
-        tok = saved_tokenizer(Path(str(ckpt)))
+        if record.get("kind") in ("file", "folder", "hub") and record.get("path"):
+            from ..adapters.tokenizer_sources import load_named
+
+            tok, _ = load_named(str(record["path"]), trust_remote_code=False)
+        elif ckpt:
+            from ..adapters.native import saved_tokenizer
+
+            tok = saved_tokenizer(Path(str(ckpt)))
+        else:
+            return None
     except Exception:  # noqa: BLE001 - the report falls back to token ids
         return None
     if tok is None:

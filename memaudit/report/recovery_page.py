@@ -10,8 +10,8 @@ from typing import Callable
 import numpy as np
 
 from .ci import checkpoint_name, fmt_ci
-from .html import (REPORT_NAME, VERDICT_COLORS, esc, flatten, html_page, img, local_decoder, new_figure, table,
-                   token_pieces, visible, write_html)
+from .html import (REPORT_NAME, VERDICT_COLORS, esc, flatten, html_page, img, loading_notes, local_decoder,
+                   new_figure, table, token_pieces, visible, write_html)
 
 def _num(x, pattern="{:.3g}") -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
@@ -88,7 +88,8 @@ def recovery_html(summary: dict, frame, decode=None, examples_per_split: int = 3
     parts = [f"<h1>memaudit recovery report</h1><p class=\"sub\">{esc(ckpt)}</p>",
              f"<div class=\"verdict\" id=\"verdict\" style=\"background:{color}\">"
              f"<span class=\"label\">{esc(verdict)}</span><span class=\"gate\">ground truth with data · reason: "
-             f"{esc(summary.get('reason', ''))}</span><p>{esc(summary.get('explanation', ''))}</p></div>"]
+             f"{esc(summary.get('reason', ''))}</span><p>{esc(summary.get('explanation', ''))}</p></div>",
+             loading_notes((summary.get("provenance") or {}).get("model") or summary.get("model") or {})]
     summaries = summary.get("summaries") or []
     if summaries:
         parts.append("<h2>Token recovery</h2>")

@@ -16,7 +16,7 @@ import numpy as np
 
 from .ci import checkpoint_name, ci_level, domain_line, fmt_value, key_statistics, rule_line
 from .html import (HEATMAP_MAX_ROWS, LOWEST_SAMPLES, REPORT_NAME, VERDICT_COLORS, esc, flatten, html_page, img,
-                   local_decoder, new_figure, table, token_pieces, visible, write_html)
+                   loading_notes, local_decoder, new_figure, table, token_pieces, visible, write_html)
 
 def read_scan_dir(out_dir: str | Path) -> tuple[dict, "object", "object"]:
     """(summary dict, samples DataFrame, tokens DataFrame) of a scan's --out directory."""
@@ -192,6 +192,7 @@ def scan_html(summary: dict, samples, tokens, decode: Callable[[list[int]], str 
                  f"{esc(reason)}</span><p>{esc(summary.get('explanation', ''))}</p>"
                  f"<p class=\"rule\">rule: {esc(rule_line(summary))}</p>"
                  f"<p class=\"rule\">domain: {esc(domain_line(summary))}</p></div>")
+    parts.append(loading_notes((summary.get("provenance") or {}).get("model") or summary.get("model") or {}))
     if rule.get("status") == "provisional":
         parts.append("<div class=\"note\"><b>Provisional rule.</b> The thresholds of this decision rule are not "
                      "yet calibrated on reference models of known regime; read the verdict with that in mind.</div>")
