@@ -71,6 +71,8 @@ def contrast_table(demo: DemoResult):
     rows = [
         ("verdict", [f"[bold]{r.verdict}[/] ({r.reason})" for r in res]),
         ("expected", list(EXPECTED.values())),
+        ("samples used (adaptive)", [f"{r.n_samples}{' (stopped early)' if r.stopping.get('stopped_early') else ''}"
+                                     for r in res]),
         (f"mean entropy (nats, t={res[0].settings.t_eval:g})",
          [f"{r.mean_entropy:.4f} {fmt_ci(r.mean_entropy_ci, '{:.4f}')}" for r in res]),
         ("… relative to ln V", [f"{r.entropy_ratio:.1%}" for r in res]),

@@ -114,15 +114,17 @@ def run_point(settings: SweepSettings, out: Path, n: int, report=None, allow_tru
 
     report("scanning")
     started = time.perf_counter()
+    # all samples (no adaptive stop): the tables keep per-sample values, so that any rule, and the
+    # adaptive stopping rule itself, can be replayed on them later
     sc = scan(denoiser, samples=settings.scan_samples, steps=settings.scan_steps, seed=settings.seed,
-              t_profile=tuple(settings.t_profile), show_progress=False)
+              t_profile=tuple(settings.t_profile), show_progress=False, adaptive=False)
     write_report(sc, pdir / "scan", names=["samples.parquet", "summary.json"])
     timings["scan_s"] = time.perf_counter() - started
     raw_scan = None
     if settings.scan_raw and (ckpt / "model.safetensors").exists() and denoiser.weights != "raw":
         raw = load(ckpt, weights="raw", device=settings.device)
         rs = scan(raw, samples=settings.scan_samples, steps=settings.scan_steps, seed=settings.seed,
-                  show_progress=False)
+                  show_progress=False, adaptive=False)
         raw_scan = {"verdict": rs.verdict, "reason": rs.reason,
                     **{k: rs.stats[k] for k in ("mean_entropy", "mean_entropy_ci", "near_zero_sample_fraction",
                                                  "duplicate_rate", "fixed_point_fraction", "entropy_ratio")}}

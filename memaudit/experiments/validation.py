@@ -72,7 +72,7 @@ def rescan_settings(point: dict):
     t_values = [float(t) for t in scan["t_values"]]
     return ScanSettings(samples=len(point["samples"]["duplicate_of"]), steps=int(scan["steps"]),
                         seed=int(scan.get("seed", 0)), t_eval=t_values[0], t_profile=tuple(t_values[1:]),
-                        bootstrap_resamples=scan.get("bootstrap_resamples"))
+                        bootstrap_resamples=scan.get("bootstrap_resamples"), adaptive=False)
 
 
 def rescan_point(pdir: Path, point: dict, device: str = "cpu", log=None) -> dict:
