@@ -184,6 +184,7 @@ class ScanResult:
     is_fixed_point: np.ndarray             # [N] bool
     fixed_point_distance: np.ndarray       # [N] float32: share of tokens the greedy dynamics changes
     basin_agreement: np.ndarray            # [N] float32: share of tokens restored after re-noising at basin_t
+    near_copies_earlier: np.ndarray        # [N] int64: earlier samples within the rule's near-copy distance
     stats: dict                            # the summary statistics (see `summarize`)
     stopping: dict = field(default_factory=dict)  # how many samples were used and why (verdict.sequential)
     domain: dict = field(default_factory=dict)    # the rule's validated domain and whether this model is inside
@@ -361,8 +362,26 @@ def find_duplicates(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return dup_of >= 0, dup_of
 
 
+def near_copies(tokens: np.ndarray, max_fraction: float, block: int = 64) -> np.ndarray:
+    """[N] int64: for each sample, how many earlier samples differ from it in at most
+    max_fraction of its positions (identical ones included). Summed over the first k samples it is
+    the number of near-identical pairs among them, for any k (the adaptive scan's looks)."""
+    t = torch.as_tensor(np.ascontiguousarray(tokens, dtype=np.int64))
+    n, length = t.shape
+    limit = math.floor(max_fraction * length)
+    counts = np.zeros(n, dtype=np.int64)
+    index = torch.arange(n)
+    for start in range(0, n, block):
+        rows = t[start:start + block]                                     # [b, L]
+        differing = (rows[:, None, :] != t[None, :, :]).sum(-1)          # [b, N]
+        earlier = index[None, :] < index[start:start + rows.shape[0], None]
+        counts[start:start + rows.shape[0]] = ((differing <= limit) & earlier).sum(1).numpy()
+    return counts
+
+
 def summarize(entropy: np.ndarray, top1: np.ndarray, duplicate_of: np.ndarray, fixed_point_dist: np.ndarray,
-              basin: np.ndarray, vocab_size: int, settings: ScanSettings, t_values: list[float]) -> dict:
+              basin: np.ndarray, vocab_size: int, settings: ScanSettings, t_values: list[float],
+              near_earlier: np.ndarray | None = None, near_fraction: float | None = None) -> dict:
     """Summary statistics of the primary evaluation (entropy[0]): the rule's statistics
     (`memaudit.stats.scan_statistics`, with bootstrap CIs) from the per-sample means, plus
     descriptive ones (sequence length, quantiles of the per-sample means, top-1 probability, the
@@ -374,7 +393,7 @@ def summarize(entropy: np.ndarray, top1: np.ndarray, duplicate_of: np.ndarray, f
                             vocab_size=vocab_size, tau=settings.tau, t_eval=settings.t_eval, seed=settings.seed,
                             resamples=settings.bootstrap_resamples, confidence=settings.confidence,
                             sample_low_entropy_fraction=sample_low, basin_agreement=basin,
-                            seq_len=int(h.shape[1]))
+                            seq_len=int(h.shape[1]), near_earlier=near_earlier, near_fraction=near_fraction)
     quantiles = np.quantile(sample_mean, [0.05, 0.25, 0.5, 0.75, 0.95])
     stats["seq_len"] = int(h.shape[1])
     stats["sample_entropy_quantiles"] = {k: float(v) for k, v in zip(("p05", "p25", "p50", "p75", "p95"), quantiles)}
@@ -428,6 +447,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     batch = plan_batch(denoiser, settings.batch_size, settings.max_memory, work=settings.samples)
     model = model_provenance(denoiser)
     planned = sequential.looks(settings.min_samples, settings.samples) if settings.adaptive else [settings.samples]
+    near_fraction = float(rule.evidence["near_copy_fraction"])
 
     timings = {"batch_size": batch.batch_size, "batch": batch.describe(), "sampling_s": 0.0, "entropy_s": 0.0,
                "fixed_point_s": 0.0, "basin_s": 0.0, "looks": []}
@@ -438,22 +458,25 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
             first = sum(len(r["tokens"]) for r in rounds)
             rounds.append(probe_round(denoiser, settings, t_values, first, look - first, batch.batch_size,
                                       p_dtype, task, timings))
-            measured = join_rounds(rounds)
+            measured = join_rounds(rounds, near_fraction)
             if look == planned[-1]:
                 break
             early = replace(settings, confidence=sequential.EARLY_CONFIDENCE)
             stats = summarize(measured["entropy"], measured["top1"], measured["duplicate_of"], measured["fp_dist"],
-                              measured["basin"], denoiser.vocab_size, early, t_values)
+                              measured["basin"], denoiser.vocab_size, early, t_values,
+                              measured["near_earlier"], near_fraction)
             decision = rule.decide(Evidence.from_stats(stats, steps=settings.steps,
                                                        n_parameters=model.get("n_parameters")))
             timings["looks"].append({"samples": look, "verdict": decision.verdict})
-            if sequential.is_definite(decision.verdict):
+            if sequential.stops(decision):
                 break
 
     tokens_np, entropy, top1 = measured["tokens"], measured["entropy"], measured["top1"]
     fp_dist, basin, dup_of = measured["fp_dist"], measured["basin"], measured["duplicate_of"]
+    near_earlier = measured["near_earlier"]
     n_used = len(tokens_np)
-    stats = summarize(entropy, top1, dup_of, fp_dist, basin, denoiser.vocab_size, settings, t_values)
+    stats = summarize(entropy, top1, dup_of, fp_dist, basin, denoiser.vocab_size, settings, t_values,
+                      near_earlier, near_fraction)
     if settings.n_train is not None:
         stats["n_train"] = settings.n_train
         stats["n_train_comparison"] = training_set_comparison(stats, settings.n_train,
@@ -462,7 +485,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     if n_used < planned[-1]:
         decision_settings = replace(settings, confidence=sequential.EARLY_CONFIDENCE)
         early_stats = summarize(entropy, top1, dup_of, fp_dist, basin, denoiser.vocab_size, decision_settings,
-                                t_values)
+                                t_values, near_earlier, near_fraction)
         decision = rule.decide(Evidence.from_stats(early_stats, steps=settings.steps,
                                                    n_parameters=model.get("n_parameters")))
     else:
@@ -474,7 +497,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                       settings=settings, rule=rule, model=model, tokens=tokens_np, t_values=t_values,
                       entropy=entropy, top1_prob=top1, texts=texts, is_duplicate=dup_of >= 0, duplicate_of=dup_of,
                       is_fixed_point=fp_dist == 0, fixed_point_distance=fp_dist, basin_agreement=basin,
-                      stats=stats, stopping=stop.describe(), domain=rule.domain_check(evidence), timings=timings,
+                      near_copies_earlier=near_earlier, stats=stats, stopping=stop.describe(), domain=rule.domain_check(evidence), timings=timings,
                       decode=denoiser.decode if denoiser.tokenizer is not None else None)
 
 
@@ -502,8 +525,8 @@ def probe_round(denoiser: Denoiser, settings: ScanSettings, t_values: list[float
             "top1": torch.stack([p for _, p in evaluated]), "fp_dist": fp_dist, "basin": basin}
 
 
-def join_rounds(rounds: list[dict]) -> dict:
-    """All rounds so far as numpy arrays (samples in order), with the duplicates among them."""
+def join_rounds(rounds: list[dict], near_fraction: float) -> dict:
+    """All rounds so far as numpy arrays (samples in order), with the exact and near copies among them."""
     entropy = torch.cat([r["entropy"] for r in rounds], dim=1).numpy()
     if not np.isfinite(entropy).all():
         raise FloatingPointError("the model produced non-finite probabilities on its own samples")
@@ -511,7 +534,7 @@ def join_rounds(rounds: list[dict]) -> dict:
     return {"tokens": tokens, "entropy": entropy, "top1": torch.cat([r["top1"] for r in rounds], dim=1).numpy(),
             "fp_dist": torch.cat([r["fp_dist"] for r in rounds]).numpy(),
             "basin": torch.cat([r["basin"] for r in rounds]).numpy(),
-            "duplicate_of": find_duplicates(tokens)[1]}
+            "duplicate_of": find_duplicates(tokens)[1], "near_earlier": near_copies(tokens, near_fraction)}
 
 
 def model_provenance(denoiser: Denoiser) -> dict:

@@ -177,7 +177,7 @@ def coincidences(duplicate_of, confidence: float) -> dict:
 def scan_statistics(sample_mean_entropy, duplicate_of, is_fixed_point, fixed_point_distance, *,
                     vocab_size: int, tau: float, t_eval: float, seed: int, resamples: int,
                     confidence: float, sample_low_entropy_fraction=None, basin_agreement=None,
-                    seq_len: int | None = None) -> dict:
+                    seq_len: int | None = None, near_earlier=None, near_fraction: float | None = None) -> dict:
     """The statistics a scan rule reads (memaudit.verdict.Evidence), from per-sample arrays [N]:
     each sample's mean entropy H̄_i (nats) at t_eval, the index of the first earlier sample it
     equals (−1: none), whether it is a fixed point of the greedy dynamics and the share of its
@@ -187,7 +187,9 @@ def scan_statistics(sample_mean_entropy, duplicate_of, is_fixed_point, fixed_poi
 
     CIs are percentile-bootstrap intervals over samples from the stream derive_seed(seed,
     'bootstrap'), so at a scan's own settings these are the scan's numbers; the basin-return CI
-    is Wilson's score interval, the coincidence CI the Poisson one (`coincidences`)."""
+    is Wilson's score interval, the coincidence CI the Poisson one (`coincidences`). near_earlier
+    [N]: how many earlier samples each one differs from in at most near_fraction of its tokens
+    (memaudit.probe.near_copies); its sum is `near_pairs` (None where it was not measured)."""
     h = np.asarray(sample_mean_entropy, dtype=np.float64)
     duplicate_of = np.asarray(duplicate_of, dtype=np.int64)
     is_duplicate = duplicate_of >= 0
@@ -216,6 +218,8 @@ def scan_statistics(sample_mean_entropy, duplicate_of, is_fixed_point, fixed_poi
         "mean_fixed_point_distance": float(np.asarray(fixed_point_distance, dtype=np.float64).mean()),
         **coincidences(duplicate_of, confidence),
         **basin_statistics(basin_agreement, confidence, h.size),
+        "near_pairs": None if near_earlier is None else int(np.asarray(near_earlier, dtype=np.int64).sum()),
+        "near_copy_fraction": None if near_earlier is None else float(near_fraction),
         "seq_len": None if seq_len is None else int(seq_len),
         "tau": float(tau),
         "t_eval": float(t_eval),
@@ -289,10 +293,14 @@ def record_statistics(record: dict, t_eval: float, tau: float, resamples: int, c
     dist = np.full(fp.shape, np.nan) if dist is None else np.asarray(dist, dtype=np.float64)
     basin = record.get("basin_agreement")
     basin = None if basin is None else np.asarray(basin, dtype=np.float64)
+    near = record.get("near_copies_earlier")
+    near = None if near is None else np.asarray(near, dtype=np.int64)
     if k is not None:
         h, dup, fp, dist = h[:k], dup[:k], fp[:k], dist[:k]
         dup = np.where(dup < k, dup, -1)
         basin = None if basin is None else basin[:k]
+        near = None if near is None else near[:k]       # counts of *earlier* samples: any prefix is exact
     return scan_statistics(h, dup, fp, dist, vocab_size=int(record["vocab_size"]), tau=tau, t_eval=t_eval,
                            seed=int(record["scan_seed"]), resamples=resamples, confidence=confidence,
-                           basin_agreement=basin, seq_len=record.get("seq_len"))
+                           basin_agreement=basin, seq_len=record.get("seq_len"), near_earlier=near,
+                           near_fraction=record.get("near_copy_fraction"))

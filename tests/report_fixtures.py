@@ -34,7 +34,7 @@ def toy_decode(ids) -> str:
 
 def fake_scan_result(n: int = 40, length: int = 24, vocab: int = 64, seed: int = 0, memorizing_share: float = 0.3,
                      texts: bool = True, scale: float = 1.0):
-    from memaudit.probe import ScanResult, ScanSettings, find_duplicates, summarize
+    from memaudit.probe import ScanResult, ScanSettings, find_duplicates, near_copies, summarize
     from memaudit.verdict import Evidence, load_rule
 
     rng = np.random.default_rng(seed)
@@ -52,7 +52,9 @@ def fake_scan_result(n: int = 40, length: int = 24, vocab: int = 64, seed: int =
                             confidence=rule.confidence)
     basin = (rng.random(n) * 0.9).astype(np.float32)          # near-zero samples are attractors
     basin[:k] = 1.0
-    stats = summarize(entropy, top1, dup_of, fp_distance, basin, vocab, settings, [settings.t_eval])
+    near = near_copies(tokens, rule.evidence["near_copy_fraction"])
+    stats = summarize(entropy, top1, dup_of, fp_distance, basin, vocab, settings, [settings.t_eval], near,
+                      rule.evidence["near_copy_fraction"])
     evidence = Evidence.from_stats(stats, steps=settings.steps, n_parameters=1234)
     decision = rule.decide(evidence)
     text_list = [(HOSTILE_TEXT + " " + toy_decode(row)) if texts else None for row in tokens]
@@ -63,7 +65,7 @@ def fake_scan_result(n: int = 40, length: int = 24, vocab: int = 64, seed: int =
                       settings=settings, rule=rule, model=model, tokens=tokens, t_values=[settings.t_eval],
                       entropy=entropy, top1_prob=top1, texts=text_list, is_duplicate=is_dup, duplicate_of=dup_of,
                       is_fixed_point=fp_distance == 0, fixed_point_distance=fp_distance, basin_agreement=basin,
-                      stats=stats, domain=rule.domain_check(evidence))
+                      near_copies_earlier=near, stats=stats, domain=rule.domain_check(evidence))
 
 
 def fake_scan_dir(out: Path, **kwargs) -> Path:

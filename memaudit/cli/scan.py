@@ -141,6 +141,8 @@ def print_scan_summary(result, out: Optional[Path] = None) -> None:
     table.add_row("… tokens the greedy dynamics changes (mean)", f"{result.mean_fixed_point_distance:.1%}", "")
     lo_n, hi_n = result.distinct_sequences_ci
     table.add_row("identical sample pairs", f"{result.colliding_pairs}", "")
+    table.add_row(f"… pairs within {result.near_copy_fraction:.0%} of their tokens (near copies)",
+                  f"{result.near_pairs}", "")
     table.add_row("… distinct sequences (capture–recapture)",
                   "—" if result.distinct_sequences_estimate is None else f"{result.distinct_sequences_estimate:,.0f}",
                   f"[{'—' if lo_n is None else f'{lo_n:,.0f}'}, {'∞' if hi_n is None else f'{hi_n:,.0f}'}]")

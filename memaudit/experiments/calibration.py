@@ -79,6 +79,9 @@ def table_rows(points: dict[int, dict], data: str, preset: str) -> list[dict]:
                                         else [float(v) for v in rec["fixed_point_distance"]]),
                "basin_agreement": (None if rec["basin_agreement"] is None
                                    else [float(v) for v in rec["basin_agreement"]]),
+               "near_copies_earlier": (None if rec["near_copies_earlier"] is None
+                                       else [int(v) for v in rec["near_copies_earlier"]]),
+               "near_copy_fraction": rec["near_copy_fraction"],
                "n_parameters": rec["n_parameters"],
                "raw_scan_verdict": (p.get("scan_raw") or {}).get("verdict"),
                "raw_scan_mean_entropy": (p.get("scan_raw") or {}).get("mean_entropy"),

@@ -175,6 +175,8 @@ def scan_record(sc, train_copy) -> dict:
                     "is_fixed_point": [bool(v) for v in sc.is_fixed_point],
                     "fixed_point_distance": [round(float(v), 6) for v in sc.fixed_point_distance],
                     "basin_agreement": [round(float(v), 6) for v in sc.basin_agreement],
+                    "near_copies_earlier": [int(v) for v in sc.near_copies_earlier],
+                    "near_copy_fraction": sc.stats.get("near_copy_fraction"),
                     "is_train_copy": None if train_copy is None else [bool(v) for v in train_copy]},
     }
 

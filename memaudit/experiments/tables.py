@@ -18,6 +18,8 @@ def point_record(point: dict) -> dict:
             "duplicate_of": point["samples"]["duplicate_of"], "is_fixed_point": point["samples"]["is_fixed_point"],
             "fixed_point_distance": point["samples"].get("fixed_point_distance"),
             "basin_agreement": point["samples"].get("basin_agreement"),
+            "near_copies_earlier": point["samples"].get("near_copies_earlier"),
+            "near_copy_fraction": point["samples"].get("near_copy_fraction"),
             "vocab_size": point["vocab_size"], "seq_len": point.get("seq_len"),
             "n_parameters": point.get("n_parameters"),
             "scan_seed": point["scan"].get("seed", point["settings"]["seed"])}

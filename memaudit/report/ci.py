@@ -40,6 +40,7 @@ KEY_STATISTICS: tuple[tuple[str, str, str, str], ...] = (
     ("fixed_point_fraction", "samples that are fixed points", "", "{:.1%}"),
     ("mean_fixed_point_distance", "tokens the greedy dynamics changes", "", "{:.1%}"),
     ("colliding_pairs", "identical sample pairs", "", "{:d}"),
+    ("near_pairs", "near-identical sample pairs (≤ 25 % of tokens differ)", "", "{:d}"),
     ("distinct_sequences_estimate", "distinct sequences (capture–recapture)", "", "{:,.0f}"),
     ("basin_return_rate", "samples returning whole after re-noising", "", "{:.1%}"),
     ("mean_top1_prob", "mean top-1 probability", "", "{:.3g}"),

@@ -42,6 +42,7 @@ def samples_table(result) -> pa.Table:
         pa.field("is_fixed_point", pa.bool_(), nullable=False),
         pa.field("fixed_point_distance", pa.float32(), nullable=False),
         pa.field("basin_agreement", pa.float32(), nullable=False),
+        pa.field("near_copies_earlier", pa.int32(), nullable=False),
     ], metadata=provenance_metadata(result))
     columns = [
         pa.array(np.arange(n, dtype=np.int32)),
@@ -55,6 +56,7 @@ def samples_table(result) -> pa.Table:
         pa.array(np.asarray(result.is_fixed_point, dtype=bool)),
         pa.array(np.asarray(result.fixed_point_distance, dtype=np.float32)),
         pa.array(np.asarray(result.basin_agreement, dtype=np.float32)),
+        pa.array(np.asarray(result.near_copies_earlier, dtype=np.int32)),
     ]
     return pa.Table.from_arrays(columns, schema=schema)
 

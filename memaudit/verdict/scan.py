@@ -102,6 +102,7 @@ class Evidence:
     steps: int | None = None
     fixed_point_distance: float = math.nan   # mean share of tokens the greedy dynamics changes
     colliding_pairs: int = 0                 # pairs of identical samples (memaudit.stats.coincidences)
+    near_pairs: int | None = None            # pairs differing in ≤ near_copy_fraction of tokens (None: not measured)
     sample_pairs: int = 0
     distinct_sequences_ci: tuple = (None, None)
     basin_return_rate: float = math.nan      # share of samples returning whole after re-noising (NaN: not run)
@@ -122,6 +123,7 @@ class Evidence:
                    t_eval=float(stats["t_eval"]), steps=steps,
                    fixed_point_distance=float(stats.get("mean_fixed_point_distance", math.nan)),
                    colliding_pairs=int(stats.get("colliding_pairs", 0)),
+                   near_pairs=None if stats.get("near_pairs") is None else int(stats["near_pairs"]),
                    sample_pairs=int(stats.get("sample_pairs", 0)),
                    distinct_sequences_ci=tuple(stats.get("distinct_sequences_ci", (None, None))),
                    basin_return_rate=_float(stats.get("basin_return_rate")),
@@ -146,6 +148,14 @@ class Decision:
     verdict: str
     reason: str
     explanation: str
+    # True when more samples cannot change the outcome at the confidence the evidence was taken at:
+    # a definite verdict, or 'undertrained' by the lower bound of the entropy ratio (the adaptive
+    # scan stops on these, memaudit.verdict.sequential)
+    settled: bool = False
+
+    def __post_init__(self):
+        if self.verdict in ("memorizing", "generalizing"):
+            object.__setattr__(self, "settled", True)
 
 
 @dataclass(frozen=True)
@@ -251,7 +261,7 @@ class Rule:
             return Decision("inconclusive", "undertrained",
                             f"mean entropy {fmt(ev.mean_entropy)} nats is {ev.entropy_ratio:.0%} of ln V = "
                             f"{fmt(ev.max_entropy)} (≥ {und['entropy_ratio_min']:.0%}): the model has learned "
-                            "little, high entropy is not evidence of generalization")
+                            "little, high entropy is not evidence of generalization", settled=True)
         if ev.entropy_ratio >= und["entropy_ratio_soft"] and ev.fixed_point_fraction < und["fixed_point_fraction_max"]:
             return Decision("inconclusive", "undertrained",
                             f"mean entropy {fmt(ev.mean_entropy)} nats is {ev.entropy_ratio:.0%} of ln V and only "
@@ -345,11 +355,17 @@ class Rule:
                        f"({ev.duplicate_rate:.0%} repeats): they are drawn from about "
                        f"{_count(ev.sample_pairs / ev.colliding_pairs)} sequences "
                        f"(95% CI {_count(lo_n)}–{_count(hi_n)})")
+        elif ev.near_pairs is not None and ev.near_pairs >= th["min_near_pairs"]:
+            repeats = (f"{ev.near_pairs} pairs among {ev.n_samples} samples differ in at most "
+                       f"{th['near_copy_fraction']:.0%} of their tokens ({ev.colliding_pairs} identical): "
+                       "near copies of the same stored sequences")
         attractors = ""
         if ev.basins_measured and ev.basin_return_rate_ci[0] > th["basin_return_min"]:
             attractors = (f"{ev.basin_return_rate:.0%} come back whole after re-noising at t = {th['basin_t']:g} "
                           f"(CI lower bound {ev.basin_return_rate_ci[0]:.0%} > {th['basin_return_min']:.0%})")
         spread = f"{ev.colliding_pairs} identical pairs among {ev.n_samples} samples"
+        if ev.near_pairs is not None:
+            spread += f", {ev.near_pairs} within {th['near_copy_fraction']:.0%} of their tokens"
         if lo_n is not None:
             spread += f", at least {_count(lo_n)} distinct sequences (95%)"
         if ev.basins_measured:
@@ -378,7 +394,8 @@ class Rule:
 
 
 DOMAIN_AXES = {"vocab_size": "vocabulary", "seq_len": "sequence length", "n_parameters": "parameters"}
-DEFAULT_EVIDENCE = {"min_colliding_pairs": 3, "basin_t": 0.5, "basin_return_min": 0.5, "basin_return_max": 0.25}
+DEFAULT_EVIDENCE = {"min_colliding_pairs": 3, "near_copy_fraction": 0.25, "min_near_pairs": 3,
+                    "basin_t": 0.5, "basin_return_min": 0.5, "basin_return_max": 0.25}
 
 
 def _count(x) -> str:

@@ -2,8 +2,10 @@
 
 A scan samples in rounds. After each round (a "look") the rule's statistics are computed on all
 samples so far and the rule decides. The scan stops early only when the decision at a look is
-definite (memorizing or generalizing) with every interval taken at EARLY_CONFIDENCE (99.9 %)
-instead of the rule's 95 %; otherwise it draws the next round. The last look, at --samples, is
+settled with every interval taken at EARLY_CONFIDENCE (99.9 %) instead of the rule's 95 %: a
+definite verdict (memorizing or generalizing), or `undertrained` by the lower bound of the entropy
+relative to ln V (a model that has learned little stays so with more samples); otherwise it draws
+the next round. The last look, at --samples, is
 exactly the fixed-sample scan at the rule's confidence. This is the Haybittle–Peto design: the
 early looks spend at most (1 − EARLY_CONFIDENCE) each, so with K − 1 early looks the chance that
 any early stop is wrong is at most (K − 1) × 0.1 % (0.3 % for looks at 32/64/128/256), added to
@@ -64,13 +66,18 @@ def is_definite(verdict: str) -> bool:
     return verdict in ("memorizing", "generalizing")
 
 
+def stops(decision) -> bool:
+    """Whether the scan stops at an early look with this decision (Decision.settled)."""
+    return bool(decision.settled)
+
+
 def stopping(adaptive: bool, planned: list[int], used: int, verdict: str) -> Stopping:
     """The Stopping record of a scan that used `used` samples and ended with `verdict`."""
     if not adaptive:
         return Stopping(False, tuple(planned), used, False, f"fixed sample count ({used}; --no-adaptive)")
     if used < planned[-1]:
         return Stopping(True, tuple(planned), used, True,
-                        f"{verdict} at the look at {used} samples with {EARLY_CONFIDENCE:.1%} intervals")
+                        f"{verdict} settled at the look at {used} samples with {EARLY_CONFIDENCE:.1%} intervals")
     return Stopping(True, tuple(planned), used, False,
                     f"no definite verdict at {EARLY_CONFIDENCE:.1%} before the last look; "
                     f"decided on all {used} samples at the rule's confidence")
@@ -82,6 +89,6 @@ def replay(planned: list[int], decide_at):
     intervals at `confidence` (None: the rule's). → (decision, samples used)."""
     for look in planned[:-1]:
         decision = decide_at(look, EARLY_CONFIDENCE)
-        if is_definite(decision.verdict):
+        if stops(decision):
             return decision, look
     return decide_at(planned[-1], None), planned[-1]
