@@ -20,7 +20,6 @@ and never reach a report file).
 from __future__ import annotations
 
 import math
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -35,8 +34,8 @@ from . import __version__
 from . import diffusion as D
 from .adapters import as_denoiser
 from .denoiser import Denoiser
-from .io import finite_json
 from .progress import progress_bar
+from .provenance import model_provenance, software_versions  # noqa: F401  (re-exported)
 from .sampling import GRIDS, generate, make_generator, reverse_process, time_grid
 from .stats import derive_seed, scan_statistics, training_set_comparison
 
@@ -460,18 +459,6 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                       is_fixed_point=fp_dist == 0, fixed_point_distance=fp_dist, basin_agreement=basin,
                       stats=stats, domain=rule.domain_check(evidence), timings=timings,
                       decode=denoiser.decode if denoiser.tokenizer is not None else None)
-
-
-def model_provenance(denoiser: Denoiser) -> dict:
-    """What every report records about the model: a JSON-safe copy of denoiser.describe() (it may
-    hold Paths or numpy scalars; objects of no JSON type become strings)."""
-    return finite_json(denoiser.describe(), default=str)
-
-
-def software_versions() -> dict:
-    """The versions every report's provenance records (memaudit, torch, numpy, Python)."""
-    return {"memaudit_version": __version__, "torch_version": torch.__version__, "numpy_version": np.__version__,
-            "python_version": platform.python_version()}
 
 
 def environment() -> dict:

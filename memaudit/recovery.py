@@ -45,7 +45,7 @@ from . import diffusion as D
 from .adapters import as_denoiser
 from .denoiser import Denoiser
 from .io import finite_json, json_text
-from .probe import model_provenance, software_versions
+from .provenance import model_provenance, software_versions
 from .progress import progress_bar
 from .sampling import make_generator, reverse_process
 from .stats import bootstrap_gap_ci, bootstrap_mean_ci, derive_seed, nan_mean
