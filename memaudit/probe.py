@@ -169,6 +169,7 @@ class ScanResult:
     domain: dict = field(default_factory=dict)    # the rule's validated domain and whether this model is inside
     timings: dict = field(default_factory=dict)   # seconds; never written to report files
     decode: Any = field(default=None, repr=False)  # ids → text (the model's tokenizer), for report.html
+    training: Any = None   # memaudit.extraction.TrainingEvidence with --train: beside the verdict, never deciding it
 
     # -- convenience accessors ----------------------------------------------------------------
     def __getattr__(self, name):
@@ -210,6 +211,7 @@ class ScanResult:
             "verdict": self.verdict,
             "reason": self.reason,
             "units": "nats",
+            **({"training_data": self.training.provenance()} if self.training is not None else {}),
         }
 
     def summary(self, include_timings: bool = False) -> dict:
@@ -227,6 +229,8 @@ class ScanResult:
             "units": "nats",
             "memaudit_version": __version__,
         }
+        if self.training is not None:
+            doc["training_data"] = self.training.summary()
         if include_timings:
             doc["timings"] = self.timings
         return doc
@@ -384,7 +388,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
          t_profile: tuple[float, ...] | list[float] = (), posterior_dtype: str = "float64",
          fixed_point_t: float = FIXED_POINT_T, fixed_point_steps: int = FIXED_POINT_STEPS,
          bootstrap_resamples: int | None = None, grid: str | None = None,
-         settings: ScanSettings | None = None) -> ScanResult:
+         settings: ScanSettings | None = None, train_data=None) -> ScanResult:
     """Probe a checkpoint (path, hub id or Denoiser) without training data and classify its regime.
 
     settings: a ScanSettings with everything the scan does (the keyword arguments are a shorthand
@@ -394,6 +398,9 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     entropy evaluation (default: the rule's). t_profile: extra times reported alongside (the
     verdict always uses t_eval). rule: a Rule, a path to a rule file, or None for the default rule
     (memaudit/calibration/rule.json; provisional.json where it is absent).
+    train_data: optional training data ('auto', a file or token ids, as `recover`'s train): the
+    samples are matched against it and the entropy gap measured (memaudit.extraction), reported
+    beside the verdict in `result.training`; the verdict never reads it.
     """
     from .verdict import Evidence, load_rule
 
@@ -411,6 +418,11 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     final, posterior_dtype = settings.final, settings.posterior_dtype
     settings.validate()
     p_dtype = torch.float64 if posterior_dtype == "float64" else torch.float32
+    training_docs = None
+    if train_data is not None:   # read (and reject bad data) before any sampling
+        from .extraction import read_training_documents
+
+        training_docs = read_training_documents(train_data, denoiser, settings.seed)
 
     timings = {}
     t0 = time.perf_counter()
@@ -448,6 +460,18 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
         stats["n_train"] = settings.n_train
         stats["n_train_comparison"] = training_set_comparison(stats, settings.n_train,
                                                               int(rule.evidence["min_colliding_pairs"]))
+    training = None
+    if training_docs is not None:
+        from .extraction import training_evidence
+
+        t0 = time.perf_counter()
+        training = training_evidence(
+            tokens_np, *training_docs, t_eval=settings.t_eval,
+            sample_entropy={float(t): entropy[k] for k, t in enumerate(t_values)},
+            entropy_fn=lambda x, t, stream: evaluate_entropy(denoiser, torch.as_tensor(x), t, settings.seed,
+                                                             stream=stream, batch_size=settings.batch_size)[0].numpy(),
+            seed=settings.seed, resamples=settings.bootstrap_resamples, confidence=settings.confidence)
+        timings["training_evidence_s"] = time.perf_counter() - t0
     model = model_provenance(denoiser)
     evidence = Evidence.from_stats(stats, steps=settings.steps, n_parameters=model.get("n_parameters"))
     decision = rule.decide(evidence)
@@ -458,7 +482,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                       entropy=entropy, top1_prob=top1, texts=texts, is_duplicate=is_dup, duplicate_of=dup_of,
                       is_fixed_point=fp_dist == 0, fixed_point_distance=fp_dist, basin_agreement=basin,
                       stats=stats, domain=rule.domain_check(evidence), timings=timings,
-                      decode=denoiser.decode if denoiser.tokenizer is not None else None)
+                      decode=denoiser.decode if denoiser.tokenizer is not None else None, training=training)
 
 
 def environment() -> dict:
