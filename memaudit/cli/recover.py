@@ -9,7 +9,7 @@ import typer
 from ..progress import console
 from ..recovery import RecoverySettings
 from .errors import EXIT_INCONCLUSIVE, EXIT_MEMORIZING, EXIT_OK, cli_errors
-from .options import Checkpoint, Device, ExitZero, JsonOutput, Seed, StepsPerUnit, Weights, check_out_dir, \
+from .options import TRAIN_SOURCES, Checkpoint, Device, ExitZero, JsonOutput, Seed, StepsPerUnit, Weights, check_out_dir, \
     print_json, require_stdout, resolve_device, write_report_set
 
 
@@ -19,8 +19,7 @@ R = RecoverySettings   # the CLI's defaults are the settings' defaults
 @cli_errors
 def recover(
     checkpoint: Checkpoint,
-    train_data: str = typer.Option("auto", "--train", help="auto (native checkpoints: the model's own training "
-                                   "subset) | .txt/.jsonl/.parquet (tokenized with the checkpoint's tokenizer) | .npy ids"),
+    train_data: str = typer.Option("auto", "--train", help=TRAIN_SOURCES),
     test_data: str = typer.Option("auto", "--test", help="auto (held-out blocks of the model's corpus) | file"),
     t0: str = typer.Option(",".join(f"{t:g}" for t in R.t0), "--t0",
                            help="Corruption levels (≈ fraction of replaced tokens)."),

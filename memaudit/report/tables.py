@@ -75,12 +75,17 @@ def training_columns(m) -> tuple[list, list]:
               pa.field("nearest_train_id", pa.int64()),
               pa.field("nearest_train_offset", pa.int32()),
               pa.field("nearest_train_distance", pa.int32()),
-              pa.field("longest_train_span", pa.int32(), nullable=False)]
+              pa.field("longest_train_span", pa.int32(), nullable=False),
+              pa.field("nearest_train_token_ids", pa.list_(pa.int32()))]
     columns = [pa.array(np.asarray(m.is_training_copy, dtype=bool)), pa.array(np.asarray(m.is_near_copy, dtype=bool)),
                nullable(np.asarray(m.nearest_train_id, dtype=np.int64), pa.int64()),
                nullable(np.asarray(m.nearest_train_offset, dtype=np.int32), pa.int32()),
                nullable(np.asarray(m.nearest_train_distance, dtype=np.int32), pa.int32()),
                pa.array(np.asarray(m.longest_train_span, dtype=np.int32))]
+    window = np.ascontiguousarray(m.nearest_train_tokens, dtype=np.int32)
+    offsets = np.arange(0, window.size + 1, max(window.shape[1], 1), dtype=np.int32)[: window.shape[0] + 1]
+    columns.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(window.reshape(-1)),
+                                            mask=pa.array(~found)))
     return fields, columns
 
 
