@@ -72,17 +72,19 @@ def near_copy_distance(seq_len: int) -> int:
 def ngram_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
     """Polynomial hashes (uint64, wrapping) of every n-gram along the last axis, mixed so that the
     high bits depend on every token. [..., M] → [..., M − n + 1] uint64."""
-    x = np.asarray(tokens).astype(np.uint64) + np.uint64(1)
+    x = np.asarray(tokens).astype(np.uint64)
+    x += np.uint64(1)
     m = x.shape[-1] - n + 1
     h = np.zeros(x.shape[:-1] + (max(m, 0),), dtype=np.uint64)
     if m <= 0:
         return h
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore"):          # wrapping uint64 arithmetic, in place
         for k in range(n):
-            h = h * _MULTIPLIER + x[..., k:k + m]
-        h ^= h >> np.uint64(31)
-        h *= _MIX
-        h ^= h >> np.uint64(29)
+            np.multiply(h, _MULTIPLIER, out=h)
+            np.add(h, x[..., k:k + m], out=h)
+        np.bitwise_xor(h, h >> np.uint64(31), out=h)
+        np.multiply(h, _MIX, out=h)
+        np.bitwise_xor(h, h >> np.uint64(29), out=h)
     return h
 
 
@@ -116,13 +118,19 @@ class Matches:
 
 @dataclass
 class TrainingIndex:
-    """Sorted n-gram hashes of a packed training stream (see the module docstring)."""
+    """Sorted n-gram hashes of a packed training stream (see the module docstring).
 
-    stream: np.ndarray        # [M] int64: the documents, concatenated
+    Each entry packs the high 64 − b bits of an n-gram's hash with its stream position in the low b
+    bits (b = bits of M), so one plain sort orders hashes and carries positions along (much faster
+    than an argsort, and no second array); hash values equal in their high bits match, and the
+    exact check rejects the rare extra candidates that this truncation adds.
+    """
+
+    stream: np.ndarray        # [M] the documents, concatenated (int32 when the ids fit)
     doc_starts: np.ndarray    # [D] int64: where each document starts in the stream
     n: int
-    hashes: np.ndarray        # [M − n + 1] uint64, sorted
-    positions: np.ndarray     # [M − n + 1] stream position of each sorted hash
+    keys: np.ndarray          # [M − n + 1] uint64, sorted: (hash >> b) << b | position
+    position_bits: int        # b
 
     @classmethod
     def build(cls, documents, n: int) -> "TrainingIndex":
@@ -135,11 +143,30 @@ class TrainingIndex:
             lengths = np.array([d.size for d in docs], dtype=np.int64)
             stream = np.concatenate(docs) if docs else np.zeros(0, dtype=np.int64)
         doc_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        hashes = ngram_hashes(stream, n)
-        order = np.argsort(hashes, kind="stable")
-        pos_dtype = np.uint32 if stream.size < 2**32 else np.int64
-        return cls(stream=stream, doc_starts=doc_starts, n=int(n), hashes=hashes[order],
-                   positions=order.astype(pos_dtype))
+        if stream.size and 0 <= stream.min() and stream.max() < 2**31:
+            stream = stream.astype(np.int32)
+        keys = ngram_hashes(stream, n)
+        bits = max(1, int(max(keys.size - 1, 1)).bit_length())
+        if bits > 48:
+            raise ValueError(f"training stream too long for the index ({stream.size:,} tokens)")
+        shift = np.uint64(bits)
+        np.right_shift(keys, shift, out=keys)
+        np.left_shift(keys, shift, out=keys)
+        np.bitwise_or(keys, np.arange(keys.size, dtype=np.uint64), out=keys)
+        keys.sort()
+        return cls(stream=stream, doc_starts=doc_starts, n=int(n), keys=keys, position_bits=bits)
+
+    def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(first index into `keys`, number of entries) of each n-gram hash."""
+        shift = np.uint64(self.position_bits)
+        high = (np.asarray(hashes, dtype=np.uint64) >> shift) << shift
+        lo = np.searchsorted(self.keys, high, side="left")
+        hi = np.searchsorted(self.keys, high | np.uint64((1 << self.position_bits) - 1), side="right")
+        return lo, hi - lo
+
+    def positions(self, entries: np.ndarray) -> np.ndarray:
+        """Stream positions of entries of `keys`. → int64."""
+        return (self.keys[entries] & np.uint64((1 << self.position_bits) - 1)).astype(np.int64)
 
     @property
     def n_documents(self) -> int:
@@ -160,9 +187,7 @@ class TrainingIndex:
         best_span = np.zeros(n_samples, dtype=np.int64)
         skipped = 0
         if length >= self.n and self.stream.size >= self.n:
-            q = ngram_hashes(samples, self.n)                       # [N, Q]
-            lo = np.searchsorted(self.hashes, q, side="left")
-            counts = np.searchsorted(self.hashes, q, side="right") - lo
+            lo, counts = self.lookup(ngram_hashes(samples, self.n))   # [N, Q] each
             too_common = counts > max_hits_per_ngram
             skipped = int(too_common.sum())
             counts[too_common] = 0
@@ -197,7 +222,7 @@ class TrainingIndex:
             return
         lookup = np.repeat(np.arange(c.size), c)
         within = np.arange(total) - np.repeat(np.cumsum(c) - c, c)
-        p = self.positions[low[lookup] + within].astype(np.int64)
+        p = self.positions(low[lookup] + within)
         s = np.repeat(chunk, n_q)[lookup]
         i = np.tile(np.arange(n_q, dtype=np.int64), chunk.size)[lookup]
         width = self.stream.size + 2 * length
