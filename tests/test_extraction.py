@@ -278,3 +278,13 @@ def test_cli_pattern_errors_exit_2(memorizing_checkpoint):
     for bad in ("prefix:1.5", "bogus"):
         r = runner.invoke(app, ["recover", str(memorizing_checkpoint), "--pattern", bad, "--device", "cpu"])
         assert r.exit_code == 2 and "Traceback" not in r.output and re.search("pattern", r.stderr), r.output
+
+
+def test_worked_example_runs(memorizer, capsys):
+    import runpy
+
+    module = runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "training_evidence.py"))
+    result, rec = module["audit"](memorizer, samples=16, steps=4, n=8, steps_per_unit=8)
+    assert result.training is not None and rec.pattern_gaps
+    out = capsys.readouterr().out
+    assert "data-free verdict" in out and "exact completion train" in out and "infill" in out
