@@ -42,17 +42,23 @@ def memorizer(memorizing_checkpoint):
     return memaudit.load(memorizing_checkpoint)
 
 
+def scan_single_threaded(checkpoint, **kw):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)     # nano models run faster on one thread
+    try:
+        return memaudit.scan(checkpoint, samples=N, steps=STEPS, seed=0, show_progress=False, **kw)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def mem_data(memorizer):
-    torch.set_num_threads(1)
-    return memaudit.scan(memorizer, samples=N, steps=STEPS, seed=0, show_progress=False, train_data="auto")
+    return scan_single_threaded(memorizer, train_data="auto")
 
 
 @pytest.fixture(scope="module")
 def gen_data(generalizing_checkpoint):
-    torch.set_num_threads(1)
-    return memaudit.scan(generalizing_checkpoint, samples=N, steps=STEPS, seed=0, show_progress=False,
-                         train_data="auto")
+    return scan_single_threaded(generalizing_checkpoint, train_data="auto")
 
 
 # --------------------------------------------------------------------------- reference models
@@ -102,7 +108,7 @@ def test_entropy_gap_separates_the_regimes(mem_data, gen_data):
 
 
 def test_the_verdict_is_the_data_free_one(gen_data, generalizing_checkpoint):
-    plain = memaudit.scan(generalizing_checkpoint, samples=N, steps=STEPS, seed=0, show_progress=False)
+    plain = scan_single_threaded(generalizing_checkpoint)
     assert plain.verdict == gen_data.verdict and plain.reason == gen_data.reason
     assert plain.stats == gen_data.stats and plain.training is None
 
@@ -272,6 +278,9 @@ def test_prefix_extraction_separates_training_from_held_out(memorizer):
     plain = memaudit.recover(memorizer, t0=(0.25,), n=24, seed=0, steps_per_unit=24)
     assert plain.verdict == result.verdict and plain.summaries == result.summaries   # patterns never decide
     assert "patterns" in result.summary() and "patterns" not in plain.summary()
+    from memaudit.report import render_recovery_html
+
+    assert "Conditioning patterns" in render_recovery_html(result).decode()
 
 
 def test_cli_pattern_errors_exit_2(memorizing_checkpoint):
