@@ -78,10 +78,20 @@ def ngram_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
     h = np.zeros(x.shape[:-1] + (max(m, 0),), dtype=np.uint64)
     if m <= 0:
         return h
-    with np.errstate(over="ignore"):          # wrapping uint64 arithmetic, in place
-        for k in range(n):
-            np.multiply(h, _MULTIPLIER, out=h)
-            np.add(h, x[..., k:k + m], out=h)
+    with np.errstate(over="ignore"):          # wrapping uint64 arithmetic
+        if n & (n - 1) == 0:                  # n a power of two: log2(n) passes, h_2w = h_w·B^w + h_w shifted by w
+            h, spare, width, multiplier = x, np.empty_like(x), 1, _MULTIPLIER
+            size = x.shape[-1]
+            while width < n:
+                size -= width
+                np.multiply(h[..., :size], multiplier, out=spare[..., :size])
+                np.add(spare[..., :size], h[..., width:width + size], out=spare[..., :size])
+                h, spare, width, multiplier = spare, h, 2 * width, multiplier * multiplier
+            h = h[..., :m]
+        else:                                 # Horner: n passes
+            for k in range(n):
+                np.multiply(h, _MULTIPLIER, out=h)
+                np.add(h, x[..., k:k + m], out=h)
         np.bitwise_xor(h, h >> np.uint64(31), out=h)
         np.multiply(h, _MIX, out=h)
         np.bitwise_xor(h, h >> np.uint64(29), out=h)
