@@ -53,6 +53,13 @@ TOP_CANDIDATES = 8            # best-voted alignments checked exactly per sample
 MAX_HITS_PER_NGRAM = 100_000  # more frequent n-grams are not looked up
 HITS_PER_CHUNK = 4_000_000    # bounds memory: samples are matched in chunks of about this many hits
 PAPER_T_EVAL = 1e-5           # the paper's evaluation time of the entropy gap
+# what reports say about this evidence's random streams (t: repr of the evaluation time) and units
+EVIDENCE_SEEDS = {"entropy_gap_train_subset": "numpy default_rng(derive_seed(seed, 'gap-train'))",
+                  "entropy_gap_corruption": "derive_seed(seed, 'eval', 'gap-train-<t>' | 'gap-samples-<t>'); the "
+                                            "samples at the scan's own times reuse its draws",
+                  "entropy_gap_bootstrap": "derive_seed(derive_seed(seed, 'gap-bootstrap', t), 'train' | "
+                                           "'samples' | 'gap')"}
+EVIDENCE_UNITS = {"entropy": "nats", "distances and spans": "tokens", "rates": "fraction of samples"}
 
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 _MIX = np.uint64(0xBF58476D1CE4E5B9)
@@ -287,10 +294,12 @@ class TrainingEvidence:
     def summary(self) -> dict:
         return {"label": "evidence with training data: beside the data-free verdict, never changes it or the "
                          "exit code",
-                "data": self.data, "index": self.index, **self.stats}
+                "data": self.data, "index": self.index, "seeds": EVIDENCE_SEEDS, "units": EVIDENCE_UNITS,
+                **self.stats}
 
     def provenance(self) -> dict:
-        return {"data": self.data, "index": self.index}
+        return {"data": self.data, "index": self.index, "seeds": EVIDENCE_SEEDS, "units": EVIDENCE_UNITS}
+
 
 
 EntropyFn = Callable[[np.ndarray, float, str], np.ndarray]   # (tokens [N, L], t, stream) → H [N, L] nats
