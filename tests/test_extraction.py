@@ -113,6 +113,19 @@ def test_the_verdict_is_the_data_free_one(gen_data, generalizing_checkpoint):
     assert plain.stats == gen_data.stats and plain.training is None
 
 
+def test_train_data_from_a_npy_file_or_an_array(memorizer, tmp_path):
+    docs, _ = read_training_documents("auto", memorizer)
+    np.save(tmp_path / "train.npy", docs)
+    runs = {spec: scan_single_threaded(memorizer, train_data=spec) for spec in ("auto", str(tmp_path / "train.npy"))}
+    runs["array"] = scan_single_threaded(memorizer, train_data=docs[::-1].copy())   # the examples in reverse order
+    auto, npy, arr = runs["auto"].training, runs[str(tmp_path / "train.npy")].training, runs["array"].training
+    assert npy.data["source"] == "npy" and arr.data["source"] == "array"
+    assert np.array_equal(auto.matches.nearest_train_id, npy.matches.nearest_train_id)
+    found = auto.matches.is_training_copy
+    assert np.array_equal(found, arr.matches.is_training_copy)
+    assert np.array_equal(arr.matches.nearest_train_id[found], len(docs) - 1 - auto.matches.nearest_train_id[found])
+
+
 def test_cli_train_never_changes_the_exit_code(memorizing_checkpoint, tmp_path):
     base = ["scan", str(memorizing_checkpoint), "--samples", str(N), "--steps", "8", "--json", "--device", "cpu"]
     without = runner.invoke(app, [*base, "--out", str(tmp_path / "a")])
