@@ -9,8 +9,8 @@ import typer
 from ..probe import ScanSettings
 from ..progress import console
 from .errors import UsageError, cli_errors
-from .options import TRAIN_SOURCES, Checkpoint, Device, ExitZero, JsonOutput, Samples, Seed, Weights, check_output_targets, \
-    print_json, require_stdout, resolve_device, write_report_set
+from .options import TRAIN_SOURCES, Checkpoint, Device, ExitZero, JsonOutput, Samples, Seed, Weights, \
+    check_output_targets, print_json, require_stdout, resolve_device, write_report_set
 
 HELP = """Probe a checkpoint without training data: sample from it, measure the conditional entropy of its predictions, give a verdict (memorizing / generalizing / inconclusive) and exit with a gate code.
 
