@@ -310,3 +310,16 @@ def test_worked_example_runs(memorizer, capsys):
     assert result.training is not None and rec.pattern_gaps
     out = capsys.readouterr().out
     assert "data-free verdict" in out and "exact completion train" in out and "infill" in out
+
+
+def test_cli_recover_patterns_beside_the_exit_code(memorizing_checkpoint, tmp_path):
+    base = ["recover", str(memorizing_checkpoint), "--t0", "0.25", "--n", "8", "--steps-per-unit", "12", "--json",
+            "--device", "cpu"]
+    plain = runner.invoke(app, base)
+    patterned = runner.invoke(app, [*base, "--pattern", "uniform,prefix:0.5", "--out", str(tmp_path / "r")])
+    assert plain.exit_code == patterned.exit_code == 1, patterned.output
+    doc = json.loads(patterned.stdout)
+    assert [p["pattern"] for p in doc["patterns"]] == ["prefix:0.5", "prefix:0.5"]
+    assert doc["settings"]["patterns"] == ["prefix:0.5"] and "patterns" not in json.loads(plain.stdout)
+    saved = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert saved["pattern_gaps"][0]["pattern"] == "prefix:0.5" and "patterns" in saved["provenance"]["protocol"]
