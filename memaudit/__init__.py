@@ -9,7 +9,7 @@ until it is needed and the console script can hold Ctrl-C while torch loads
 """
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load", "scan", "recover", "LoadError", "UnsupportedCheckpoint"]
+__all__ = ["__version__", "load", "scan", "recover", "infill", "LoadError", "UnsupportedCheckpoint"]
 
 _LAZY = {
     "load": ("adapters", "load"),                      # memaudit.load: any checkpoint → Denoiser
@@ -17,6 +17,7 @@ _LAZY = {
     "UnsupportedCheckpoint": ("adapters", "UnsupportedCheckpoint"),
     "scan": ("probe", "scan"),                         # memaudit.scan: the data-free probe
     "recover": ("recovery", "recover"),                # memaudit.recover: token-recovery ground truth
+    "infill": ("sampling", "infill"),                  # memaudit.infill: regenerate positions, the rest clamped
 }
 
 

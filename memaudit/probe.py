@@ -20,7 +20,6 @@ and never reach a report file).
 from __future__ import annotations
 
 import math
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -34,8 +33,8 @@ from . import __version__
 from . import diffusion as D
 from .adapters import as_denoiser
 from .denoiser import Denoiser
-from .io import finite_json
 from .progress import progress_bar
+from .provenance import model_provenance, software_versions  # noqa: F401  (re-exported)
 from .sampling import GRIDS, SampleStreams, batches, generate, reverse_process
 from .stats import scan_statistics, training_set_comparison
 
@@ -190,6 +189,7 @@ class ScanResult:
     domain: dict = field(default_factory=dict)    # the rule's validated domain and whether this model is inside
     timings: dict = field(default_factory=dict)   # seconds; never written to report files
     decode: Any = field(default=None, repr=False)  # ids → text (the model's tokenizer), for report.html
+    training: Any = None   # memaudit.extraction.TrainingEvidence with --train: beside the verdict, never deciding it
 
     # -- convenience accessors ----------------------------------------------------------------
     def __getattr__(self, name):
@@ -233,6 +233,7 @@ class ScanResult:
             "verdict": self.verdict,
             "reason": self.reason,
             "units": "nats",
+            **({"training_data": self.training.provenance()} if self.training is not None else {}),
         }
 
     def summary(self, include_timings: bool = False) -> dict:
@@ -251,6 +252,8 @@ class ScanResult:
             "units": "nats",
             "memaudit_version": __version__,
         }
+        if self.training is not None:
+            doc["training_data"] = self.training.summary()
         if include_timings:
             doc["timings"] = self.timings
         return doc
@@ -414,7 +417,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
          fixed_point_t: float = FIXED_POINT_T, fixed_point_steps: int = FIXED_POINT_STEPS,
          bootstrap_resamples: int | None = None, grid: str | None = None, adaptive: bool = True,
          settings: ScanSettings | None = None, tokenizer: str | None = None, trust_remote_code: bool = False,
-         time_input: str | None = None, schedule: str | None = None) -> ScanResult:
+         time_input: str | None = None, schedule: str | None = None, train_data=None) -> ScanResult:
     """Probe a checkpoint (path, hub id or Denoiser) without training data and classify its regime.
 
     settings: a ScanSettings with everything the scan does (the keyword arguments are a shorthand
@@ -425,6 +428,9 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     verdict always uses t_eval). rule: a Rule, a path to a rule file, or None for the default rule
     (memaudit/calibration/rule.json; provisional.json where it is absent). tokenizer,
     trust_remote_code, time_input, schedule: how a path or hub id is loaded (memaudit.load).
+    train_data: optional training data ('auto', a file or token ids, as `recover`'s train): the
+    samples are matched against it and the entropy gap measured (memaudit.extraction), reported
+    beside the verdict in `result.training`; the verdict never reads it.
     """
     from .budget import plan_batch
     from .verdict import Evidence, load_rule, sequential
@@ -448,6 +454,11 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     model = model_provenance(denoiser)
     planned = sequential.looks(settings.min_samples, settings.samples) if settings.adaptive else [settings.samples]
     near_fraction = float(rule.evidence["near_copy_fraction"])
+    training_docs = None
+    if train_data is not None:   # read (and reject bad data) before any sampling
+        from .extraction import read_training_documents
+
+        training_docs = read_training_documents(train_data, denoiser, settings.seed)
 
     timings = {"batch_size": batch.batch_size, "batch": batch.describe(), "sampling_s": 0.0, "entropy_s": 0.0,
                "fixed_point_s": 0.0, "basin_s": 0.0, "looks": []}
@@ -481,6 +492,18 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
         stats["n_train"] = settings.n_train
         stats["n_train_comparison"] = training_set_comparison(stats, settings.n_train,
                                                               int(rule.evidence["min_colliding_pairs"]))
+    training = None
+    if training_docs is not None:
+        from .extraction import training_evidence
+
+        t0 = time.perf_counter()
+        training = training_evidence(
+            tokens_np, *training_docs, t_eval=settings.t_eval,
+            sample_entropy={float(t): entropy[k] for k, t in enumerate(t_values)},
+            entropy_fn=lambda x, t, stream: evaluate_entropy(denoiser, torch.as_tensor(x), t, settings.seed,
+                                                             stream=stream, batch_size=batch.batch_size)[0].numpy(),
+            seed=settings.seed, resamples=settings.bootstrap_resamples, confidence=settings.confidence)
+        timings["training_evidence_s"] = time.perf_counter() - t0
     evidence = Evidence.from_stats(stats, steps=settings.steps, n_parameters=model.get("n_parameters"))
     if n_used < planned[-1]:
         decision_settings = replace(settings, confidence=sequential.EARLY_CONFIDENCE)
@@ -497,8 +520,9 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                       settings=settings, rule=rule, model=model, tokens=tokens_np, t_values=t_values,
                       entropy=entropy, top1_prob=top1, texts=texts, is_duplicate=dup_of >= 0, duplicate_of=dup_of,
                       is_fixed_point=fp_dist == 0, fixed_point_distance=fp_dist, basin_agreement=basin,
-                      near_copies_earlier=near_earlier, stats=stats, stopping=stop.describe(), domain=rule.domain_check(evidence), timings=timings,
-                      decode=denoiser.decode if denoiser.tokenizer is not None else None)
+                      near_copies_earlier=near_earlier, stats=stats, stopping=stop.describe(),
+                      domain=rule.domain_check(evidence), timings=timings,
+                      decode=denoiser.decode if denoiser.tokenizer is not None else None, training=training)
 
 
 def probe_round(denoiser: Denoiser, settings: ScanSettings, t_values: list[float], first: int, n: int,
@@ -536,17 +560,6 @@ def join_rounds(rounds: list[dict], near_fraction: float) -> dict:
             "basin": torch.cat([r["basin"] for r in rounds]).numpy(),
             "duplicate_of": find_duplicates(tokens)[1], "near_earlier": near_copies(tokens, near_fraction)}
 
-
-def model_provenance(denoiser: Denoiser) -> dict:
-    """What every report records about the model: a JSON-safe copy of denoiser.describe() (it may
-    hold Paths or numpy scalars; objects of no JSON type become strings)."""
-    return finite_json(denoiser.describe(), default=str)
-
-
-def software_versions() -> dict:
-    """The versions every report's provenance records (memaudit, torch, numpy, Python)."""
-    return {"memaudit_version": __version__, "torch_version": torch.__version__, "numpy_version": np.__version__,
-            "python_version": platform.python_version()}
 
 
 def environment() -> dict:

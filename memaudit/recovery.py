@@ -45,10 +45,10 @@ from . import diffusion as D
 from .adapters import as_denoiser
 from .denoiser import Denoiser
 from .io import finite_json, json_text
-from .probe import model_provenance, software_versions
+from .provenance import model_provenance, software_versions
 from .progress import progress_bar
-from .sampling import SampleStreams, batches, reverse_process
-from .stats import bootstrap_gap_ci, bootstrap_mean_ci, derive_seed, nan_mean
+from .sampling import SampleStreams, batches, infill, reverse_process
+from .stats import bootstrap_gap_ci, bootstrap_mean_ci, derive_seed, nan_mean, proportion
 from .verdict.recovery import RECOVERY_RULE, RecoveryRule
 
 DEFAULT_T0 = (0.05, 0.1, 0.25, 0.5)
@@ -62,11 +62,51 @@ BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.95
 
 SPLITS = ("train", "test")
+# Conditioning patterns (evidence beside the verdict, which always comes from uniform corruption):
+# uniform = corruption at t0 (the protocol above); prefix:F / suffix:F keep the first / last
+# fraction F of the example clean and regenerate the rest from noise at t = 1 with the kept
+# positions clamped; span:F regenerates one random contiguous span of fraction F, the rest clamped.
+PATTERN_KINDS = ("uniform", "prefix", "suffix", "span")
 CATEGORIES = ("recovered", "stable", "unstable", "failed")
 
 
 class RecoveryError(UsageError):
     """Bad recovery settings or data (CLI exit code 2)."""
+
+
+def parse_pattern(spec: str) -> tuple[str, float | None]:
+    """'uniform' → ('uniform', None); 'prefix:0.5' → ('prefix', 0.5); else RecoveryError."""
+    text = str(spec).strip()
+    kind, _, value = text.partition(":")
+    if kind == "uniform" and not value:
+        return "uniform", None
+    if kind not in PATTERN_KINDS[1:] or not value:
+        raise RecoveryError(f"--pattern must be uniform, prefix:F, suffix:F or span:F with 0 < F < 1 (got {text!r})")
+    try:
+        fraction = float(value)
+    except ValueError:
+        raise RecoveryError(f"--pattern {text!r}: {value!r} is not a number") from None
+    if not (0.0 < fraction < 1.0):
+        raise RecoveryError(f"--pattern {text!r}: the fraction must lie strictly between 0 and 1")
+    return kind, fraction
+
+
+def pattern_keep_mask(kind: str, fraction: float, n: int, length: int, seed: int) -> np.ndarray:
+    """Which positions a pattern keeps clean (True) for n examples of length L. prefix / suffix: the
+    first / last round(F·L) positions; span: all but one contiguous span of round(F·L) positions at
+    a seeded uniform start per example. At least one position is kept and one regenerated."""
+    if length < 2:
+        raise RecoveryError("conditioning patterns need sequences of at least 2 tokens")
+    size = min(length - 1, max(1, int(round(fraction * length))))
+    pos = np.arange(length)
+    if kind == "prefix":
+        return np.broadcast_to(pos < size, (n, length)).copy()
+    if kind == "suffix":
+        return np.broadcast_to(pos >= length - size, (n, length)).copy()
+    if kind == "span":
+        start = np.random.default_rng(seed).integers(0, length - size + 1, size=n)
+        return ~((pos >= start[:, None]) & (pos < start[:, None] + size))
+    raise RecoveryError(f"unknown pattern {kind!r}")
 
 
 def steps_for(t0: float, steps_per_unit: int) -> int:
@@ -132,6 +172,7 @@ class RecoverySettings:
     recovery_floor: float = RECOVERY_RULE.recovery_floor
     min_corrupted_tokens: float = RECOVERY_RULE.min_corrupted_tokens
     device: str = "cpu"
+    patterns: tuple[str, ...] = ()   # conditioning patterns beside the verdict ('prefix:0.5', …; see PATTERN_KINDS)
 
     @property
     def rule(self) -> RecoveryRule:
@@ -161,10 +202,13 @@ class RecoverySettings:
             raise RecoveryError("at least 10 bootstrap resamples are needed")
         if not 0.5 < self.confidence < 1.0:
             raise RecoveryError(f"confidence must lie in (0.5, 1) (got {self.confidence})")
+        for spec in self.patterns:
+            parse_pattern(spec)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["t0"] = list(self.t0)
+        d["patterns"] = list(self.patterns)
         d["steps"] = {repr(float(t)): steps_for(t, self.steps_per_unit) for t in self.t0}
         return d
 
@@ -184,6 +228,8 @@ class RecoveryResult:
     summaries: list[dict]                    # one per split × t0
     gaps: list[dict]                         # one per t0: train − test recovery
     timings: dict = field(default_factory=dict)   # seconds; never written to report files
+    patterns: list[dict] = field(default_factory=list)       # one per pattern × split: exact completion
+    pattern_gaps: list[dict] = field(default_factory=list)   # one per pattern: train − test exact completion
 
     def summary_for(self, split: str, t0: float) -> dict:
         for s in self.summaries:
@@ -204,10 +250,16 @@ class RecoveryResult:
                          "reverse": "round(steps_per_unit*t0) ancestral steps on a linear grid t0 -> 1e-5, "
                                     f"then a {self.settings.final} noise-removal step",
                          "entropy": "H of x0-prediction on the final state at t=1e-5",
-                         "verdict_rule": self.settings.rule.thresholds()},
+                         "verdict_rule": self.settings.rule.thresholds(),
+                         "patterns": "prefix:F / suffix:F keep the first / last round(F*L) tokens, span:F regenerates "
+                                     "one seeded random contiguous span of round(F*L) tokens; the rest start from "
+                                     "uniform noise at t=1, round(steps_per_unit) ancestral steps with the kept "
+                                     "positions clamped, then the noise-removal step; evidence beside the verdict"},
             "seeds": {"seed": self.settings.seed,
                       "corruption_and_reverse": "example i: derive_seed(seed, 'recover', split, t0, i), on the CPU",
-                      "bootstrap": "derive_seed(seed, 'bootstrap', split, t0) / ('gap', t0)"},
+                      "bootstrap": "derive_seed(seed, 'bootstrap', split, t0) / ('gap', t0)",
+                      "patterns": "derive_seed(seed, 'pattern', pattern, split) for span starts; example i's "
+                                  "sampler: derive_seed(seed, 'pattern-reverse', pattern, split, i)"},
             "verdict": self.verdict,
             "reason": self.reason,
             "units": {"entropy": "nats", "rates": "fraction of tokens"},
@@ -219,6 +271,9 @@ class RecoveryResult:
                "summaries": self.summaries, "gaps": self.gaps, "data": self.data,
                "checkpoint": self.model.get("checkpoint") or self.model.get("hub_id"),
                "model": self.model, "settings": self.settings.to_dict(), "memaudit_version": __version__}
+        if self.patterns:
+            doc["patterns"] = self.patterns
+            doc["pattern_gaps"] = self.pattern_gaps
         if include_timings:
             doc["timings"] = self.timings
         return finite_json(doc)
@@ -403,7 +458,7 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
             equivalence_margin: float = RECOVERY_RULE.equivalence_margin,
             recovery_floor: float = RECOVERY_RULE.recovery_floor,
             min_corrupted_tokens: float = RECOVERY_RULE.min_corrupted_tokens,
-            settings: RecoverySettings | None = None, tokenizer: str | None = None,
+            settings: RecoverySettings | None = None, pattern=(), tokenizer: str | None = None,
             trust_remote_code: bool = False, time_input: str | None = None,
             schedule: str | None = None) -> RecoveryResult:
     """Token recovery of training vs held-out examples (the regime's ground truth).
@@ -412,6 +467,9 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
     (see `resolve_examples`). settings: a RecoverySettings with everything the test does (the
     other keyword arguments are a shorthand for its fields, ignored when settings is given; its
     device is where the model is). t0: corruption levels. n: examples per split (at most).
+    pattern: conditioning patterns measured beside the verdict, e.g. 'prefix:0.5' or
+    ['prefix:0.5', 'span:0.25'] (exact completion of train vs test, `result.patterns`); 'uniform'
+    is the corruption protocol the verdict always uses. Added to settings.patterns.
     tokenizer, trust_remote_code, time_input, schedule: how a path or hub id is loaded (memaudit.load).
     """
     import time
@@ -425,6 +483,11 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
                                     gap_memorizing=float(gap_memorizing),
                                     equivalence_margin=float(equivalence_margin), recovery_floor=float(recovery_floor),
                                     min_corrupted_tokens=float(min_corrupted_tokens))
+    extra = (pattern,) if isinstance(pattern, str) else tuple(pattern)
+    specs = [str(p).strip() for p in (*settings.patterns, *extra)]
+    for spec in specs:
+        parse_pattern(spec)
+    settings = replace(settings, patterns=tuple(dict.fromkeys(p for p in specs if p != "uniform")))
     denoiser = as_denoiser(checkpoint_or_denoiser, weights, device, tokenizer=tokenizer,
                            trust_remote_code=trust_remote_code, time_input=time_input, schedule=schedule)
     settings = replace(settings, device=str(denoiser.device))
@@ -462,10 +525,59 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
 
     summaries = summarize(rows, settings)
     gaps = gap_table(rows, settings)
-    decision = settings.rule.decide(summaries, gaps)
+    decision = settings.rule.decide(summaries, gaps)   # uniform corruption only: patterns never decide
+    patterns, pattern_gaps = pattern_completion(denoiser, examples, settings, p_dtype, show_progress)
     return RecoveryResult(verdict=decision.verdict, reason=decision.reason, explanation=decision.explanation,
                           settings=settings, model=model_provenance(denoiser), data=finite_json(data, default=str), rows=rows,
-                          summaries=summaries, gaps=gaps, timings={"total_s": time.perf_counter() - started})
+                          summaries=summaries, gaps=gaps, timings={"total_s": time.perf_counter() - started},
+                          patterns=finite_json(patterns), pattern_gaps=finite_json(pattern_gaps))
+
+
+def complete_with_pattern(denoiser: Denoiser, x0: torch.Tensor, spec: str, settings: RecoverySettings, split: str,
+                          posterior_dtype: torch.dtype = torch.float64, show_progress: bool | None = None):
+    """Regenerate the positions pattern `spec` frees (from noise at t = 1, the kept ones clamped;
+    memaudit.sampling.infill). → (keep [N, L] bool, x_final [N, L] int64) as numpy arrays."""
+    kind, fraction = parse_pattern(spec)
+    keep = pattern_keep_mask(kind, fraction, x0.shape[0], x0.shape[1], derive_seed(settings.seed, "pattern", spec, split))
+    x_final = infill(denoiser, x0, torch.from_numpy(keep), steps=steps_for(1.0, settings.steps_per_unit),
+                     seed=settings.seed, purpose=("pattern-reverse", spec, split),
+                     batch_size=settings.batch_size, final=settings.final, posterior_dtype=posterior_dtype,
+                     show_progress=show_progress)
+    return keep, x_final.numpy()
+
+
+def pattern_completion(denoiser: Denoiser, examples: dict, settings: RecoverySettings,
+                       posterior_dtype: torch.dtype, show_progress: bool | None = None) -> tuple[list, list]:
+    """Exact completion of training vs held-out examples under each conditioning pattern: the share
+    of examples whose regenerated positions all come back (Wilson CI), the share of regenerated
+    tokens that come back (bootstrap CI over examples), and train − test of the exact rate."""
+    rows, gaps = [], []
+    for spec in settings.patterns:
+        kind, fraction = parse_pattern(spec)
+        exact = {}
+        for split in SPLITS:
+            x0 = examples[split].numpy()
+            keep, x_final = complete_with_pattern(denoiser, examples[split], spec, settings, split, posterior_dtype,
+                                                  show_progress)
+            correct = (x_final == x0) | keep
+            free = (~keep).sum(axis=1)
+            exact[split] = correct.all(axis=1)
+            accuracy = ((x_final == x0) & ~keep).sum(axis=1) / np.maximum(free, 1)
+            rate, ci, _ = proportion(exact[split], settings.confidence)
+            rows.append({"pattern": spec, "kind": kind, "fraction": fraction, "split": split, "n": int(x0.shape[0]),
+                         "steps": steps_for(1.0, settings.steps_per_unit),
+                         "regenerated_tokens": float(free.mean()),
+                         "exact_completion": rate, "exact_completion_ci": ci,
+                         "token_accuracy": float(accuracy.mean()),
+                         "token_accuracy_ci": list(bootstrap_mean_ci(accuracy, settings.bootstrap_resamples,
+                                                                     settings.confidence,
+                                                                     derive_seed(settings.seed, "pattern-ci", spec, split)))})
+        tr, te = exact["train"].astype(np.float64), exact["test"].astype(np.float64)
+        gaps.append({"pattern": spec, "train": float(tr.mean()), "test": float(te.mean()),
+                     "gap": float(tr.mean() - te.mean()),
+                     "gap_ci": list(bootstrap_gap_ci(tr, te, settings.bootstrap_resamples, settings.confidence,
+                                                     derive_seed(settings.seed, "pattern-gap", spec)))})
+    return rows, gaps
 
 
 def summarize(rows: dict, settings: RecoverySettings) -> list[dict]:

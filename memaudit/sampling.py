@@ -2,7 +2,9 @@
 
 Generation starts at t = 1 from uniform random tokens; recovery starts at t0 from a corrupted
 sequence. Both walk a linear time grid down to T_MIN = 1e-5 and finish with one noise-removal
-step (greedy argmax of x̂, or an ancestral draw from the α_s = 1 posterior).
+step (greedy argmax of x̂, or an ancestral draw from the α_s = 1 posterior). `infill` regenerates
+chosen positions from noise at t = 1 while the others are held fixed (the `fixed` mask of
+`reverse_process`): prompted generation, infilling, prefix-conditioned extraction.
 """
 from __future__ import annotations
 
@@ -76,33 +78,43 @@ class SampleStreams:
 def reverse_process(denoiser: Denoiser, x_t: torch.Tensor, t_start: float, steps: int, *,
                     streams: SampleStreams | None = None, final: str = "greedy",
                     posterior_dtype: torch.dtype = torch.float64, on_step=None,
-                    grid: str = "linear") -> torch.Tensor:
+                    grid: str = "linear", fixed: torch.Tensor | None = None) -> torch.Tensor:
     """Run the reverse chain from x_t [B, L] at t_start to t ≈ 0. → x_0 [B, L] int64.
 
     With `streams` (one per row of x_t) every step is an ancestral draw from the exact posterior;
     without, every step is its argmax (the deterministic dynamics of the fixed-point test), and
     `final` must not be 'ancestral'. The posterior's per-token weights are computed in
     posterior_dtype (float64 by default, as in the reference); x̂ stays float32.
+    fixed: an optional bool mask [B, L]; those positions are held at their tokens in x_t after
+    every step and in the result (conditioning by clamping: prefix/suffix prompts, infilling).
     """
     schedule = denoiser.schedule
     times = time_grid(t_start, steps, kind=grid)
     x = x_t.to(denoiser.device)
     batch, length = x.shape
+    if fixed is not None:
+        fixed = fixed.to(device=x.device, dtype=torch.bool)
+        if fixed.shape != x.shape:
+            raise ValueError(f"fixed mask has shape {tuple(fixed.shape)}, the tokens {tuple(x.shape)}")
+        held = x.clone()
+        clamp = lambda y: torch.where(fixed, held, y)  # noqa: E731
+    else:
+        clamp = lambda y: y  # noqa: E731
     for i in range(steps):
         t, s = times[i], times[i + 1]
         alpha_t = schedule.alpha(t).expand(batch).to(x.device)
         alpha_s = schedule.alpha(s).expand(batch).to(x.device)
         x0_probs = denoiser(x, t.float().expand(batch)).exp()                   # float32 [B, L, V]
         draws = None if streams is None else streams.step_draws(length, denoiser.vocab_size)
-        x = D.reverse_step(x, x0_probs, alpha_t, alpha_s, draws, dtype=posterior_dtype)
+        x = clamp(D.reverse_step(x, x0_probs, alpha_t, alpha_s, draws, dtype=posterior_dtype))
         del x0_probs
         if on_step is not None:
             on_step()
     t_last = times[-1]
     x0_probs = denoiser(x, t_last.float().expand(batch)).exp()
     draws = streams.step_draws(length, denoiser.vocab_size) if final == "ancestral" and streams is not None else None
-    return D.noise_removal_step(x, x0_probs, schedule.alpha(t_last).expand(batch).to(x.device),
-                                mode=final, draws=draws, dtype=posterior_dtype)
+    return clamp(D.noise_removal_step(x, x0_probs, schedule.alpha(t_last).expand(batch).to(x.device),
+                                      mode=final, draws=draws, dtype=posterior_dtype))
 
 
 def batches(n: int, batch_size: int):
@@ -134,4 +146,31 @@ def generate(denoiser: Denoiser, n: int, steps: int = 128, seed: int = 0, batch_
             out.append(reverse_process(denoiser, noise, 1.0, steps, streams=None if greedy else streams,
                                        final=final, posterior_dtype=posterior_dtype,
                                        on_step=lambda: task.advance(stop - start), grid=grid).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def infill(denoiser: Denoiser, tokens: torch.Tensor, keep: torch.Tensor, steps: int = 100, seed: int = 0,
+           batch_size: int = 128, final: str = "ancestral", posterior_dtype: torch.dtype = torch.float64,
+           grid: str = "linear", show_progress: bool | None = None, purpose: tuple = ("infill",)) -> torch.Tensor:
+    """Regenerate the positions of `tokens` [N, L] where `keep` [N, L] (bool) is False, holding the
+    kept ones fixed: the free positions start from uniform noise at t = 1 and the reverse process
+    runs `steps` steps down to t ≈ 0 with the kept positions clamped at every step (a prompt is
+    a kept prefix; infilling keeps both ends). Row i draws from its own stream (seed, *purpose, i),
+    so the result does not depend on batch_size. → [N, L] int64 on the CPU; kept positions equal
+    `tokens` there."""
+    tokens = torch.as_tensor(tokens, dtype=torch.int64)
+    keep = torch.as_tensor(keep, dtype=torch.bool)
+    if tokens.dim() != 2 or keep.shape != tokens.shape:
+        raise ValueError(f"tokens and keep must share one [N, L] shape, got {tuple(tokens.shape)} and "
+                         f"{tuple(keep.shape)}")
+    out = []
+    with progress_bar("infilling", total=tokens.shape[0] * steps, enabled=show_progress) as task:
+        for start, stop in batches(tokens.shape[0], batch_size):
+            x0, k = tokens[start:stop], keep[start:stop]
+            streams = SampleStreams(seed, tuple(purpose), range(start, stop))
+            noise = streams.integers(denoiser.vocab_size, tokens.shape[1])
+            out.append(reverse_process(denoiser, torch.where(k, x0, noise), 1.0, steps, streams=streams, final=final,
+                                       posterior_dtype=posterior_dtype,
+                                       on_step=lambda: task.advance(stop - start), grid=grid, fixed=k).cpu())
     return torch.cat(out)

@@ -304,3 +304,42 @@ def record_statistics(record: dict, t_eval: float, tau: float, resamples: int, c
                            seed=int(record["scan_seed"]), resamples=resamples, confidence=confidence,
                            basin_agreement=basin, seq_len=record.get("seq_len"), near_earlier=near,
                            near_fraction=record.get("near_copy_fraction"))
+
+
+# ------------------------------------------------------------------------- evidence with data
+def proportion(flags, confidence: float) -> tuple[float, list[float], int]:
+    """(share of True, its Wilson interval, count) of a bool array; NaN for an empty one."""
+    f = np.asarray(flags, dtype=bool)
+    k = int(f.sum())
+    return (k / f.size if f.size else math.nan), list(wilson_interval(k, int(f.size), confidence)), k
+
+
+def extraction_statistics(is_copy, is_near_copy, longest_span, seq_len: int, confidence: float) -> dict:
+    """Training copies among generated samples: the extraction rate (exact copies) and the near-copy
+    rate with Wilson intervals, and the distribution of the longest verbatim training span per
+    sample (tokens): mean, quantiles and a histogram over 0 … L (entry k counts samples whose
+    longest span is k tokens)."""
+    rate, ci, k = proportion(is_copy, confidence)
+    near, near_ci, k_near = proportion(is_near_copy, confidence)
+    span = np.asarray(longest_span, dtype=np.int64)
+    q = np.quantile(span, [0.5, 0.9, 0.99]) if span.size else [math.nan] * 3
+    return {"extraction_rate": rate, "extraction_rate_ci": ci, "n_training_copies": k,
+            "near_copy_rate": near, "near_copy_rate_ci": near_ci, "n_near_copies": k_near,
+            "longest_span_mean": float(span.mean()) if span.size else math.nan,
+            "longest_span_quantiles": {"p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]),
+                                       "max": int(span.max()) if span.size else 0},
+            "longest_span_histogram": np.bincount(np.clip(span, 0, seq_len), minlength=seq_len + 1).tolist()}
+
+
+def entropy_gap_statistics(train_means, sample_means, resamples: int, confidence: float, seed: int) -> dict:
+    """The paper's entropy gap from per-sequence mean entropies (nats): the mean on training
+    sequences and on generated samples, each with a percentile-bootstrap interval, and the gap
+    mean(samples) − mean(training) with an interval resampling both independently."""
+    tr, sa = np.asarray(train_means, dtype=np.float64), np.asarray(sample_means, dtype=np.float64)
+    return {"train_mean_entropy": nan_mean(tr),
+            "train_mean_entropy_ci": list(bootstrap_mean_ci(tr, resamples, confidence, derive_seed(seed, "train"))),
+            "sample_mean_entropy": nan_mean(sa),
+            "sample_mean_entropy_ci": list(bootstrap_mean_ci(sa, resamples, confidence, derive_seed(seed, "samples"))),
+            "entropy_gap": nan_mean(sa) - nan_mean(tr),
+            "entropy_gap_ci": list(bootstrap_gap_ci(sa, tr, resamples, confidence, derive_seed(seed, "gap"))),
+            "n_train_sequences": int(tr.size), "n_samples": int(sa.size)}

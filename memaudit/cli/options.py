@@ -16,6 +16,8 @@ from .errors import OutputError, UsageError
 SEED_MAX = 2**32 - 1
 DATA_SOURCES = "synthetic | docs | stdlib | templates | records | code | PATH (.txt, .jsonl, .parquet)"
 PRESET_NAMES = "nano, micro, tiny, small, medium"
+TRAIN_SOURCES = ("auto (native checkpoints: the model's own training subset) | .txt/.jsonl/.parquet (tokenized "
+                 "with the checkpoint's tokenizer) | .npy ids")
 
 
 def _check_weights(value: Optional[str]) -> Optional[str]:

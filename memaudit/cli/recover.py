@@ -9,9 +9,9 @@ import typer
 from ..progress import console
 from ..recovery import RecoverySettings
 from .errors import EXIT_INCONCLUSIVE, EXIT_MEMORIZING, EXIT_OK, cli_errors
-from .options import Checkpoint, Device, ExitZero, JsonOutput, ScheduleSpec, Seed, StepsPerUnit, TimeInput, \
-    TokenizerName, TrustRemoteCode, Weights, check_out_dir, load_options, print_json, require_stdout, resolve_device, \
-    write_report_set
+from .options import TRAIN_SOURCES, Checkpoint, Device, ExitZero, JsonOutput, ScheduleSpec, Seed, StepsPerUnit, \
+    TimeInput, TokenizerName, TrustRemoteCode, Weights, check_out_dir, load_options, print_json, require_stdout, \
+    resolve_device, write_report_set
 
 
 R = RecoverySettings   # the CLI's defaults are the settings' defaults
@@ -20,8 +20,7 @@ R = RecoverySettings   # the CLI's defaults are the settings' defaults
 @cli_errors
 def recover(
     checkpoint: Checkpoint,
-    train_data: str = typer.Option("auto", "--train", help="auto (native checkpoints: the model's own training "
-                                   "subset) | .txt/.jsonl/.parquet (tokenized with the checkpoint's tokenizer) | .npy ids"),
+    train_data: str = typer.Option("auto", "--train", help=TRAIN_SOURCES),
     test_data: str = typer.Option("auto", "--test", help="auto (held-out blocks of the model's corpus) | file"),
     t0: str = typer.Option(",".join(f"{t:g}" for t in R.t0), "--t0",
                            help="Corruption levels (≈ fraction of replaced tokens)."),
@@ -38,6 +37,12 @@ def recover(
     device: Device = "auto",
     exit_zero: ExitZero = False,
     json_output: JsonOutput = False,
+    pattern: str = typer.Option("uniform", "--pattern", help="Conditioning patterns, comma-separated: uniform "
+                                "(corruption at each t0: the verdict's protocol, always run) | prefix:F | suffix:F "
+                                "(keep the first / last fraction F clean, regenerate the rest from noise, kept "
+                                "positions clamped) | span:F (regenerate one random contiguous span of fraction F). "
+                                "Exact completion of train vs test per pattern, beside the verdict (never changes "
+                                "it or the exit code)."),
 ):
     """Token recovery of training vs held-out examples: the ground truth of the regime.
 
@@ -48,8 +53,10 @@ def recover(
     if json_output:
         require_stdout()
     check_out_dir(out)
+    patterns = tuple(p.strip() for p in pattern.split(",") if p.strip() and p.strip() != "uniform")
     settings = RecoverySettings(t0=parse_float_list(t0, "--t0"), n=n, steps_per_unit=steps_per_unit, seed=seed,
-                                batch_size=batch_size)
+                                batch_size=batch_size, patterns=patterns)
+    settings.validate()
     result = run_recovery(checkpoint, train=train_data, test=test_data, settings=settings, weights=weights,
                           device=resolve_device(device),
                           **load_options(tokenizer, trust_remote_code, time_input, schedule))
@@ -86,5 +93,25 @@ def print_recovery(result, out) -> None:
                       highlight=False)
     console.print(f"[bold]{result.verdict}[/] ({result.reason}): {escape(result.explanation)}", highlight=False,
                   soft_wrap=True)
+    if result.patterns:
+        print_patterns(result)
     if out is not None:
         console.print(f"report → {escape(str(out))}", highlight=False)
+
+
+def print_patterns(result) -> None:
+    """Exact completion per conditioning pattern, labelled as beside the verdict."""
+    from rich.table import Table
+
+    table = Table(title="conditioning patterns: exact completion (95% CI) · beside the verdict, never deciding it")
+    for col in ("pattern", "split", "n", "regenerated", "exact completion", "token accuracy"):
+        table.add_column(col)
+    f = lambda v: "–" if v is None or v != v else f"{v:.3f}"  # noqa: E731
+    for p in result.patterns:
+        lo, hi = p["exact_completion_ci"]
+        table.add_row(p["pattern"], p["split"], str(p["n"]), f"{p['regenerated_tokens']:.1f}",
+                      f"{f(p['exact_completion'])} [{f(lo)}, {f(hi)}]", f(p["token_accuracy"]))
+    console.print(table)
+    for g in result.pattern_gaps:
+        console.print(f"{g['pattern']}: train − test exact completion = {g['gap']:+.3f} "
+                      f"[{g['gap_ci'][0]:+.3f}, {g['gap_ci'][1]:+.3f}]", highlight=False)

@@ -9,9 +9,9 @@ import typer
 from ..probe import ScanSettings
 from ..progress import console
 from .errors import UsageError, cli_errors
-from .options import BatchSize, Checkpoint, Device, ExitZero, JsonOutput, MaxMemory, Samples, ScheduleSpec, Seed, \
-    TimeInput, TokenizerName, TrustRemoteCode, Weights, check_output_targets, load_options, print_json, \
-    require_stdout, resolve_device, write_report_set
+from .options import TRAIN_SOURCES, BatchSize, Checkpoint, Device, ExitZero, JsonOutput, MaxMemory, Samples, \
+    ScheduleSpec, Seed, TimeInput, TokenizerName, TrustRemoteCode, Weights, check_output_targets, load_options, \
+    print_json, require_stdout, resolve_device, write_report_set
 
 HELP = """Probe a checkpoint without training data: sample from it, measure the conditional entropy of its predictions, give a verdict (memorizing / generalizing / inconclusive) and exit with a gate code.
 
@@ -70,6 +70,10 @@ def scan(
     n_train: Optional[int] = typer.Option(None, "--n-train", min=1, help="Training-set size in sequences, from the "
                                           "model card: the report compares it with the capture–recapture count "
                                           "of distinct samples (it does not change the verdict)."),
+    train_data: Optional[str] = typer.Option(None, "--train", help="Training data to match the samples against: "
+                                             + TRAIN_SOURCES + ". Reports training copies, the longest verbatim "
+                                             "training spans and the entropy gap beside the verdict (never changes "
+                                             "it or the exit code)."),
 ):
     from ..probe import scan as run_scan
     from ..report import REPORT_FILES, render_report
@@ -93,7 +97,8 @@ def scan(
                             batch_size=parse_batch_size(batch_size), max_memory=parse_size(max_memory),
                             adaptive=adaptive, min_samples=min_samples, n_train=n_train)
     result = run_scan(checkpoint, settings=settings, weights=weights, device=resolve_device(device),
-                      rule=load_rule(rule), **load_options(tokenizer, trust_remote_code, time_input, schedule))
+                      rule=load_rule(rule), train_data=train_data,
+                      **load_options(tokenizer, trust_remote_code, time_input, schedule))
     summary = result.summary(include_timings=True)
     files = {out / name: data for name, data in render_report(result).items()} if out is not None else {}
     if junit is not None:
@@ -107,6 +112,8 @@ def scan(
         files[summary_md] = summary_markdown(summary, artifacts).encode("utf-8")
     write_report_set(files)
     print_scan_summary(result, out)
+    if result.training is not None:
+        print_training_evidence(result.training)
     if json_output:
         print_json(summary)
     raise typer.Exit(gate_exit_code(result.verdict, fail_on=fail_on, exit_zero=exit_zero))
@@ -165,3 +172,25 @@ def print_scan_summary(result, out: Optional[Path] = None) -> None:
                   f"{s.seed}, {s.device}, {escape(str(t.get('batch', '')))}: {t.get('total_s', 0):.1f} s "
                   f"(sampling {t.get('sampling_s', 0):.1f} s)"
                   + (f" · report → {escape(str(out))}" if out is not None else ""), highlight=False, soft_wrap=True)
+
+
+def print_training_evidence(training) -> None:
+    """The data evidence of `scan --train`, on stderr, labelled as beside the verdict."""
+    from rich.markup import escape
+
+    from ..report import fmt_ci
+
+    s, idx = training.summary(), training.index
+    console.print(f"[bold]evidence with training data[/] ({escape(str(s['data'].get('source')))}, "
+                  f"{idx['n_documents']:,} examples, {idx['n_tokens']:,} tokens; does not change the verdict or the "
+                  f"exit code)", highlight=False, soft_wrap=True)
+    console.print(f"  training copies: {s['n_training_copies']} ({s['extraction_rate']:.1%} "
+                  f"{fmt_ci(s['extraction_rate_ci'], '{:.1%}')}) · near copies (≤ {idx['near_copy_max_distance']} "
+                  f"tokens differ): {s['n_near_copies']} ({s['near_copy_rate']:.1%}) · longest verbatim training span: "
+                  f"median {s['longest_span_quantiles']['p50']:g}, max {s['longest_span_quantiles']['max']} tokens",
+                  highlight=False, soft_wrap=True)
+    for g in s["entropy_gap"]:
+        console.print(f"  entropy at t={g['t']:g}: training {g['train_mean_entropy']:.4f} "
+                      f"{fmt_ci(g['train_mean_entropy_ci'], '{:.4f}')}, samples {g['sample_mean_entropy']:.4f} "
+                      f"{fmt_ci(g['sample_mean_entropy_ci'], '{:.4f}')}, gap {g['entropy_gap']:+.4f} "
+                      f"{fmt_ci(g['entropy_gap_ci'], '{:+.4f}')} nats", highlight=False, soft_wrap=True)

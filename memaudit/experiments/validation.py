@@ -226,7 +226,7 @@ def report_markdown(result: dict, command: str, table_sha: str) -> str:
         f"points should be inconclusive): {result['wrong_calibration_convention']}",
         f"- clear points (memorizing or generalizing by recovery) decided: {result['clear_decided']} of "
         f"{result['clear_points']}",
-        f"- domain spanned: " + ", ".join(f"{k} {lo:,}–{hi:,}" for k, (lo, hi) in result["domain"].items()),
+        "- domain spanned: " + ", ".join(f"{k} {lo:,}–{hi:,}" for k, (lo, hi) in result["domain"].items()),
         "",
         "## Confusion table (recovery ground truth × scan verdict)",
         "",

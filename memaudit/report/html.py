@@ -75,6 +75,7 @@ figcaption { color: #475467; font-size: 13px; margin-top: 4px; }
 .tok.rec { background: #a6f4c5; }
 .tok.fail { background: #fda29b; }
 .tok.unst { background: #fedf89; }
+.tok.diff { background: #fda29b; outline: 1px solid #b42318; }
 .legend span { margin-right: 12px; }
 .text { color: #344054; font-size: 13px; white-space: pre-wrap; word-break: break-word; margin-top: 4px; }
 details > summary { cursor: pointer; color: #344054; }

@@ -112,6 +112,19 @@ def recovery_html(summary: dict, frame, decode=None, examples_per_split: int = 3
         parts.append(table(rows, ["split", "t0", "examples", "corrupted share", "recovery", "recovery CI",
                                   "unstable rate", "exact match", "H recovered (nats)", "H failed (nats)"],
                            num_cols=range(1, 10)))
+    patterns = summary.get("patterns") or []
+    if patterns:
+        parts.append("<h2>Conditioning patterns (beside the verdict)</h2>")
+        parts.append("<div class=\"note\">Exact completion of the regenerated positions from noise at t = 1, the "
+                     "kept positions clamped. The verdict above comes from uniform corruption only.</div>")
+        parts.append(table([(p["pattern"], p["split"], str(p["n"]), _num(p.get("regenerated_tokens"), "{:.1f}"),
+                             _num(p.get("exact_completion")), fmt_ci(p.get("exact_completion_ci"), "{:.3g}", missing="—"),
+                             _num(p.get("token_accuracy"))) for p in patterns],
+                           ["pattern", "split", "examples", "regenerated tokens", "exact completion", "CI",
+                            "token accuracy"], num_cols=(2, 3, 4, 6)))
+        parts.append(table([(g["pattern"], _num(g.get("train")), _num(g.get("test")), _num(g.get("gap"), "{:+.3f}"),
+                             fmt_ci(g.get("gap_ci"), "{:.3g}", missing="—")) for g in summary.get("pattern_gaps") or []],
+                           ["pattern", "train", "test", "train − test", "gap CI"], num_cols=(1, 2, 3)))
     if frame is not None and len(frame):
         t_values = sorted(set(frame["t0"].tolist()))
         t_mid = t_values[len(t_values) // 2]

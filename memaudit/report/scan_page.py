@@ -258,6 +258,9 @@ def scan_html(summary: dict, samples, tokens, decode: Callable[[list[int]], str 
         ent = mat[row_of[int(row["sample_id"])]] if int(row["sample_id"]) in row_of else np.array([])
         parts.append(sample_block(row, ent, tau, decode, n_copies))
 
+    if "training_data" in summary:
+        parts.append(training_section(summary["training_data"], samples, decode))
+
     # -- rule
     parts.append("<h2>Decision rule</h2>")
     rule_rows = []
@@ -278,6 +281,78 @@ def scan_html(summary: dict, samples, tokens, decode: Callable[[list[int]], str 
     parts.append(f"<footer>Written by memaudit {esc(summary.get('memaudit_version', ''))} from {esc(names)}. "
                  "Units: nats. Schema: docs/report-schema.md.</footer>")
     return html_page(f"memaudit: {verdict} · {ckpt}", "\n".join(parts))
+
+
+def token_row(ids, other, decode) -> str:
+    """One sequence as tokens, those that differ from `other` (same length) marked."""
+    pieces = token_pieces(decode, ids) if decode is not None else None
+    spans = []
+    for k, tid in enumerate(ids):
+        diff = " diff" if k < len(other) and other[k] != tid else ""
+        title = f"position {k}, token id {tid}" + (" (differs)" if diff else "")
+        if pieces is not None:
+            spans.append(f"<span class=\"tok{diff}\" title=\"{esc(title)}\">{esc(visible(pieces[k]) or '∅')}</span>")
+        else:
+            spans.append(f"<span class=\"tok id{diff}\" title=\"{esc(title)}\">{tid}</span>")
+    return f"<div class=\"toks\">{''.join(spans)}</div>"
+
+
+def training_section(training: dict, samples, decode) -> str:
+    """Evidence with training data (scan --train): statistics, then the copies found, each beside
+    the training window it matches with the differing tokens marked."""
+    idx = training.get("index") or {}
+    data = training.get("data") or {}
+    level = "95% CI"
+    pct = lambda v: fmt_value(v, "{:.1%}")  # noqa: E731
+    ci = lambda v: "[" + ", ".join(pct(x) for x in v) + "]" if v else ""  # noqa: E731
+    q = training.get("longest_span_quantiles") or {}
+    rows = [("training copies (exact) among samples", f"{training.get('n_training_copies')} · "
+             f"{pct(training.get('extraction_rate'))}", ci(training.get("extraction_rate_ci"))),
+            (f"near copies (≤ {idx.get('near_copy_max_distance')} tokens differ)",
+             f"{training.get('n_near_copies')} · {pct(training.get('near_copy_rate'))}",
+             ci(training.get("near_copy_rate_ci"))),
+            ("longest verbatim training span, p50 / p90 / max (tokens)",
+             f"{fmt_value(q.get('p50'), '{:g}')} / {fmt_value(q.get('p90'), '{:g}')} / {q.get('max')}", "")]
+    for g in training.get("entropy_gap") or []:
+        f4 = lambda v: fmt_value(v, "{:.4f}")  # noqa: E731
+        cis = lambda v: "[" + ", ".join(f4(x) for x in v) + "]"  # noqa: E731
+        rows += [(f"mean entropy at t = {g['t']:g}: training sequences (nats)", f4(g["train_mean_entropy"]),
+                  cis(g["train_mean_entropy_ci"])),
+                 ("… generated samples (nats)", f4(g["sample_mean_entropy"]), cis(g["sample_mean_entropy_ci"])),
+                 ("… entropy gap, samples − training (nats)", f4(g["entropy_gap"]), cis(g["entropy_gap_ci"]))]
+    parts = ["<h2>Evidence with training data</h2>",
+             "<div class=\"note\"><b>Beside the verdict.</b> These numbers use the training data you supplied "
+             f"({esc(data.get('source', ''))}: {esc(idx.get('n_documents'))} examples, {esc(idx.get('n_tokens'))} "
+             "tokens); the verdict above is the data-free rule's and the exit code follows it alone.</div>",
+             table(rows, ["statistic", "value", level], num_cols=(1,))]
+    near = samples[samples["is_near_copy"]] if "is_near_copy" in samples else samples.iloc[:0]
+    seen, shown = set(), []
+    near = near.assign(_exact=near["nearest_train_distance"] == 0) if len(near) else near
+    order = ["_exact", "nearest_train_distance", "sample_id"] if len(near) else []
+    for _, row in (near.sort_values(order, kind="stable") if len(near) else near).iterrows():
+        key = tuple(int(i) for i in row["token_ids"])       # inexact copies first: they show what differs
+        if key not in seen:
+            seen.add(key)
+            if len(shown) < LOWEST_SAMPLES:
+                shown.append(row)
+    if shown:
+        parts.append(f"<h3>{len(shown)} of {len(seen)} distinct near copies, beside the training text they "
+                     "match</h3>")
+        parts.append("<p class=\"legend\"><span><span class=\"tok diff\">&nbsp;differs&nbsp;</span></span>"
+                     "<span>training window: document (example) id and token offset in the packed stream</span></p>")
+    for row in shown:
+        ids = [int(i) for i in row["token_ids"]]
+        train = [int(i) for i in row["nearest_train_token_ids"]]
+        d = int(row["nearest_train_distance"])
+        meta = (f"sample #{int(row['sample_id'])} · " + ("exact training copy" if d == 0 else f"{d} tokens differ")
+                + f" · training example {int(row['nearest_train_id'])}, offset {int(row['nearest_train_offset'])}"
+                + f" · longest verbatim span {int(row['longest_train_span'])} tokens")
+        parts.append(f"<div class=\"sample\"><div class=\"meta\">{esc(meta)}</div>"
+                     f"<div class=\"meta\">generated</div>{token_row(ids, train, decode)}"
+                     f"<div class=\"meta\">training</div>{token_row(train, ids, decode)}</div>")
+    if not shown:
+        parts.append("<p>No generated sample lies within the near-copy distance of the training text.</p>")
+    return "\n".join(parts)
 
 
 def render_scan_html(result, decode: Callable[[list[int]], str | None] | None = None) -> bytes:

@@ -58,7 +58,37 @@ def samples_table(result) -> pa.Table:
         pa.array(np.asarray(result.basin_agreement, dtype=np.float32)),
         pa.array(np.asarray(result.near_copies_earlier, dtype=np.int32)),
     ]
+    if getattr(result, "training", None) is not None:   # evidence with training data (scan --train)
+        extra_fields, extra_columns = training_columns(result.training.matches)
+        schema = pa.schema(list(schema) + extra_fields, metadata=schema.metadata)
+        columns += extra_columns
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def training_columns(m) -> tuple[list, list]:
+    """samples.parquet's columns of the data evidence (memaudit.extraction.Matches)."""
+    found = np.asarray(m.nearest_train_id) >= 0
+
+    def nullable(values, kind):
+        return pa.array(np.asarray(values), type=kind, mask=~found)
+
+    fields = [pa.field("is_training_copy", pa.bool_(), nullable=False),
+              pa.field("is_near_copy", pa.bool_(), nullable=False),
+              pa.field("nearest_train_id", pa.int64()),
+              pa.field("nearest_train_offset", pa.int32()),
+              pa.field("nearest_train_distance", pa.int32()),
+              pa.field("longest_train_span", pa.int32(), nullable=False),
+              pa.field("nearest_train_token_ids", pa.list_(pa.int32()))]
+    columns = [pa.array(np.asarray(m.is_training_copy, dtype=bool)), pa.array(np.asarray(m.is_near_copy, dtype=bool)),
+               nullable(np.asarray(m.nearest_train_id, dtype=np.int64), pa.int64()),
+               nullable(np.asarray(m.nearest_train_offset, dtype=np.int32), pa.int32()),
+               nullable(np.asarray(m.nearest_train_distance, dtype=np.int32), pa.int32()),
+               pa.array(np.asarray(m.longest_train_span, dtype=np.int32))]
+    window = np.ascontiguousarray(m.nearest_train_tokens, dtype=np.int32)
+    offsets = np.arange(0, window.size + 1, max(window.shape[1], 1), dtype=np.int32)[: window.shape[0] + 1]
+    columns.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(window.reshape(-1)),
+                                            mask=pa.array(~found)))
+    return fields, columns
 
 
 def tokens_table(result) -> pa.Table:
