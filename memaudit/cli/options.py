@@ -25,7 +25,15 @@ def _check_weights(value: Optional[str]) -> Optional[str]:
 
 
 Checkpoint = Annotated[str, typer.Argument(help="Checkpoint directory, file or hub id (org/name[@revision]).")]
+Checkpoints = Annotated[Optional[list[str]], typer.Argument(
+    help="Checkpoint directories, files, globs or hub ids (org/name[@revision]); more than one (or a glob, "
+    "--from-list or --ray) scans each into --out DIR/<checkpoint>/ plus DIR/scans.parquet and DIR/index.html.",
+    show_default=False)]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
+RayAddress = Annotated[Optional[str], typer.Option(
+    "--ray", is_flag=False, flag_value="local", metavar="[ADDRESS]",
+    help="Run the tasks on Ray (extra memaudit[ray]): --ray alone starts a local Ray instance; --ray auto or "
+    "--ray ray://HOST:PORT joins a cluster (docs/distributed.md).")]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (nothing on failure).")]
 Weights = Annotated[Optional[str], typer.Option("--weights", callback=_check_weights,
                                                 help="ema | raw (default: ema when present).")]
@@ -52,9 +60,13 @@ Samples = Annotated[int, typer.Option("--samples", min=1, help="Number of genera
                                       "(the rule needs a minimum).")]
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: str, remote: bool = False) -> str:
+    """The device a command runs on. remote (--ray): the tasks run on the cluster's machines, so
+    --device cuda is accepted without a GPU here ('auto' still resolves on this machine)."""
     import torch
 
+    if remote and device.startswith("cuda"):
+        return device
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):

@@ -9,8 +9,8 @@ import typer
 from ..probe import ScanSettings
 from ..progress import console
 from .errors import UsageError, cli_errors
-from .options import Checkpoint, Device, ExitZero, JsonOutput, Samples, Seed, Weights, check_output_targets, \
-    print_json, require_stdout, resolve_device, write_report_set
+from .options import Checkpoints, Device, ExitZero, JsonOutput, RayAddress, Samples, Seed, Weights, \
+    check_output_targets, print_json, require_stdout, resolve_device, write_report_set
 
 HELP = """Probe a checkpoint without training data: sample from it, measure the conditional entropy of its predictions, give a verdict (memorizing / generalizing / inconclusive) and exit with a gate code.
 
@@ -22,7 +22,9 @@ Gate (exit code of a completed scan):
   --exit-zero    0 for any verdict (overrides --fail-on)
 Could not check, never 0: 2 usage, 4 load failure/unsupported, 5 runtime.
 
---json prints exactly one JSON document on stdout (the summary; nothing on failure); the table, logs and progress go to stderr. --out DIR writes samples.parquet, tokens.parquet, summary.json and report.html, byte-identical for the same checkpoint, settings and seed."""
+--json prints exactly one JSON document on stdout (the summary; nothing on failure); the table, logs and progress go to stderr. --out DIR writes samples.parquet, tokens.parquet, summary.json and report.html, byte-identical for the same checkpoint, settings and seed.
+
+Several checkpoints (or a glob, --from-list, --ray): one report each in --out DIR/<checkpoint>/, DIR/scans.parquet (one row per checkpoint) and DIR/index.html; a checkpoint already scanned with the same settings, rule and files is not scanned again. Exit code: the most severe over all checkpoints, 5 > 4 > 1 > 3 > 0; --json prints one document with the list, --junit one test case per checkpoint."""
 
 
 S = ScanSettings   # the CLI's defaults are the settings' defaults
@@ -30,7 +32,7 @@ S = ScanSettings   # the CLI's defaults are the settings' defaults
 
 @cli_errors
 def scan(
-    checkpoint: Checkpoint,
+    checkpoints: Checkpoints = None,
     samples: Samples = S.samples,
     steps: int = typer.Option(S.steps, "--steps", min=1, help="Reverse steps of the sampler (chosen by "
                               "measurement on the default grid, docs/performance.md)."),
@@ -59,6 +61,9 @@ def scan(
     n_train: Optional[int] = typer.Option(None, "--n-train", min=1, help="Training-set size in sequences, from the "
                                           "model card: the report compares it with the capture–recapture count "
                                           "of distinct samples (it does not change the verdict)."),
+    from_list: Optional[Path] = typer.Option(None, "--from-list", help="Also scan the checkpoints listed in this "
+                                             "file, one per line (# comments)."),
+    ray: RayAddress = None,
 ):
     from ..probe import scan as run_scan
     from ..report import REPORT_FILES, render_report
@@ -70,14 +75,24 @@ def scan(
         raise UsageError(f"--fail-on must be memorizing or inconclusive (got {fail_on!r})")
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
-    targets = ([out / name for name in REPORT_FILES] if out is not None else []) + [p for p in (junit, summary_md) if p]
-    check_output_targets(targets)
     try:
         profile = tuple(float(v) for v in t_profile.split(",") if v.strip())
     except ValueError:
         raise UsageError(f"--t-profile must be comma-separated numbers (got {t_profile!r})") from None
     settings = ScanSettings(samples=samples, steps=steps, grid=grid, seed=seed, t_eval=t_eval, t_profile=profile,
                             batch_size=batch_size, n_train=n_train)
+    from ..experiments.batch import is_glob
+
+    if len(checkpoints or []) != 1 or from_list is not None or ray is not None or is_glob(checkpoints[0]):
+        from .scan_batch import scan_checkpoints
+
+        # exits with the most severe code over the checkpoints
+        scan_checkpoints(checkpoints or [], from_list, ray, settings, out=out, json_output=json_output,
+                         fail_on=fail_on, exit_zero=exit_zero, weights=weights, device=device, rule=rule,
+                         junit=junit, summary_md=summary_md)
+    checkpoint = checkpoints[0]
+    targets = ([out / name for name in REPORT_FILES] if out is not None else []) + [p for p in (junit, summary_md) if p]
+    check_output_targets(targets)
     result = run_scan(checkpoint, settings=settings, weights=weights, device=resolve_device(device),
                       rule=load_rule(rule))
     summary = result.summary(include_timings=True)
