@@ -31,7 +31,7 @@ Checkpoints = Annotated[Optional[list[str]], typer.Argument(
     show_default=False)]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
 RayAddress = Annotated[Optional[str], typer.Option(
-    "--ray", is_flag=False, flag_value="local", metavar="[ADDRESS]",
+    "--ray", metavar="[ADDRESS]",
     help="Run the tasks on Ray (extra memaudit[ray]): --ray alone starts a local Ray instance; --ray auto or "
     "--ray ray://HOST:PORT joins a cluster (docs/distributed.md).")]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (nothing on failure).")]

@@ -1,5 +1,5 @@
 """Where tasks run: one interface, `TaskBackend.run(tasks, view)`, with a local implementation (this
-process, or a pool of spawned processes) and a Ray implementation (a local Ray instance or an
+process) and a Ray implementation (a local Ray instance or an
 existing cluster).
 
 A task is a module-level function and its (picklable) arguments; it returns a value the driver
@@ -10,8 +10,8 @@ back as a failed TaskOutcome with its exit code: 4 when the checkpoint could not
 retried up to `max_retries` times on Ray and then reported as failed with exit code 5; nothing is
 dropped: `run` returns one outcome per task.
 
-Each task runs with a pinned torch thread count (`Task.num_cpus`, 1 by default, as the sweep
-pool's workers always did): Ray sets OMP_NUM_THREADS from the resources it grants, and a task's
+Each task on Ray runs with a pinned torch thread count (`Task.num_cpus`, 1 by default, as the
+sweep pool's workers always did): Ray sets OMP_NUM_THREADS from the resources it grants, and a task's
 numbers must not depend on where it ran (docs/distributed.md has the measurement).
 
 Ray is imported only by RayBackend, so memaudit works without the `ray` extra.
@@ -108,46 +108,21 @@ class TaskBackend:
 
 
 class LocalBackend(TaskBackend):
-    """This machine: in this process when workers ≤ 1 (with this process's thread count), else a
-    pool of `workers` spawned processes, each task pinned to its num_cpus threads."""
+    """This process, one task after another, with this process's thread count (a scan's numbers
+    do not depend on it: docs/distributed.md). The sweep's local process pool, with its deadlines,
+    is memaudit.experiments.pool."""
 
     name = "local"
-
-    def __init__(self, workers: int = 1):
-        self.workers = max(1, int(workers))
 
     def run(self, tasks, view=None):
         self.check_keys(tasks)
         view = view or TaskView([t.key for t in tasks], enabled=False)
-        if self.workers <= 1:
-            outcomes = {}
-            for task in tasks:
-                view.running(task.key)
-                outcomes[task.key] = outcome_from(task.key, execute(task.function, task.args, None))
-                view.finished(outcomes[task.key])
-            return outcomes
-        return self._run_pool(tasks, view)
-
-    def _run_pool(self, tasks, view):
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        from concurrent.futures.process import BrokenProcessPool
-
-        outcomes: dict[str, TaskOutcome] = {}
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = {}
-            for task in tasks:
-                futures[pool.submit(execute, task.function, task.args, task.num_cpus)] = task
-                view.running(task.key)
-            for future in as_completed(futures):
-                task = futures[future]
-                try:
-                    outcomes[task.key] = outcome_from(task.key, future.result())
-                except BrokenProcessPool:
-                    outcomes[task.key] = TaskOutcome(task.key, error="runtime failure: the worker process died",
-                                                     exit_code=EXIT_RUNTIME)
-                view.finished(outcomes[task.key])
-        return {t.key: outcomes[t.key] for t in tasks}
+        outcomes = {}
+        for task in tasks:
+            view.running(task.key)
+            outcomes[task.key] = outcome_from(task.key, execute(task.function, task.args, None))
+            view.finished(outcomes[task.key])
+        return outcomes
 
 
 class RayBackend(TaskBackend):
@@ -227,12 +202,10 @@ class RayBackend(TaskBackend):
                                attempts=self.max_retries + 1)
 
 
-def make_backend(ray_address: str | None, workers: int = 1) -> TaskBackend:
-    """The backend a command asked for: Ray when --ray was given (its address, "local" alone),
-    else the local one with `workers` processes."""
-    if ray_address is not None:
-        return RayBackend(ray_address)
-    return LocalBackend(workers)
+def make_backend(ray_address: str | None) -> TaskBackend:
+    """The backend a command asked for: Ray when --ray was given (its address; "local" for a bare
+    --ray), else this process."""
+    return RayBackend(ray_address) if ray_address is not None else LocalBackend()
 
 
 @dataclass
