@@ -83,6 +83,8 @@ def test_ray_scan_of_many_checkpoints_equals_the_local_scan(ray_cluster, trainin
     assert list(table["status"]) == ["scanned"] * 3 + ["load_failed"]
     assert list(table["verdict"][:3]) == ["inconclusive"] * 3 and pd.isna(table["verdict"][3])
     assert "safetensors" in table["error"][3]
+    schema_doc = (Path(__file__).resolve().parents[1] / "docs" / "report-schema.md").read_text()
+    assert [c for c in table.columns if f"`{c}`" not in schema_doc] == []
     assert (table["mean_entropy_lo"][:3] <= table["mean_entropy"][:3]).all()
     assert (table["mean_entropy"][:3] <= table["mean_entropy_hi"][:3]).all()
 

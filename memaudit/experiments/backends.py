@@ -93,11 +93,14 @@ def outcome_from(key: str, result: tuple[str, Any, int], attempts: int = 1) -> T
 
 
 class TaskBackend:
-    """Runs tasks and returns {key: TaskOutcome}, one per task, in the tasks' order."""
+    """Runs tasks and returns {key: TaskOutcome}, one per task, in the tasks' order. on_outcome is
+    called on the driver with each outcome as it arrives (the driver writes a finished task's
+    files then, so an interrupted run keeps what finished)."""
 
     name = "backend"
 
-    def run(self, tasks: Sequence[Task], view: "TaskView | None" = None) -> dict[str, TaskOutcome]:
+    def run(self, tasks: Sequence[Task], view: "TaskView | None" = None,
+            on_outcome: Callable[[TaskOutcome], None] | None = None) -> dict[str, TaskOutcome]:
         raise NotImplementedError
 
     @staticmethod
@@ -114,14 +117,14 @@ class LocalBackend(TaskBackend):
 
     name = "local"
 
-    def run(self, tasks, view=None):
+    def run(self, tasks, view=None, on_outcome=None):
         self.check_keys(tasks)
         view = view or TaskView([t.key for t in tasks], enabled=False)
         outcomes = {}
         for task in tasks:
             view.running(task.key)
             outcomes[task.key] = outcome_from(task.key, execute(task.function, task.args, None))
-            view.finished(outcomes[task.key])
+            arrived(outcomes[task.key], view, on_outcome)
         return outcomes
 
 
@@ -164,7 +167,7 @@ class RayBackend(TaskBackend):
             return max(1, int(resources.get("GPU", 0) / task.num_gpus))
         return max(1, int(resources.get("CPU", 1) / max(task.num_cpus, 1)))
 
-    def run(self, tasks, view=None):
+    def run(self, tasks, view=None, on_outcome=None):
         self.check_keys(tasks)
         view = view or TaskView([t.key for t in tasks], enabled=False)
         ray = self.ray
@@ -186,7 +189,7 @@ class RayBackend(TaskBackend):
                 for ref in done:
                     task = in_flight.pop(ref)
                     outcomes[task.key] = self._collect(ref, task)
-                    view.finished(outcomes[task.key])
+                    arrived(outcomes[task.key], view, on_outcome)
             return {t.key: outcomes[t.key] for t in tasks}
         finally:
             if started_here:
@@ -200,6 +203,12 @@ class RayBackend(TaskBackend):
             return TaskOutcome(task.key, error=f"runtime failure: worker lost ({type(e).__name__}) after "
                                f"{self.max_retries} retries: {text}", exit_code=EXIT_RUNTIME,
                                attempts=self.max_retries + 1)
+
+
+def arrived(outcome: TaskOutcome, view, on_outcome) -> None:
+    if on_outcome is not None:
+        on_outcome(outcome)
+    view.finished(outcome)
 
 
 def make_backend(ray_address: str | None) -> TaskBackend:

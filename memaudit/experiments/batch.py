@@ -8,8 +8,9 @@ Layout of an --out directory (the driver writes every file; each set atomically)
     OUT/scans.parquet       one row per checkpoint: checkpoint, step, verdict, reason, statistics, CIs
     OUT/index.html          the statistics across checkpoints (against the training step when known)
 
-Each checkpoint is one task of a backend (memaudit.experiments.backends: this process, a process
-pool or a Ray cluster); a task scans and renders its report as bytes, the driver writes them. The
+Each checkpoint is one task of a backend (memaudit.experiments.backends: this process or a
+Ray cluster); a task scans and renders its report as bytes, the driver writes them as each scan
+arrives (so an interrupted run keeps the reports that finished), the table and page last. The
 seed of every scan is the scan's seed, whatever worker runs it and in whatever order, so a report
 is byte-identical to the one `memaudit scan CKPT --out DIR` writes for the same checkpoint.
 
@@ -29,6 +30,7 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import UsageError
+from ..report.files import write_files
 from .backends import LocalBackend, Task, TaskBackend, TaskOutcome, TaskView
 
 GLOB_CHARS = re.compile(r"[*?\[]")
@@ -260,29 +262,25 @@ def scan_many(checkpoints: Sequence[str], settings=None, out: str | Path | None 
                               args=(c, settings_dict, weights, device, rule),
                               num_gpus=1 if device.startswith("cuda") else 0))
     backend = backend or LocalBackend()
+
+    def on_outcome(outcome: TaskOutcome) -> None:
+        """On the driver, as each scan arrives: record it and write its report directory (one set)."""
+        entry = scans[outcome.key]
+        if not outcome.ok:
+            entry.error, entry.failure_code = outcome.error, outcome.exit_code
+            return
+        entry.summary, entry.timings = outcome.value["summary"], outcome.value["timings"]
+        if out is not None:
+            write_files(out / entry.slug, outcome.value["files"])
+
     with TaskView([t.key for t in tasks], enabled=show_progress, title=f"memaudit scan · {backend.name}") as view:
-        outcomes = backend.run(tasks, view) if tasks else {}
-    files: dict[Path, bytes] = {}
-    for c, outcome in outcomes.items():
-        record_outcome(scans[c], outcome, files, out)
+        if tasks:
+            backend.run(tasks, view, on_outcome=on_outcome)
     result = BatchResult(scans=[scans[c] for c in checkpoints], settings=settings_dict, rule=rule_description, out=out)
     if out is not None:
-        from ..io import write_file_set
-
-        files[out / TABLE_NAME] = scans_parquet(result)
-        files[out / INDEX_NAME] = index_page(result)
-        write_file_set(files)
-        result.files = {str(p.relative_to(out)): p for p in files}
+        write_files(out, {TABLE_NAME: scans_parquet(result), INDEX_NAME: index_page(result)})
+        result.files = {name: out / name for name in (TABLE_NAME, INDEX_NAME)}
     return result
-
-
-def record_outcome(entry: CheckpointScan, outcome: TaskOutcome, files: dict, out: Path | None) -> None:
-    if not outcome.ok:
-        entry.error, entry.failure_code = outcome.error, outcome.exit_code
-        return
-    entry.summary, entry.timings = outcome.value["summary"], outcome.value["timings"]
-    if out is not None:
-        files.update({out / entry.slug / name: data for name, data in outcome.value["files"].items()})
 
 
 # ----------------------------------------------------------------------------------- the outputs

@@ -113,14 +113,19 @@ def run_point_tasks(jobs, backend, view) -> dict[tuple, str]:
         tasks.append(Task(key=name, function=point_task, args=(settings.to_dict(), str(out), n),
                           num_gpus=1 if settings.device.startswith("cuda") else 0))
     failed: dict[tuple, str] = {}
-    outcomes = backend.run(tasks, PointTaskView(view, keys))
-    for name, outcome in outcomes.items():
+
+    def on_outcome(outcome) -> None:
+        """On the driver, as each point arrives: write its files (a finished point survives an
+        interrupted sweep) or record its failure."""
+        key = keys[outcome.key]
         if outcome.ok:
             write_point_files(outcome.value["files"])
             doc = outcome.value["doc"]
-            view.phase(keys[name], "done", recovery=doc["recovery"]["verdict"], scan=doc["scan"]["verdict"])
+            view.phase(key, "done", recovery=doc["recovery"]["verdict"], scan=doc["scan"]["verdict"])
         else:
-            failed[keys[name]] = outcome.error
+            failed[key] = outcome.error
+
+    backend.run(tasks, PointTaskView(view, keys), on_outcome=on_outcome)
     return failed
 
 
