@@ -39,8 +39,7 @@ MINI_SWEEP = dict(sizes=(4, 8), steps="3", batch_size=8, warmup=1, recover_n=8, 
 def ray_cluster():
     # Functions of this module (the killed-worker tasks) travel by value: workers cannot import tests/.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -162,15 +161,19 @@ def test_checkpoint_lists_globs_and_slugs(training_run, tmp_path):
     listed.write_text(f"# the run\n{training_run / 'checkpoint-300'}\n\norg/model@v1\n")
     found = expand_checkpoints([str(training_run / "checkpoint-*")], listed)
     assert found == [str(training_run / f"checkpoint-{s}") for s in (100, 200, 300, 400)] + ["org/model@v1"]
-    with pytest.raises(BatchError, match="no checkpoint matches"):
-        expand_checkpoints([str(tmp_path / "nothing-*")])
+    assert expand_checkpoints([str(tmp_path / "nothing-*")]) == [str(tmp_path / "nothing-*")]   # then exit 4
+    with pytest.raises(BatchError, match="missing argument"):
+        expand_checkpoints([], None)
     a, b = tmp_path / "runs" / "a" / "checkpoint-1", tmp_path / "runs" / "b" / "checkpoint-1"
     for p in (a, b):
         p.mkdir(parents=True)
     assert checkpoint_slugs([str(a), str(b), "org/model@v1"]) == {str(a): "a-checkpoint-1", str(b): "b-checkpoint-1",
                                                                   "org/model@v1": "org-model-v1"}
-    bad = runner.invoke(app, ["scan", str(tmp_path / "nothing-*")])
-    assert bad.exit_code == 2 and "no checkpoint matches" in bad.output and "Traceback" not in bad.output
+    unmatched = runner.invoke(app, ["scan", str(training_run / "checkpoint-100"), str(tmp_path / "nothing-*"),
+                                    *FAST_SCAN_ARGS])
+    assert unmatched.exit_code == 4 and "Traceback" not in unmatched.output   # a failed row, not dropped
+    missing_list = runner.invoke(app, ["scan", "--from-list", str(tmp_path / "absent.txt")])
+    assert missing_list.exit_code == 2 and "cannot read --from-list" in missing_list.output
 
 
 def test_a_bare_ray_flag_means_a_local_instance():

@@ -55,7 +55,8 @@ def natural_key(text: str):
 
 def expand_checkpoints(arguments: Sequence[str], from_list: str | Path | None = None) -> list[str]:
     """Paths, globs and hub ids, plus the lines of a list file (blank lines and # comments
-    skipped), in the order given; a glob's matches in natural order; duplicates dropped."""
+    skipped), in the order given; a glob's matches in natural order; duplicates dropped. A glob
+    that matches nothing stays as given (see is_glob)."""
     items = list(arguments)
     if from_list is not None:
         try:
@@ -66,21 +67,20 @@ def expand_checkpoints(arguments: Sequence[str], from_list: str | Path | None = 
     found: list[str] = []
     for item in items:
         if is_glob(item):
-            matches = sorted(globlib.glob(item), key=natural_key)
-            if not matches:
-                raise BatchError(f"no checkpoint matches {item!r}")
-            found += matches
+            found += sorted(globlib.glob(item), key=natural_key)
         else:
             found.append(item)
     unique = list(dict.fromkeys(found))
     if not unique:
-        raise BatchError("no checkpoint given (pass paths, globs or hub ids, or --from-list FILE)")
+        raise BatchError("missing argument CHECKPOINT (paths, globs or hub ids, or --from-list FILE)")
     return unique
 
 
 def is_glob(item: str) -> bool:
-    """A glob that is not itself an existing path: it names several checkpoints."""
-    return bool(GLOB_CHARS.search(item)) and not Path(item).exists()
+    """A pattern that matches existing paths and is not itself one: it names several checkpoints.
+    A pattern that matches nothing is taken as the path it spells (which then fails to load, exit
+    4, like any missing checkpoint), so a path with brackets in its name is never misread."""
+    return bool(GLOB_CHARS.search(item)) and not Path(item).exists() and bool(globlib.glob(item))
 
 
 def is_local(checkpoint: str) -> bool:
