@@ -195,6 +195,13 @@ def test_ray_without_the_extra_is_a_usage_error_with_the_install_hint(training_r
     assert not (tmp_path / "s" / "sweep.parquet").exists()
 
 
+def test_the_deadline_belongs_to_the_local_pool(tmp_path):
+    result = runner.invoke(app, ["sweep", "--sizes", "4,8", "--steps", "3", "--device", "cpu", "--out",
+                                 str(tmp_path / "s"), "--ray", "--deadline", "5"])
+    assert result.exit_code == 2 and "--deadline works with the local pool only" in result.output
+    assert not list((tmp_path / "s").rglob("*.json"))
+
+
 # ---------------------------------------------------------------------------------- mini-sweep
 def test_ray_mini_sweep_equals_the_local_sweep(ray_cluster, tmp_path):
     """Training on Ray gives the local run's weights; evaluating the same checkpoints on Ray (at

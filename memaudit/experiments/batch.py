@@ -145,9 +145,11 @@ def scan_task(checkpoint: str, settings_dict: dict, weights: str | None, device:
 
 
 # ----------------------------------------------------------------------------------- resumption
-def finished_report(report_dir: Path, settings_dict: dict, rule_description: dict, weights: str | None) -> dict | None:
-    """The summary of a finished report in report_dir made with these settings and rule from the
-    checkpoint's current files, or None (then the checkpoint is scanned)."""
+def finished_report(report_dir: Path, checkpoint: str, settings_dict: dict, rule_description: dict,
+                    weights: str | None) -> dict | None:
+    """The summary of a finished report in report_dir made of this checkpoint (same path, same
+    file hashes now) with these settings and rule, or None (then the checkpoint is scanned). Hub
+    ids never match: their files are known only after a download."""
     from ..adapters import file_sha256
     from ..report import REPORT_FILES
 
@@ -163,9 +165,11 @@ def finished_report(report_dir: Path, settings_dict: dict, rule_description: dic
     if weights is not None and model.get("weights") != weights:
         return None
     recorded = model.get("files") or {}
-    if not model.get("checkpoint") or not recorded:
+    if not model.get("checkpoint") or not recorded or not is_local(checkpoint):
         return None
     path = Path(model["checkpoint"])
+    if path.resolve() != Path(checkpoint).resolve():
+        return None
     base = path if path.is_dir() else path.parent
     try:
         if any(file_sha256(base / name) != digest for name, digest in recorded.items()):
@@ -253,7 +257,7 @@ def scan_many(checkpoints: Sequence[str], settings=None, out: str | Path | None 
     scans = {c: CheckpointScan(c, slugs[c], training_step(c)) for c in checkpoints}
     tasks = []
     for c in checkpoints:
-        previous = (finished_report(out / slugs[c], settings_dict, rule_description, weights)
+        previous = (finished_report(out / slugs[c], c, settings_dict, rule_description, weights)
                     if out is not None and resume else None)
         if previous is not None:
             scans[c].summary, scans[c].reused = previous, True
