@@ -176,6 +176,20 @@ def test_checkpoint_lists_globs_and_slugs(training_run, tmp_path):
     assert missing_list.exit_code == 2 and "cannot read --from-list" in missing_list.output
 
 
+def test_the_task_view_counts_and_lists_what_matters_now():
+    from memaudit.experiments.backends import VIEW_PENDING_ROWS, TaskOutcome, TaskView
+
+    view = TaskView([f"c{i}" for i in range(20)], enabled=False)
+    view.running("c0")
+    view.running("c1")
+    view.finished(TaskOutcome("c1", error="boom", exit_code=5))
+    view.running("c2")
+    view.finished(TaskOutcome("c2", value={}))
+    assert view.counts() == {"pending": 17, "running": 1, "done": 1, "failed": 1}
+    rows = view.render().columns[0]._cells
+    assert rows[:2] == ["c0", "c1"] and len(rows) == 2 + VIEW_PENDING_ROWS + 1 and "c2" not in rows
+
+
 def test_a_bare_ray_flag_means_a_local_instance():
     assert with_optional_values(["scan", "a", "b", "--ray"]) == ["scan", "a", "b", "--ray", "local"]
     assert with_optional_values(["scan", "--ray", "a", "b"]) == ["scan", "--ray", "local", "a", "b"]

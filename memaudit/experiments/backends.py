@@ -29,6 +29,7 @@ EXIT_LOAD = 4       # the CLI's exit codes (memaudit.cli.errors) of the two kind
 EXIT_RUNTIME = 5
 RAY_INSTALL_HINT = "pip install 'memaudit[ray]'"
 DEFAULT_RETRIES = 2   # re-runs of a task whose worker or node was lost
+VIEW_PENDING_ROWS = 8
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,9 @@ def execute(function: Callable[..., Any], args: tuple, threads: int | None) -> t
     threads: the torch thread count to pin (None: leave this process's)."""
     import torch
 
-    os.environ.setdefault("MEMAUDIT_NO_PROGRESS", "1")
     previous = torch.get_num_threads()
-    if threads is not None:
+    if threads is not None:   # a worker process (on the driver, in-process tasks keep its settings)
+        os.environ.setdefault("MEMAUDIT_NO_PROGRESS", "1")
         torch.set_num_threads(threads)
     try:
         return "done", function(*args), 0
@@ -286,6 +287,14 @@ class TaskView:
                       f"{c['failed']} failed · {time.perf_counter() - self.t0:.0f} s", title_justify="left")
         table.add_column("task")
         table.add_column("status")
-        for key, status in self.status.items():
+        # Long runs (hundreds of checkpoints) list what matters now: running and failed tasks, the
+        # next pending ones; finished ones are counted in the title.
+        shown = [k for k, s in self.status.items() if s in ("running", "failed")]
+        pending = [k for k, s in self.status.items() if s == "pending"]
+        shown += pending[:VIEW_PENDING_ROWS]
+        for key in shown:
+            status = self.status[key]
             table.add_row(key, status if status != "failed" else f"failed: {self.errors.get(key, '')}")
+        if len(pending) > VIEW_PENDING_ROWS:
+            table.add_row(f"… {len(pending) - VIEW_PENDING_ROWS} more", "pending")
         return table
