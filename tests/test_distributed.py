@@ -66,7 +66,8 @@ def test_ray_scan_of_many_checkpoints_equals_the_local_scan(ray_cluster, trainin
     local = scan_many(checkpoints, FAST_SCAN, out=tmp_path / "local", backend=LocalBackend(), show_progress=False)
     assert local.exit_code() == 4                                   # the corrupt checkpoint: could not load
     result = runner.invoke(app, ["scan", *checkpoints, *FAST_SCAN_ARGS, "--out", str(tmp_path / "ray"), "--ray",
-                                 "--json", "--junit", str(tmp_path / "junit.xml")])
+                                 "--json", "--junit", str(tmp_path / "junit.xml"), "--summary-md",
+                                 str(tmp_path / "summary.md")])
     assert result.exit_code == 4, result.output
     assert tree_bytes(tmp_path / "local") == tree_bytes(tmp_path / "ray")
     assert sorted(os.listdir(tmp_path / "ray")) == ["checkpoint-100", "checkpoint-200", "checkpoint-300",
@@ -92,6 +93,8 @@ def test_ray_scan_of_many_checkpoints_equals_the_local_scan(ray_cluster, trainin
     assert doc["checkpoints"][3]["error"] and doc["checkpoints"][0]["verdict"] == "inconclusive"
     junit = (tmp_path / "junit.xml").read_text()
     assert junit.count("<testcase ") == 4 and 'tests="4"' in junit and 'type="load_failed"' in junit
+    markdown = (tmp_path / "summary.md").read_text().splitlines()
+    assert sum("| ⚠️ |" in line for line in markdown) == 3 and sum("| 🛑 |" in line for line in markdown) == 1
     page = (tmp_path / "ray" / "index.html").read_text()
     assert page.count("data:image/png;base64,") == 1 and 'href="checkpoint-300/report.html"' in page
 
@@ -209,11 +212,16 @@ def test_ray_without_the_extra_is_a_usage_error_with_the_install_hint(training_r
     assert not (tmp_path / "s" / "sweep.parquet").exists()
 
 
-def test_the_deadline_belongs_to_the_local_pool(tmp_path):
-    result = runner.invoke(app, ["sweep", "--sizes", "4,8", "--steps", "3", "--device", "cpu", "--out",
-                                 str(tmp_path / "s"), "--ray", "--deadline", "5"])
+@pytest.mark.parametrize("command", [
+    ["sweep", "--sizes", "4,8", "--steps", "3", "--out", "{tmp}/s"],
+    ["calibrate", "--sources", "synthetic", "--presets", "nano", "--synthetic-sizes", "4,8", "--work", "{tmp}/s",
+     "--out", "{tmp}/c"]])
+def test_the_deadline_belongs_to_the_local_pool(command, tmp_path):
+    """sweep and calibrate take --ray (their points go to the backend); --deadline stays local."""
+    args = [a.format(tmp=tmp_path) for a in command] + ["--device", "cpu", "--ray", "--deadline", "5"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 2 and "--deadline works with the local pool only" in result.output
-    assert not list((tmp_path / "s").rglob("*.json"))
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
 
 
 # ---------------------------------------------------------------------------------- mini-sweep
