@@ -199,11 +199,18 @@ class RayBackend(TaskBackend):
     def _collect(self, ref, task: Task) -> TaskOutcome:
         try:
             return outcome_from(task.key, self.ray.get(ref))
-        except self.ray.exceptions.RayError as e:   # the worker or its node was lost, every retry included
+        except self.ray.exceptions.RayError as e:
+            errors = self.ray.exceptions
             text = " ".join(str(e).split())[:300]
-            return TaskOutcome(task.key, error=f"runtime failure: worker lost ({type(e).__name__}) after "
-                               f"{self.max_retries} retries: {text}", exit_code=EXIT_RUNTIME,
-                               attempts=self.max_retries + 1)
+            lost = (errors.WorkerCrashedError, errors.NodeDiedError, errors.ObjectLostError,
+                    getattr(errors, "OutOfMemoryError", errors.WorkerCrashedError))   # killed by Ray's memory monitor
+            if isinstance(e, lost):
+                # the worker or its node was lost, every retry included
+                message = f"runtime failure: worker lost ({type(e).__name__}) after {self.max_retries} retries: {text}"
+                return TaskOutcome(task.key, error=message, exit_code=EXIT_RUNTIME, attempts=self.max_retries + 1)
+            # Ray could not run the task at all (e.g. memaudit missing on a node): not retried by Ray
+            return TaskOutcome(task.key, error=f"runtime failure: Ray could not run the task: {type(e).__name__}: "
+                               f"{text}", exit_code=EXIT_RUNTIME)
 
 
 def arrived(outcome: TaskOutcome, view, on_outcome) -> None:

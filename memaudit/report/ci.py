@@ -13,6 +13,10 @@ JUnit mapping of the memorization gate (the test case "memorization gate"):
                     or <skipped> with inconclusive="skipped" (for pipelines run with a gate that
                                                         tolerates inconclusive results)
 
+A scan over several checkpoints (memaudit.experiments.batch) gets one suite with one test case per
+checkpoint (`junit_xml_many`; a checkpoint that failed is an <error type="load_failed"> or
+"runtime_failure") and one Markdown table (`batch_markdown`).
+
 No timestamps or durations are written unless the summary carries `timings` (the `--json`
 document does, summary.json does not), so the same summary gives the same bytes.
 """
