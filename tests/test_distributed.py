@@ -202,6 +202,19 @@ def test_a_bare_ray_flag_means_a_local_instance():
     assert with_optional_values(["scan", "--ray", "10.0.0.2:6379"]) == ["scan", "--ray", "10.0.0.2:6379"]
 
 
+def test_without_ray_nothing_imports_it(training_run):
+    """A scan of several checkpoints without --ray runs in this process and never imports Ray."""
+    import subprocess
+
+    code = ("import sys; from typer.testing import CliRunner; from memaudit.cli import app; "
+            f"r = CliRunner().invoke(app, ['scan', {str(training_run / 'checkpoint-100')!r}, "
+            f"{str(training_run / 'checkpoint-200')!r}, '--samples', '16', '--steps', '4']); "
+            "print(r.exit_code, 'ray' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "MEMAUDIT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"})
+    assert proc.stdout.split() == ["3", "False"], proc.stderr[-2000:]
+
+
 def test_ray_without_the_extra_is_a_usage_error_with_the_install_hint(training_run, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)                   # `import ray` raises ImportError
     checkpoints = [str(training_run / "checkpoint-100"), str(training_run / "checkpoint-200")]
