@@ -175,6 +175,10 @@ def test_checkpoint_lists_globs_and_slugs(training_run, tmp_path):
     unmatched = runner.invoke(app, ["scan", str(training_run / "checkpoint-100"), str(tmp_path / "nothing-*"),
                                     *FAST_SCAN_ARGS])
     assert unmatched.exit_code == 4 and "Traceback" not in unmatched.output   # a failed row, not dropped
+    one_glob = runner.invoke(app, ["scan", str(training_run / "checkpoint-[12]00"), *FAST_SCAN_ARGS, "--out",
+                                   str(tmp_path / "g")])                  # one quoted glob: several checkpoints
+    assert one_glob.exit_code == 3, one_glob.output
+    assert list(pd.read_parquet(tmp_path / "g" / "scans.parquet")["slug"]) == ["checkpoint-100", "checkpoint-200"]
     missing_list = runner.invoke(app, ["scan", "--from-list", str(tmp_path / "absent.txt")])
     assert missing_list.exit_code == 2 and "cannot read --from-list" in missing_list.output
 

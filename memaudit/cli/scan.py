@@ -81,9 +81,12 @@ def scan(
         raise UsageError(f"--t-profile must be comma-separated numbers (got {t_profile!r})") from None
     settings = ScanSettings(samples=samples, steps=steps, grid=grid, seed=seed, t_eval=t_eval, t_profile=profile,
                             batch_size=batch_size, n_train=n_train)
-    from ..experiments.batch import is_glob
+    single = len(checkpoints or []) == 1 and from_list is None and ray is None
+    if single and set("*?[") & set(checkpoints[0]):   # perhaps a glob: only then load the batch module
+        from ..experiments.batch import is_glob
 
-    if len(checkpoints or []) != 1 or from_list is not None or ray is not None or is_glob(checkpoints[0]):
+        single = not is_glob(checkpoints[0])
+    if not single:
         from .scan_batch import scan_checkpoints
 
         # exits with the most severe code over the checkpoints
