@@ -121,6 +121,13 @@ def test_a_killed_worker_is_retried_then_reported(ray_cluster, tmp_path):
     assert not lost.ok and lost.exit_code == 5 and "worker lost" in lost.error and lost.attempts == 2
 
 
+def test_gpu_tasks_on_a_cluster_without_gpus_are_a_usage_error(ray_cluster):
+    from memaudit.experiments.backends import BackendError
+
+    with pytest.raises(BackendError, match="has none"):
+        RayBackend().run([Task("gpu", die_always, num_gpus=1)])
+
+
 def test_the_overall_exit_code_is_the_most_severe(tmp_path):
     def entry(verdict=None, failure=0):
         return CheckpointScan("c", "c", None, summary=None if verdict is None else {"verdict": verdict},

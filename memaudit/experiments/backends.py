@@ -153,10 +153,7 @@ class RayBackend(TaskBackend):
             return False
         kwargs = {"include_dashboard": False, "log_to_driver": False}
         try:
-            if self.address == "local":
-                self.ray.init(address="local", **kwargs)
-            else:
-                self.ray.init(address=self.address, **kwargs)
+            self.ray.init(address=self.address, **kwargs)   # "local": a new instance on this machine
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise BackendError(f"cannot connect to the Ray cluster at {self.address!r}: {' '.join(str(e).split())}"
                                ) from None
@@ -174,6 +171,9 @@ class RayBackend(TaskBackend):
         ray = self.ray
         started_here = self._connect()
         try:
+            if any(t.num_gpus for t in tasks) and not ray.cluster_resources().get("GPU"):
+                # Ray would hold such tasks forever as infeasible
+                raise BackendError("the tasks need a GPU (--device cuda) and the Ray cluster has none now")
             remote = ray.remote(execute)
             waiting = list(tasks)
             in_flight: dict[Any, Task] = {}
