@@ -418,10 +418,10 @@ def test_closed_stdout_is_a_failure(ckpt, argv):
 
 
 def test_usage_error_in_a_real_process_is_one_line(ckpt):
-    proc = _memaudit("scan", ckpt, "--frobnicate")
+    proc = _memaudit("scan", ckpt, "--quux")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "memaudit: usage: no such option: --frobnicate (see memaudit scan --help)"]
+        "memaudit: usage: no such option: --quux (see memaudit scan --help)"]
 
 
 def test_non_finite_outputs_never_reach_json(tmp_path):

@@ -8,8 +8,8 @@ import typer
 
 from ..progress import console
 from .errors import UsageError, cli_errors
-from .options import Deadline, Device, JsonOutput, RecoverN, Samples, ScanSteps, Seed, StepsPerUnit, Workers, \
-    print_json, require_stdout, resolve_device
+from .options import Deadline, Device, JsonOutput, RayAddress, RecoverN, Samples, ScanSteps, Seed, StepsPerUnit, \
+    Workers, print_json, require_stdout, resolve_device
 
 
 @cli_errors
@@ -39,6 +39,7 @@ def calibrate(
     deadline: Deadline = None,
     device: Device = "auto",
     json_output: JsonOutput = False,
+    ray: RayAddress = None,
 ):
     """Derive the scan's decision rule from reference sweeps, with token recovery as ground truth."""
     import shlex
@@ -47,6 +48,7 @@ def calibrate(
 
     from ..data import default_cache_dir
     from ..experiments import parse_int_list
+    from ..experiments.backends import RayBackend
     from ..experiments.calibration import confusion_markdown, plan_from_options, regenerate, run_calibration
 
     if json_output:
@@ -64,6 +66,8 @@ def calibrate(
             argv += ["--scan-steps", str(scan_steps)]
         if deadline is not None:
             argv += ["--deadline", f"{deadline:g}"]
+        if ray is not None:
+            argv += ["--ray", ray]
     command = " ".join(shlex.quote(a) for a in ["memaudit", "calibrate", *argv])
     log = lambda msg: console.print(msg, highlight=False, soft_wrap=True)  # noqa: E731
     if from_table is not None:
@@ -77,10 +81,11 @@ def calibrate(
             parse_int_list(synthetic_sizes, "--synthetic-sizes"),
             tuple(s if s == "max" else int(s) for s in text), steps_scale=steps_scale,
             synthetic_cap=synthetic_cap, text_cap=text_cap, recover_n=recover_n, steps_per_unit=steps_per_unit,
-            scan_samples=samples, scan_steps=scan_steps, seed=seed, device=resolve_device(device),
+            scan_samples=samples, scan_steps=scan_steps, seed=seed, device=resolve_device(device, remote=ray is not None),
             skip=tuple(k for k in skip.split(",") if k))
         result = run_calibration(plan, out, work or default_cache_dir() / "calibration", workers=workers,
-                                 deadline_s=deadline, command=command, log=log)
+                                 deadline_s=deadline, command=command, log=log,
+                                 backend=None if ray is None else RayBackend(ray))
     report = result["report"]
     if json_output:
         print_json({"rule": result["rule"], "confusion": report["confusion"], "score": report["score"],

@@ -9,6 +9,7 @@ Every failure is one line on stderr, `memaudit: …`, usage errors included.
 from __future__ import annotations
 
 import functools
+import re
 import sys
 
 import typer
@@ -85,12 +86,28 @@ def cli_errors(func):
     return wrapper
 
 
+RAY_ADDRESS = re.compile(r"^(local|auto|[a-z]+://\S+|[\w.-]+:\d+)$")
+
+
+def with_optional_values(args: list[str]) -> list[str]:
+    """`--ray [ADDRESS]`: Typer has no option with an optional value, so a bare --ray (at the end,
+    or before anything that is not a Ray address: local, auto, SCHEME://…, HOST:PORT) becomes
+    `--ray local` before parsing."""
+    out = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--ray" and (i + 1 == len(args) or not RAY_ADDRESS.match(args[i + 1])):
+            out.append("local")
+    return out
+
+
 class MemauditGroup(TyperGroup):
     """Typer's group with the parser's own errors (unknown option, missing argument, a value out
     of range …) as one line and exit 2. Typer vendors click in recent releases and uses click in
     older ones, so its exceptions are recognised by what they carry, not by their class."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        args = with_optional_values(list(sys.argv[1:] if args is None else args))
         try:
             code = super().main(args=args, prog_name="memaudit", complete_var=complete_var,
                                 standalone_mode=False, **extra)

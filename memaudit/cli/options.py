@@ -45,7 +45,15 @@ def _check_schedule(value: Optional[str]) -> Optional[str]:
 
 
 Checkpoint = Annotated[str, typer.Argument(help="Checkpoint directory, file or hub id (org/name[@revision]).")]
+Checkpoints = Annotated[Optional[list[str]], typer.Argument(
+    help="Checkpoint directories, files, globs or hub ids (org/name[@revision]); more than one (or a glob, "
+    "--from-list or --ray) scans each into --out DIR/<checkpoint>/ plus DIR/scans.parquet and DIR/index.html.",
+    show_default=False)]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
+RayAddress = Annotated[Optional[str], typer.Option(
+    "--ray", metavar="[ADDRESS]",
+    help="Run the tasks on Ray (extra memaudit[ray]): --ray alone starts a local Ray instance; --ray auto or "
+    "--ray ray://HOST:PORT joins a cluster (docs/distributed.md).")]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (nothing on failure).")]
 Weights = Annotated[Optional[str], typer.Option("--weights", callback=_check_weights,
                                                 help="ema | raw (default: ema when present).")]
@@ -100,9 +108,13 @@ def load_options(tokenizer: Optional[str], trust_remote_code: bool, time_input: 
             "schedule": schedule}
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: str, remote: bool = False) -> str:
+    """The device a command runs on. remote (--ray): the tasks run on the cluster's machines, so
+    --device cuda is accepted without a GPU here ('auto' still resolves on this machine)."""
     import torch
 
+    if remote and device.startswith("cuda"):
+        return device
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):

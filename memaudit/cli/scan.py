@@ -9,9 +9,9 @@ import typer
 from ..probe import ScanSettings
 from ..progress import console
 from .errors import UsageError, cli_errors
-from .options import TRAIN_SOURCES, BatchSize, Checkpoint, Device, ExitZero, JsonOutput, MaxMemory, Samples, \
-    ScheduleSpec, Seed, TimeInput, TokenizerName, TrustRemoteCode, Weights, check_output_targets, load_options, \
-    print_json, require_stdout, resolve_device, write_report_set
+from .options import TRAIN_SOURCES, BatchSize, Checkpoints, Device, ExitZero, JsonOutput, MaxMemory, RayAddress, \
+    Samples, ScheduleSpec, Seed, TimeInput, TokenizerName, TrustRemoteCode, Weights, check_output_targets, \
+    load_options, print_json, require_stdout, resolve_device, write_report_set
 
 HELP = """Probe a checkpoint without training data: sample from it, measure the conditional entropy of its predictions, give a verdict (memorizing / generalizing / inconclusive) and exit with a gate code.
 
@@ -23,7 +23,9 @@ Gate (exit code of a completed scan):
   --exit-zero    0 for any verdict (overrides --fail-on)
 Could not check, never 0: 2 usage, 4 load failure/unsupported, 5 runtime.
 
---json prints exactly one JSON document on stdout (the summary; nothing on failure); the table, logs and progress go to stderr. --out DIR writes samples.parquet, tokens.parquet, summary.json and report.html, byte-identical for the same checkpoint, settings and seed."""
+--json prints exactly one JSON document on stdout (the summary; nothing on failure); the table, logs and progress go to stderr. --out DIR writes samples.parquet, tokens.parquet, summary.json and report.html, byte-identical for the same checkpoint, settings and seed.
+
+Several checkpoints (or a glob, --from-list, --ray): one report each in --out DIR/<checkpoint>/, DIR/scans.parquet (one row per checkpoint) and DIR/index.html; a checkpoint already scanned with the same settings, rule and files is not scanned again. Exit code: the most severe over all checkpoints, 5 > 4 > 1 > 3 > 0; --json prints one document with the list, --junit one test case per checkpoint."""
 
 
 S = ScanSettings   # the CLI's defaults are the settings' defaults
@@ -31,7 +33,7 @@ S = ScanSettings   # the CLI's defaults are the settings' defaults
 
 @cli_errors
 def scan(
-    checkpoint: Checkpoint,
+    checkpoints: Checkpoints = None,
     samples: Samples = S.samples,
     steps: int = typer.Option(S.steps, "--steps", min=1, help="Reverse steps of the sampler (chosen by "
                               "measurement on the default grid, docs/performance.md)."),
@@ -74,6 +76,9 @@ def scan(
                                              + TRAIN_SOURCES + ". Reports training copies, the longest verbatim "
                                              "training spans and the entropy gap beside the verdict (never changes "
                                              "it or the exit code)."),
+    from_list: Optional[Path] = typer.Option(None, "--from-list", help="Also scan the checkpoints listed in this "
+                                             "file, one per line (# comments)."),
+    ray: RayAddress = None,
 ):
     from ..probe import scan as run_scan
     from ..report import REPORT_FILES, render_report
@@ -85,8 +90,6 @@ def scan(
         raise UsageError(f"--fail-on must be memorizing or inconclusive (got {fail_on!r})")
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
-    targets = ([out / name for name in REPORT_FILES] if out is not None else []) + [p for p in (junit, summary_md) if p]
-    check_output_targets(targets)
     try:
         profile = tuple(float(v) for v in t_profile.split(",") if v.strip())
     except ValueError:
@@ -96,6 +99,27 @@ def scan(
     settings = ScanSettings(samples=samples, steps=steps, grid=grid, seed=seed, t_eval=t_eval, t_profile=profile,
                             batch_size=parse_batch_size(batch_size), max_memory=parse_size(max_memory),
                             adaptive=adaptive, min_samples=min_samples, n_train=n_train)
+    single = len(checkpoints or []) == 1 and from_list is None and ray is None
+    if single and set("*?[") & set(checkpoints[0]):   # perhaps a glob: only then load the batch module
+        from ..experiments.batch import is_glob
+
+        single = not is_glob(checkpoints[0])
+    if not single:
+        from .scan_batch import scan_checkpoints
+
+        one_model_only = [flag for flag, value in (("--train", train_data), ("--tokenizer", tokenizer),
+                                                   ("--trust-remote-code", trust_remote_code),
+                                                   ("--time-input", time_input), ("--schedule", schedule)) if value]
+        if one_model_only:
+            raise UsageError(f"{', '.join(one_model_only)}: describes one model's data or loading; scan one "
+                             "checkpoint at a time with it")
+        # exits with the most severe code over the checkpoints
+        scan_checkpoints(checkpoints or [], from_list, ray, settings, out=out, json_output=json_output,
+                         fail_on=fail_on, exit_zero=exit_zero, weights=weights, device=device, rule=rule,
+                         junit=junit, summary_md=summary_md)
+    checkpoint = checkpoints[0]
+    targets = ([out / name for name in REPORT_FILES] if out is not None else []) + [p for p in (junit, summary_md) if p]
+    check_output_targets(targets)
     result = run_scan(checkpoint, settings=settings, weights=weights, device=resolve_device(device),
                       rule=load_rule(rule), train_data=train_data,
                       **load_options(tokenizer, trust_remote_code, time_input, schedule))

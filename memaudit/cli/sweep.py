@@ -8,8 +8,8 @@ import typer
 from ..experiments import SweepSettings
 from ..progress import console
 from .errors import EXIT_RUNTIME, cli_errors, emit_error
-from .options import Data, DataSeed, Deadline, Device, JsonOutput, Preset, RecoverN, Samples, ScanSteps, Seed, \
-    SeqLen, StepsPerUnit, VocabSize, Weights, Workers, print_json, require_stdout, resolve_device
+from .options import Data, DataSeed, Deadline, Device, JsonOutput, Preset, RayAddress, RecoverN, Samples, ScanSteps, \
+    Seed, SeqLen, StepsPerUnit, VocabSize, Weights, Workers, print_json, require_stdout, resolve_device
 
 S = SweepSettings   # the CLI's defaults are the settings' defaults
 
@@ -49,12 +49,17 @@ def sweep(
     deadline: Deadline = None,
     device: Device = "auto",
     json_output: JsonOutput = False,
+    ray: RayAddress = None,
 ):
-    """Train one model per training-set size, recover and scan each, plot the transition."""
+    """Train one model per training-set size, recover and scan each, plot the transition.
+
+    With --ray each point is one Ray task; --out must then lie on storage every node reaches (the
+    points' checkpoints are written there); this process writes every report and table."""
     from rich.markup import escape
 
     from ..experiments import SweepSettings, parse_float_list, parse_int_list
     from ..experiments import sweep as run_sweep
+    from ..experiments.backends import make_backend
 
     if json_output:
         require_stdout()
@@ -64,8 +69,9 @@ def sweep(
         data_seed=data_seed, seq_len=seq_len, vocab_size=vocab_size, t0=parse_float_list(t0, "--t0"),
         recover_n=recover_n, steps_per_unit=steps_per_unit, scan_samples=samples, scan_steps=scan_steps,
         t_profile=parse_float_list(t_profile, "--t-profile") if t_profile else (), weights=weights,
-        device=resolve_device(device))
-    result = run_sweep(settings, out, workers=workers, deadline_s=deadline)
+        device=resolve_device(device, remote=ray is not None))
+    backend = make_backend(ray) if ray is not None else None   # else the local pool (--workers)
+    result = run_sweep(settings, out, workers=workers, deadline_s=deadline, backend=backend)
     doc = result.summary()
     if json_output:
         print_json(doc)

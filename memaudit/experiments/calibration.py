@@ -390,8 +390,9 @@ class CalibrationPlan:
 
 def run_calibration(plan: CalibrationPlan, out: str | Path, work: str | Path, workers: int = 1,
                     deadline_s: float | None = None, show_progress: bool | None = None, command: str = "",
-                    log=None) -> dict:
-    """Run the sweeps of the plan (all points in one pool), then derive and write the rule."""
+                    log=None, backend=None) -> dict:
+    """Run the sweeps of the plan (all points in one pool, or as tasks of `backend`: Ray), then
+    derive and write the rule."""
     import pandas as pd
 
     from ..report import write_files
@@ -414,7 +415,7 @@ def run_calibration(plan: CalibrationPlan, out: str | Path, work: str | Path, wo
     log(f"{len(jobs)} points to train, {total_steps} optimizer steps in all, {workers} workers on {plan.device}")
     view = SweepView(reused, enabled=show_progress)
     with view:
-        failed, skipped = run_jobs(jobs, workers, view, started, deadline_s)
+        failed, skipped = run_jobs(jobs, workers, view, started, deadline_s, backend=backend)
     train_wall = time.perf_counter() - started
     rows, tables = [], []
     for s in sweeps:

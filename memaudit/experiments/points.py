@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from .settings import POINT_FORMAT, TRAIN_KEYS, SweepError, SweepSettings, settings_key, train_key
+from .settings import POINT_FORMAT, TRAIN_KEYS, SweepError, SweepSettings, settings_from_dict, settings_key, train_key
 
 
 def point_dir(out: Path, n: int) -> Path:
@@ -58,7 +58,36 @@ def point_finished(out: Path, settings: SweepSettings, n: int) -> bool:
 
 
 def run_point(settings: SweepSettings, out: Path, n: int, report=None, allow_truncated: bool = False) -> dict:
-    """Train (or reuse / resume) one point, then recover and scan it; write point.json.
+    """Train (or reuse / resume) one point, then recover and scan it; write its reports and
+    point.json (evaluate_point, then write_point_files). → the point.json document."""
+    doc, files = evaluate_point(settings, out, n, report=report, allow_truncated=allow_truncated)
+    write_point_files(files)
+    (report or (lambda phase, **info: None))("done", recovery=doc["recovery"]["verdict"], scan=doc["scan"]["verdict"],
+                                             truncated=doc["truncated"])
+    return doc
+
+
+def write_point_files(files: dict[str, dict[str, bytes]]) -> None:
+    """The files of one point ({directory: {name: bytes}}), each directory's set atomically and
+    point.json's directory last: a point is finished only once everything beside it is written."""
+    from ..report import write_files
+
+    for directory, named in sorted(files.items(), key=lambda item: len(Path(item[0]).parts), reverse=True):
+        write_files(directory, named)
+
+
+def point_task(settings_dict: dict, out: str, n: int) -> dict:
+    """One point as a task of a backend (memaudit.experiments.backends): trains into the point's
+    checkpoint directory (which on a cluster lies on storage every node reaches) and returns the
+    point's report files as bytes for the driver to write. → {"doc": point.json, "files": …}."""
+    doc, files = evaluate_point(settings_from_dict(settings_dict), Path(out), n)
+    return {"doc": doc, "files": files}
+
+
+def evaluate_point(settings: SweepSettings, out: Path, n: int, report=None,
+                   allow_truncated: bool = False) -> tuple[dict, dict[str, dict[str, bytes]]]:
+    """Train (or reuse / resume) one point, then recover and scan it; nothing but the checkpoint
+    is written. → (point.json document, {directory: {name: bytes}} of its report files).
 
     report(phase, **info) is called at phase changes ('training', 'recovering', 'scanning', 'done').
     allow_truncated: when training is interrupted (Ctrl-C, or the sweep's deadline), evaluate the
@@ -73,7 +102,7 @@ def run_point(settings: SweepSettings, out: Path, n: int, report=None, allow_tru
     from ..data import corpus_from_spec
     from ..probe import scan
     from ..recovery import recover
-    from ..report import json_bytes, write_files, write_recovery_report, write_report
+    from ..report import json_bytes, recovery_files, render_report
     from ..train import train
 
     report = report or (lambda phase, **info: None)
@@ -109,7 +138,7 @@ def run_point(settings: SweepSettings, out: Path, n: int, report=None, allow_tru
     denoiser = load(ckpt, weights=settings.weights, device=settings.device)
     rec = recover(denoiser, "auto", "auto", t0=settings.t0, n=settings.recover_n,
                   steps_per_unit=settings.steps_per_unit, seed=settings.seed, show_progress=False)
-    write_recovery_report(rec, pdir / "recovery")
+    files = {str(pdir / "recovery"): recovery_files(rec)}
     timings["recover_s"] = time.perf_counter() - started
 
     report("scanning")
@@ -118,7 +147,7 @@ def run_point(settings: SweepSettings, out: Path, n: int, report=None, allow_tru
     # adaptive stopping rule itself, can be replayed on them later
     sc = scan(denoiser, samples=settings.scan_samples, steps=settings.scan_steps, seed=settings.seed,
               t_profile=tuple(settings.t_profile), show_progress=False, adaptive=False)
-    write_report(sc, pdir / "scan", names=["samples.parquet", "summary.json"])
+    files[str(pdir / "scan")] = render_report(sc, names=["samples.parquet", "summary.json"])
     timings["scan_s"] = time.perf_counter() - started
     raw_scan = None
     if settings.scan_raw and (ckpt / "model.safetensors").exists() and denoiser.weights != "raw":
@@ -157,9 +186,8 @@ def run_point(settings: SweepSettings, out: Path, n: int, report=None, allow_tru
         "torch_version": torch.__version__,
         "memaudit_version": __version__,
     }
-    write_files(pdir, {"point.json": json_bytes(doc)})
-    report("done", recovery=rec.verdict, scan=sc.verdict, truncated=truncated)
-    return doc
+    files[str(pdir)] = {"point.json": json_bytes(doc)}
+    return doc, files
 
 def scan_record(sc, train_copy) -> dict:
     """The "scan" and "samples" parts of point.json from a ScanResult (per-sample values rounded

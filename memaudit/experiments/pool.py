@@ -62,14 +62,20 @@ def schedule_order(jobs):
 
 
 def run_jobs(jobs, workers: int, view, started: float, deadline_s: float | None = None,
-             grace_s: float = 60.0, clock: Callable[[], float] = time.perf_counter):
-    """Run points [(settings, out, n)] in `schedule_order`; in this process when workers ≤ 1.
+             grace_s: float = 60.0, clock: Callable[[], float] = time.perf_counter, backend=None):
+    """Run points [(settings, out, n)] in `schedule_order`; in this process when workers ≤ 1, on
+    `backend` (a memaudit.experiments.backends.TaskBackend: Ray) when one is given.
 
     The deadline (deadline_s after `started`) and the grace period after it are read from
-    `clock` (default: the wall clock; `started` must come from the same clock).
+    `clock` (default: the wall clock; `started` must come from the same clock); it is a feature
+    of this pool (it stops a point's training with SIGINT), not of other backends.
 
     → (failed {key: message}, skipped [key]) with key = (data, preset, n)."""
     jobs = schedule_order(jobs)
+    if backend is not None:
+        if deadline_s is not None:
+            raise SweepError(f"--deadline works with the local pool only, not with the {backend.name} backend")
+        return run_point_tasks(jobs, backend, view), []
     failed: dict[tuple, str] = {}
     skipped: list[tuple] = []
     allow_truncated = deadline_s is not None
@@ -90,6 +96,52 @@ def run_jobs(jobs, workers: int, view, started: float, deadline_s: float | None 
                 view.phase(key, "failed", error=failed[key])
         return failed, skipped
     return _run_parallel(jobs, workers, view, started, deadline_s, grace_s, allow_truncated, clock)
+
+
+def run_point_tasks(jobs, backend, view) -> dict[tuple, str]:
+    """Points as tasks of a backend: each trains into its point directory and returns its report
+    files, which this process (the driver) writes. → failed {key: message}."""
+    from .backends import Task
+    from .points import point_task, write_point_files
+
+    keys = {}
+    tasks = []
+    for settings, out, n in jobs:
+        key = (settings.data, settings.preset, n)
+        name = f"{settings.data}·{settings.preset}·n={n}"
+        keys[name] = key
+        tasks.append(Task(key=name, function=point_task, args=(settings.to_dict(), str(out), n),
+                          num_gpus=1 if settings.device.startswith("cuda") else 0))
+    failed: dict[tuple, str] = {}
+
+    def on_outcome(outcome) -> None:
+        """On the driver, as each point arrives: write its files (a finished point survives an
+        interrupted sweep) or record its failure."""
+        key = keys[outcome.key]
+        if outcome.ok:
+            write_point_files(outcome.value["files"])
+            doc = outcome.value["doc"]
+            view.phase(key, "done", recovery=doc["recovery"]["verdict"], scan=doc["scan"]["verdict"])
+        else:
+            failed[key] = outcome.error
+
+    backend.run(tasks, PointTaskView(view, keys), on_outcome=on_outcome)
+    return failed
+
+
+class PointTaskView:
+    """A backend's task events shown in the sweep's view (SweepView): running, failed (a finished
+    point is marked done once the driver has written its files)."""
+
+    def __init__(self, view, keys: dict[str, tuple]):
+        self.view, self.keys = view, keys
+
+    def running(self, name: str) -> None:
+        self.view.phase(self.keys[name], "running")
+
+    def finished(self, outcome) -> None:
+        if not outcome.ok:
+            self.view.phase(self.keys[outcome.key], "failed", error=outcome.error)
 
 
 def _run_parallel(jobs, workers, view, started, deadline_s, grace_s, allow_truncated, clock=time.perf_counter):

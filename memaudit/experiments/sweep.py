@@ -60,14 +60,16 @@ class SweepResult:
 
 def sweep(settings: SweepSettings, out: str | Path, workers: int = 1, show_progress: bool | None = None,
           deadline_s: float | None = None, rule=None, plots: bool = True,
-          clock: Callable[[], float] = time.perf_counter) -> SweepResult:
+          clock: Callable[[], float] = time.perf_counter, backend=None) -> SweepResult:
     """Run (or resume) a sweep and write its table, plots and index.html.
 
     workers: points trained in parallel processes (1: in this process). deadline_s: wall-clock
     budget; points not started by then are skipped, running ones stop training at it and are
     evaluated as they are (marked truncated; the next run resumes them). clock: what the deadline
     is measured with (seconds; the default is the wall clock) — tests pass a fake one so that
-    where a deadline falls does not depend on the machine's speed."""
+    where a deadline falls does not depend on the machine's speed. backend: run the points on it
+    (memaudit.experiments.backends.RayBackend) instead of the local pool; this process still
+    writes every report and table."""
     settings.validate()
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -80,7 +82,7 @@ def sweep(settings: SweepSettings, out: str | Path, workers: int = 1, show_progr
     jobs = [(settings, out, n) for n in settings.sizes if n not in reused]
     view = SweepView([(settings, reused)], enabled=show_progress)
     with view:
-        failed, skipped = run_jobs(jobs, workers, view, deadline_origin, deadline_s, clock=clock)
+        failed, skipped = run_jobs(jobs, workers, view, deadline_origin, deadline_s, clock=clock, backend=backend)
     failed_n = {k[2]: v for k, v in failed.items()}
     skipped_n = [k[2] for k in skipped]
     ran = [n for _, _, n in jobs if n not in failed_n and n not in skipped_n]

@@ -13,6 +13,10 @@ JUnit mapping of the memorization gate (the test case "memorization gate"):
                     or <skipped> with inconclusive="skipped" (for pipelines run with a gate that
                                                         tolerates inconclusive results)
 
+A scan over several checkpoints (memaudit.experiments.batch) gets one suite with one test case per
+checkpoint (`junit_xml_many`; a checkpoint that failed is an <error type="load_failed"> or
+"runtime_failure") and one Markdown table (`batch_markdown`).
+
 No timestamps or durations are written unless the summary carries `timings` (the `--json`
 document does, summary.json does not), so the same summary gives the same bytes.
 """
@@ -141,32 +145,20 @@ def _xml_text(value) -> str:
 
 
 # -------------------------------------------------------------------------------------- JUnit
-def junit_xml(summary: dict, inconclusive: str = "error") -> bytes:
-    """The JUnit XML document of one scan (see the module docstring for the mapping)."""
+def gate_outcome(summary: dict, inconclusive: str = "error") -> str:
+    """passed | failure | error | skipped: the JUnit outcome of one scan's gate."""
     if inconclusive not in INCONCLUSIVE_AS:
         raise ValueError(f"inconclusive must be one of {', '.join(INCONCLUSIVE_AS)} (got {inconclusive!r})")
     verdict = str(summary.get("verdict", "inconclusive"))
-    reason = str(summary.get("reason", ""))
-    explanation = str(summary.get("explanation", ""))
-    checkpoint = checkpoint_name(summary)
-
-    outcome = "passed"
     if verdict == "memorizing":
-        outcome = "failure"
-    elif verdict != "generalizing":
-        outcome = inconclusive
+        return "failure"
+    return "passed" if verdict == "generalizing" else inconclusive
 
-    suite = ET.Element("testsuite", {
-        "name": SUITE_NAME, "tests": "1",
-        "failures": "1" if outcome == "failure" else "0",
-        "errors": "1" if outcome == "error" else "0",
-        "skipped": "1" if outcome == "skipped" else "0",
-    })
-    timings = summary.get("timings") or {}
-    if "total_s" in timings:
-        suite.set("time", f"{float(timings['total_s']):.3f}")
-    props = ET.SubElement(suite, "properties")
-    prop_values = [("checkpoint", checkpoint), ("verdict", verdict), ("reason", reason)]
+
+def summary_properties(summary: dict) -> list[tuple[str, str]]:
+    """(name, value) pairs of a scan summary for JUnit <property> elements."""
+    prop_values = [("checkpoint", checkpoint_name(summary)), ("verdict", str(summary.get("verdict", "inconclusive"))),
+                   ("reason", str(summary.get("reason", "")))]
     for key, _, _, pattern in KEY_STATISTICS:
         if key in summary:
             prop_values.append((key, fmt_value(summary[key], "{:.6g}")))
@@ -181,24 +173,78 @@ def junit_xml(summary: dict, inconclusive: str = "error") -> bytes:
             prop_values.append((f"rule.{key}", str(rule[key])))
     if summary.get("domain"):
         prop_values.append(("rule.domain", domain_line(summary)))
+    return prop_values
+
+
+def add_properties(parent, prop_values, first: bool = False) -> None:
+    """A <properties> element; first: as the parent's first child (a testcase's must precede its outcome)."""
+    props = ET.Element("properties")
+    parent.insert(0, props) if first else parent.append(props)
     for name, value in prop_values:
         ET.SubElement(props, "property", {"name": name, "value": _xml_text(value)})
 
-    case = ET.SubElement(suite, "testcase", {"classname": f"memaudit.scan.{_classname(checkpoint)}",
-                                             "name": GATE_NAME})
+
+def add_gate_case(suite, summary: dict, outcome: str, name: str = GATE_NAME):
+    """The testcase element of one scan's gate, with its outcome."""
+    verdict = str(summary.get("verdict", "inconclusive"))
+    explanation = str(summary.get("explanation", ""))
+    case = ET.SubElement(suite, "testcase", {"classname": f"memaudit.scan.{_classname(checkpoint_name(summary))}",
+                                             "name": name})
     message = _xml_text(f"{verdict}: {explanation}" if explanation else verdict)
-    if outcome == "failure":
-        el = ET.SubElement(case, "failure", {"type": verdict, "message": message})
-        el.text = _xml_text(_plain_summary(summary))
-    elif outcome == "error":
-        el = ET.SubElement(case, "error", {"type": verdict, "message": message})
+    if outcome in ("failure", "error"):
+        el = ET.SubElement(case, outcome, {"type": verdict, "message": message})
         el.text = _xml_text(_plain_summary(summary))
     elif outcome == "skipped":
         ET.SubElement(case, "skipped", {"message": message})
     out = ET.SubElement(case, "system-out")
     out.text = _xml_text(_plain_summary(summary))
+    return case
+
+
+def junit_bytes(suite) -> bytes:
     ET.indent(suite, space="  ")
     return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="utf-8") + b"\n"
+
+
+def junit_xml(summary: dict, inconclusive: str = "error") -> bytes:
+    """The JUnit XML document of one scan (see the module docstring for the mapping)."""
+    outcome = gate_outcome(summary, inconclusive)
+    suite = ET.Element("testsuite", {
+        "name": SUITE_NAME, "tests": "1",
+        "failures": "1" if outcome == "failure" else "0",
+        "errors": "1" if outcome == "error" else "0",
+        "skipped": "1" if outcome == "skipped" else "0",
+    })
+    timings = summary.get("timings") or {}
+    if "total_s" in timings:
+        suite.set("time", f"{float(timings['total_s']):.3f}")
+    add_properties(suite, summary_properties(summary))
+    add_gate_case(suite, summary, outcome)
+    return junit_bytes(suite)
+
+
+def junit_xml_many(entries: list[dict], inconclusive: str = "error") -> bytes:
+    """The JUnit XML document of a scan over several checkpoints: one test case per checkpoint,
+    named by it. entries: the checkpoints' summary documents, or {"checkpoint", "error",
+    "exit_code"} for one that failed (an <error> of type load_failed or runtime_failure)."""
+    suite = ET.Element("testsuite", {"name": SUITE_NAME, "tests": str(len(entries))})
+    tally = {"failure": 0, "error": 0, "skipped": 0}
+    for entry in entries:
+        if entry.get("error") is not None:
+            kind = "load_failed" if entry.get("exit_code") == 4 else "runtime_failure"
+            case = ET.SubElement(suite, "testcase", {"classname": f"memaudit.scan.{_classname(entry['checkpoint'])}",
+                                                     "name": str(entry["checkpoint"])})
+            ET.SubElement(case, "error", {"type": kind, "message": _xml_text(entry["error"])})
+            tally["error"] += 1
+            continue
+        outcome = gate_outcome(entry, inconclusive)
+        case = add_gate_case(suite, entry, outcome, name=checkpoint_name(entry))
+        add_properties(case, summary_properties(entry), first=True)
+        tally[outcome] = tally.get(outcome, 0) + 1
+    suite.set("failures", str(tally["failure"]))
+    suite.set("errors", str(tally["error"]))
+    suite.set("skipped", str(tally["skipped"]))
+    return junit_bytes(suite)
 
 
 def write_junit(summary: dict, path: str | Path, inconclusive: str = "error") -> Path:
@@ -279,3 +325,20 @@ def write_summary_md(summary: dict, path: str | Path, artifacts: Iterable[str] |
     """Write the Markdown summary to `path` atomically (it replaces the file: to add to a file that
     other steps also write, write elsewhere and append it, e.g. `cat s.md >> $GITHUB_STEP_SUMMARY`)."""
     return atomic_write_bytes(path, summary_markdown(summary, artifacts).encode("utf-8"))
+
+
+def batch_markdown(entries: list[dict]) -> str:
+    """A Markdown summary of a scan over several checkpoints: one table row per checkpoint
+    (entries as for junit_xml_many)."""
+    lines = [f"## memaudit scan: {len(entries)} checkpoints", "",
+             "| | checkpoint | step | verdict | reason / error | mean H (nats) |", "| --- | --- | ---: | --- | --- | ---: |"]
+    for e in entries:
+        name = f"`{str(e['checkpoint']).replace('`', '')}`"
+        step = "" if e.get("step") is None else str(e["step"])
+        if e.get("error") is not None:
+            lines.append(f"| 🛑 | {name} | {step} | failed | {_md(e['error'])} | |")
+            continue
+        verdict = str(e.get("verdict", "inconclusive"))
+        lines.append(f"| {VERDICT_ICONS.get(verdict, '⚠️')} | {name} | {step} | {_md(verdict)} | "
+                     f"{_md(e.get('reason', ''))} | {fmt_value(e.get('mean_entropy'))} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,103 @@
+"""index.html of a scan over many checkpoints: the statistics across checkpoints — against the
+training step when every scanned checkpoint has one (a training run: where it starts to memorize),
+else in the order given — beside the table with a link to each checkpoint's report.html.
+
+Built with the kit of memaudit.report.html (page shell, escaped tables, deterministic figures,
+the verdict palette); the same table gives the same bytes.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+from .html import VERDICT_COLORS, esc, html_page, img, new_figure, table
+
+FAILED_COLOR = "#344054"
+
+
+def _number(value, pattern: str = "{:.4g}") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return pattern.format(value)
+
+
+def across_figure(frame):
+    """Mean entropy (with its CI) and the share of samples returning whole after re-noising,
+    per checkpoint, coloured by verdict; failed checkpoints as grey marks on the axis."""
+    scanned = frame[frame["status"] == "scanned"]
+    by_step = len(scanned) > 0 and scanned["step"].notna().all()
+    x_all = frame["step"] if by_step else list(range(len(frame)))
+    fig = new_figure(9.0, 5.6)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for i, (_, row) in enumerate(frame.iterrows()):
+        x = x_all.iloc[i] if by_step else i
+        if row["status"] != "scanned":
+            if not _isna(x):
+                top.axvline(x, color=FAILED_COLOR, alpha=0.3, linestyle=":")
+            continue
+        colour = VERDICT_COLORS.get(row["verdict"], FAILED_COLOR)
+        lo, hi = row.get("mean_entropy_lo"), row.get("mean_entropy_hi")
+        yerr = None
+        if not _isna(lo) and not _isna(hi):
+            yerr = [[max(row["mean_entropy"] - lo, 0.0)], [max(hi - row["mean_entropy"], 0.0)]]
+        top.errorbar([x], [row["mean_entropy"]], yerr=yerr, fmt="o", color=colour, capsize=3)
+        if not _isna(row.get("basin_return_rate")):
+            bottom.plot([x], [row["basin_return_rate"]], "s", color=colour)
+    if len(scanned) > 1:
+        xs = scanned["step"] if by_step else [i for i, s in enumerate(frame["status"]) if s == "scanned"]
+        top.plot(list(xs), list(scanned["mean_entropy"]), color="#98a2b3", linewidth=1, zorder=0)
+    top.set_ylabel("mean conditional entropy (nats)")
+    bottom.set_ylabel("samples returning whole")
+    bottom.set_ylim(-0.05, 1.05)
+    bottom.set_xlabel("training step" if by_step else "checkpoint (in the order given)")
+    if not by_step:
+        bottom.set_xticks(list(range(len(frame))))
+        bottom.set_xticklabels([str(s)[:18] for s in frame["slug"]], rotation=30, ha="right", fontsize=7)
+    handles = [top.plot([], [], "o", color=c, label=v)[0] for v, c in VERDICT_COLORS.items()]
+    top.legend(handles=handles, loc="best", fontsize=8)
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def _isna(value) -> bool:
+    try:
+        return value is None or math.isnan(float(value))
+    except (TypeError, ValueError):
+        return True
+
+
+def batch_index_html(frame, settings: dict, rule: dict) -> str:
+    """The page of a scan over several checkpoints."""
+    counts = {v: int((frame["verdict"] == v).sum()) for v in VERDICT_COLORS}
+    failed = int((frame["status"] != "scanned").sum())
+    parts = [f"<h1>memaudit scan · {len(frame)} checkpoints</h1>",
+             "<p class=\"sub\">" + esc(" · ".join(f"{n} {v}" for v, n in counts.items())
+                                      + f" · {failed} failed") + "</p>"]
+    memorizing = frame[(frame["verdict"] == "memorizing") & frame["step"].notna()]
+    if len(memorizing):
+        parts.append(f"<p class=\"note\">First memorizing checkpoint by training step: "
+                     f"{esc(memorizing.sort_values('step').iloc[0]['checkpoint'])} "
+                     f"(step {int(memorizing['step'].min())}).</p>")
+    if (frame["status"] == "scanned").any():
+        parts.append(img(across_figure(frame), "statistics across checkpoints",
+                         "Mean conditional entropy (95% CI) and the share of samples that return whole after "
+                         "re-noising, per checkpoint, coloured by verdict; dotted lines: failed checkpoints."))
+    rows = []
+    for _, r in frame.iterrows():
+        ci = (f"[{_number(r.get('mean_entropy_lo'))}, {_number(r.get('mean_entropy_hi'))}]"
+              if r["status"] == "scanned" else "")
+        rows.append((r["checkpoint"], "" if _isna(r["step"]) else int(r["step"]),
+                     r["verdict"] or r["status"], r["reason"] or r["error"] or "",
+                     _number(r.get("mean_entropy")), ci, _number(r.get("entropy_ratio"), "{:.1%}"),
+                     _number(r.get("basin_return_rate"), "{:.1%}"), _number(r.get("duplicate_rate"), "{:.1%}")))
+    parts.append("<h2>Checkpoints</h2>")
+    parts.append(table(rows, ["checkpoint", "step", "verdict", "reason / error", "mean H (nats)", "95% CI",
+                              "H / ln V", "return whole", "duplicates"], num_cols=(1, 4, 5, 6, 7, 8)))
+    links = [f"<li><a href=\"{esc(s)}/report.html\">{esc(c)}</a></li>"
+             for s, c, st in zip(frame["slug"], frame["checkpoint"], frame["status"]) if st == "scanned"]
+    if links:
+        parts.append("<h2>Reports</h2><ul>" + "".join(links) + "</ul>")
+    parts.append("<h2>Settings and rule</h2><pre>" + esc(json.dumps({"settings": settings, "rule": rule},
+                                                                    indent=2, sort_keys=True, default=str)) + "</pre>")
+    return html_page(f"memaudit scan · {len(frame)} checkpoints", "\n".join(parts))
