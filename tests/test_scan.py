@@ -93,6 +93,7 @@ def test_memorizing_reference_model_is_memorizing(mem_result):
     assert r.duplicate_rate > 0.1            # samples are stored training sequences, repeated: 39-55% (gen. 0%)
     assert r.fixed_point_fraction > 0.6                     # 86-95% (generalizing 17-27%)
     assert r.mean_fixed_point_distance < 0.05               # 0.004-0.028 (generalizing 0.056)
+    assert r.near_pairs >= r.colliding_pairs >= 3            # identical pairs are near pairs too
 
 
 def test_fixed_point_distance_is_the_share_of_changed_tokens(mem_result, gen_result):
@@ -115,6 +116,7 @@ def test_generalizing_reference_model_is_generalizing(gen_result):
     assert r.reason == "finite_entropy"
     assert 0.3 < r.mean_entropy < 0.6 * math.log(32)
     assert r.duplicate_rate == 0.0
+    assert r.near_pairs == 0                # no two samples agree on 75 % of their tokens
     lo, hi = r.mean_entropy_ci
     assert lo <= r.mean_entropy <= hi
 
@@ -562,3 +564,21 @@ def test_n_train_is_compared_with_the_distinct_sample_count(tiny_ckpt):
     assert 0.0 <= doc["basin_return_rate"] <= 1.0 and doc["domain"]["validated"]
     r = run_scan(tiny_ckpt, "--samples", 40, "--steps", 2, "--n-train", 0)
     assert r.exit_code == 2 and "--n-train" in r.output
+
+
+def test_near_copies_count_earlier_samples_within_the_distance():
+    """probe.near_copies against a brute-force count, on planted near copies."""
+    from memaudit.probe import near_copies
+
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 50, size=(40, 16))
+    tokens[7] = tokens[2]
+    tokens[9] = tokens[2]
+    tokens[9, :4] = (tokens[2, :4] + 1) % 50          # 4 of 16 differ: 25 %, still near
+    tokens[11] = tokens[3]
+    tokens[11, :5] = (tokens[3, :5] + 1) % 50         # 5 of 16: not near
+    got = near_copies(tokens, 0.25, block=7)
+    brute = [sum(int((tokens[i] != tokens[j]).sum() <= 4) for j in range(i)) for i in range(len(tokens))]
+    assert got.tolist() == brute
+    assert got[7] == 1 and got[9] == 2 and got[11] == 0
+    assert int(got[:8].sum()) == 1                       # any prefix counts its own pairs
