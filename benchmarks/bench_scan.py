@@ -219,11 +219,12 @@ def bench_model(label: str, denoiser, args, rule) -> dict:
           f"{denoiser.model.num_parameters():,} parameters)", flush=True)
     started = time.perf_counter()
     result = scan(denoiser, samples=args.samples, steps=args.steps, grid=args.grid, seed=args.seed, rule=rule,
-                  show_progress=False)
+                  show_progress=False, adaptive=not args.no_adaptive)
     scan_s = time.perf_counter() - started
     print(f"memaudit scan: {scan_s:.1f} s (sampling {result.timings['sampling_s']:.1f}, entropy "
-          f"{result.timings['entropy_s']:.1f}, fixed points {result.timings['fixed_point_s']:.1f}; "
-          f"{result.settings.steps} steps, batch {result.settings.batch_size}) → {result.verdict} "
+          f"{result.timings['entropy_s']:.1f}, fixed points {result.timings['fixed_point_s']:.1f}, basins "
+          f"{result.timings['basin_s']:.1f}; {result.settings.steps} steps, batch {result.timings['batch_size']}, "
+          f"{result.n_samples} samples: {result.stopping['reason']}) → {result.verdict} "
           f"({result.reason}), mean H {result.mean_entropy:.4f} {fmt_ci(result.mean_entropy_ci)}", flush=True)
     ref = reference_scan(denoiser, args.samples, args.seed, rule, args.reference_timed_steps, args.reference_full)
     row = {"model": label, "scan_s": scan_s, "scan_mean": result.mean_entropy, "scan_ci": result.mean_entropy_ci,
@@ -240,7 +241,7 @@ def bench_model(label: str, denoiser, args, rule) -> dict:
     else:
         print(f"\nspeed-up {row['speedup']:.1f}× (reference statistics not computed: pass --reference-full)",
               flush=True)
-    fl = flops_report(denoiser, batch=result.settings.batch_size)
+    fl = flops_report(denoiser, batch=min(128, result.timings["batch_size"]))
     row["flops"] = fl
     print(f"forward pass (batch {fl['batch']}): {fl['forward_s'] * 1000:.1f} ms, {fl['model_gflops']:.1f} model "
           f"GFLOP/s vs {fl['matmul_gflops']:.1f} GFLOP/s for plain matmuls of the same shapes "
@@ -289,6 +290,7 @@ def main() -> None:
                     help="scan sampler time grid (default: the scan's)")
     ap.add_argument("--steps-sweep", action="store_true", help="scan at 16…1000 sampler steps instead")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-adaptive", action="store_true", help="time the fixed-sample scan (all --samples)")
     args = ap.parse_args()
     args.samples = args.samples or (64 if args.quick else 256)
     args.preset = args.preset or ("nano" if args.quick else "all")
