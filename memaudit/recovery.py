@@ -158,7 +158,7 @@ class RecoverySettings:
     n: int = DEFAULT_N
     steps_per_unit: int = DEFAULT_STEPS_PER_UNIT
     seed: int = 0
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int | None = None      # None: the largest batch that fits the memory budget (memaudit.budget)
     final: str = "ancestral"
     posterior_dtype: str = "float64"
     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES
@@ -192,7 +192,7 @@ class RecoverySettings:
             raise RecoveryError(f"--n must be ≥ 1 (got {self.n})")
         if self.steps_per_unit < 1:
             raise RecoveryError(f"--steps-per-unit must be ≥ 1 (got {self.steps_per_unit})")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise RecoveryError(f"--batch-size must be ≥ 1 (got {self.batch_size})")
         if self.final not in ("ancestral", "greedy"):
             raise RecoveryError(f"final must be 'ancestral' or 'greedy' (got {self.final!r})")
@@ -206,7 +206,10 @@ class RecoverySettings:
             parse_pattern(spec)
 
     def to_dict(self) -> dict:
+        """What reports record; the batch size is left out: each example has its own random stream,
+        so it never changes a result."""
         d = asdict(self)
+        d.pop("batch_size")
         d["t0"] = list(self.t0)
         d["patterns"] = list(self.patterns)
         d["steps"] = {repr(float(t)): steps_for(t, self.steps_per_unit) for t in self.t0}
@@ -450,7 +453,7 @@ def recover_tokens(denoiser: Denoiser, x0: torch.Tensor, t0: float, steps: int, 
 
 
 def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n: int = DEFAULT_N,
-            steps_per_unit: int = DEFAULT_STEPS_PER_UNIT, seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE,
+            steps_per_unit: int = DEFAULT_STEPS_PER_UNIT, seed: int = 0, batch_size: int | None = None,
             weights: str | None = None, device: str | None = None, show_progress: bool | None = None,
             final: str = "ancestral", posterior_dtype: str = "float64",
             bootstrap_resamples: int = BOOTSTRAP_RESAMPLES, confidence: float = CONFIDENCE,
@@ -478,7 +481,7 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
     if settings is None:
         t0 = tuple(float(t) for t in ((t0,) if isinstance(t0, (int, float)) else t0))
         settings = RecoverySettings(t0=t0, n=int(n), steps_per_unit=int(steps_per_unit), seed=int(seed),
-                                    batch_size=int(batch_size), final=final, posterior_dtype=posterior_dtype,
+                                    batch_size=None if batch_size is None else int(batch_size), final=final, posterior_dtype=posterior_dtype,
                                     bootstrap_resamples=int(bootstrap_resamples), confidence=float(confidence),
                                     gap_memorizing=float(gap_memorizing),
                                     equivalence_margin=float(equivalence_margin), recovery_floor=float(recovery_floor),
@@ -492,6 +495,11 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
                            trust_remote_code=trust_remote_code, time_input=time_input, schedule=schedule)
     settings = replace(settings, device=str(denoiser.device))
     settings.validate()
+    from .budget import plan_batch
+
+    settings = replace(settings, batch_size=plan_batch(denoiser, settings.batch_size, None,
+                                                       work=settings.n).batch_size)
+    batch_size = settings.batch_size
     p_dtype = torch.float64 if posterior_dtype == "float64" else torch.float32
 
     examples, data = {}, {}

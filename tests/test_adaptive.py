@@ -136,3 +136,21 @@ def test_scan_refuses_a_batch_that_cannot_fit_up_front(tiny_ckpt, tmp_path, extr
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_recovery_reports_do_not_depend_on_the_batch_size(tiny_ckpt, tmp_path):
+    import numpy as np
+
+    from memaudit.recovery import RecoverySettings, recover
+    from memaudit.report import write_recovery_report
+
+    rng = np.random.default_rng(0)
+    train, test = rng.integers(0, 16, size=(9, 12)), rng.integers(0, 16, size=(9, 12))
+    pages = []
+    for batch_size in (2, 64):
+        r = recover(tiny_ckpt, train, test, settings=RecoverySettings(t0=(0.25, 0.5), n=9, steps_per_unit=12,
+                                                                      batch_size=batch_size, bootstrap_resamples=50),
+                    pattern="prefix:0.5", show_progress=False)
+        paths = write_recovery_report(r, tmp_path / f"b{batch_size}")
+        pages.append({name: Path(p).read_bytes() for name, p in paths.items()})
+    assert pages[0].keys() == pages[1].keys() and pages[0] == pages[1]

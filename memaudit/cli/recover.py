@@ -9,9 +9,9 @@ import typer
 from ..progress import console
 from ..recovery import RecoverySettings
 from .errors import EXIT_INCONCLUSIVE, EXIT_MEMORIZING, EXIT_OK, cli_errors
-from .options import TRAIN_SOURCES, Checkpoint, Device, ExitZero, JsonOutput, ScheduleSpec, Seed, StepsPerUnit, \
-    TimeInput, TokenizerName, TrustRemoteCode, Weights, check_out_dir, load_options, print_json, require_stdout, \
-    resolve_device, write_report_set
+from .options import TRAIN_SOURCES, BatchSize, Checkpoint, Device, ExitZero, JsonOutput, ScheduleSpec, Seed, \
+    StepsPerUnit, TimeInput, TokenizerName, TrustRemoteCode, Weights, check_out_dir, load_options, print_json, \
+    require_stdout, resolve_device, write_report_set
 
 
 R = RecoverySettings   # the CLI's defaults are the settings' defaults
@@ -27,7 +27,7 @@ def recover(
     n: int = typer.Option(R.n, "--n", min=1, help="Examples per split (at most)."),
     steps_per_unit: StepsPerUnit = R.steps_per_unit,
     seed: Seed = R.seed,
-    batch_size: int = typer.Option(R.batch_size, "--batch-size", min=1),
+    batch_size: BatchSize = "auto",
     weights: Weights = None,
     tokenizer: TokenizerName = None,
     trust_remote_code: TrustRemoteCode = False,
@@ -48,6 +48,7 @@ def recover(
 
     Exit codes: 0 generalizing · 1 memorizing · 3 inconclusive · 2 usage · 4 load · 5 runtime."""
     from ..recovery import recover as run_recovery
+    from ..budget import parse_batch_size
     from ..experiments import parse_float_list
 
     if json_output:
@@ -55,7 +56,7 @@ def recover(
     check_out_dir(out)
     patterns = tuple(p.strip() for p in pattern.split(",") if p.strip() and p.strip() != "uniform")
     settings = RecoverySettings(t0=parse_float_list(t0, "--t0"), n=n, steps_per_unit=steps_per_unit, seed=seed,
-                                batch_size=batch_size, patterns=patterns)
+                                batch_size=parse_batch_size(batch_size), patterns=patterns)
     settings.validate()
     result = run_recovery(checkpoint, train=train_data, test=test_data, settings=settings, weights=weights,
                           device=resolve_device(device),
