@@ -29,6 +29,11 @@ DEFAULT_SHARE = 0.5
 # The automatic batch never exceeds this: beyond it a CPU gains nothing per sequence, and a GPU
 # saturates well before it at the released models' sizes.
 MAX_AUTO_BATCH = 256
+# On a CPU a matrix product of ≈ 4,096 rows (batch × L tokens) already runs at the machine's
+# matmul speed, so a larger batch only costs memory: the automatic batch stops there (128
+# sequences at L = 32, 32 at L = 128 — about 3 GiB for an LM1B-small-shaped model — and 4 at
+# L = 1,024). A GPU fills its budget instead.
+CPU_TOKENS_PER_CALL = 4096
 # [B, L, V] float32 tensors alive at once at the peak of a step (see the module docstring), and
 # float32 activations per token and hidden unit (residual, normed input, q/k/v, attention output,
 # the MLP's 4d hidden layer and its GELU).
@@ -157,7 +162,8 @@ def model_shape(denoiser) -> tuple[int, int]:
 
 def plan_batch(denoiser, requested: int | None, max_memory: int | None, work: int | None = None) -> BatchPlan:
     """The batch size of a run: `requested`, checked against the budget, or (None) the largest that
-    fits it, at most MAX_AUTO_BATCH and at most `work` (the number of sequences to process).
+    fits it, at most MAX_AUTO_BATCH (on a CPU at most CPU_TOKENS_PER_CALL tokens) and at most `work`
+    (the number of sequences to process).
     BudgetError when the given size, or a single sequence, does not fit."""
     budget = max_memory if max_memory is not None else int(DEFAULT_SHARE * available_memory(denoiser.device))
     hidden, heads = model_shape(denoiser)
@@ -177,6 +183,9 @@ def plan_batch(denoiser, requested: int | None, max_memory: int | None, work: in
         raise BudgetError(f"one sequence needs about {fmt_bytes(per_sequence)} ({denoiser.seq_len} × "
                           f"{denoiser.vocab_size} tokens) but the budget is {fmt_bytes(budget)} ({source}); "
                           f"raise --max-memory or use a larger machine")
-    batch = min(int(fits), MAX_AUTO_BATCH, work if work else MAX_AUTO_BATCH)
+    cap = MAX_AUTO_BATCH
+    if torch.device(denoiser.device).type == "cpu":
+        cap = min(cap, max(1, CPU_TOKENS_PER_CALL // denoiser.seq_len))
+    batch = min(int(fits), cap, work if work else cap)
     return BatchPlan(max(1, batch), per_sequence, budget, "auto")
 

@@ -154,3 +154,11 @@ def test_recovery_reports_do_not_depend_on_the_batch_size(tiny_ckpt, tmp_path):
         paths = write_recovery_report(r, tmp_path / f"b{batch_size}")
         pages.append({name: Path(p).read_bytes() for name, p in paths.items()})
     assert pages[0].keys() == pages[1].keys() and pages[0] == pages[1]
+
+
+def test_automatic_batch_on_a_cpu_stops_at_the_tokens_a_matmul_needs(tiny_ckpt):
+    import memaudit
+    from memaudit.budget import CPU_TOKENS_PER_CALL, plan_batch
+
+    den = memaudit.load(tiny_ckpt)                       # L = 12
+    assert plan_batch(den, None, 2**40).batch_size == min(256, CPU_TOKENS_PER_CALL // 12)

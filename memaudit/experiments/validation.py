@@ -166,7 +166,7 @@ def judge(rows: list[dict], rule=None) -> dict:
             "verdict": verdict, "reason": reason, "explanation": explanation,
             "mean_entropy": stats.get("mean_entropy"), "mean_entropy_ci": stats.get("mean_entropy_ci"),
             "entropy_ratio": stats.get("entropy_ratio"), "duplicate_rate": stats.get("duplicate_rate"),
-            "colliding_pairs": stats.get("colliding_pairs"),
+            "colliding_pairs": stats.get("colliding_pairs"), "near_pairs": stats.get("near_pairs"),
             "distinct_sequences_ci": stats.get("distinct_sequences_ci"),
             "basin_return_rate": stats.get("basin_return_rate"),
             "basin_return_rate_ci": stats.get("basin_return_rate_ci"),
@@ -235,8 +235,9 @@ def report_markdown(result: dict, command: str, table_sha: str) -> str:
         "## Points",
         "",
         "| sweep | n_train | steps | V | L | recovery train / test @0.25 | label | scan verdict (reason) | "
-        "mean H (nats) | H / ln V | identical pairs | return whole @t=0.5 | fixed-point distance |",
-        "|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|",
+        "mean H (nats) | H / ln V | identical pairs | near pairs (≤ 25 % differ) | return whole @t=0.5 | "
+        "fixed-point distance |",
+        "|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for d in result["decisions"]:
         mark = " **✗**" if d["wrong_gate"] else ""
@@ -244,7 +245,8 @@ def report_markdown(result: dict, command: str, table_sha: str) -> str:
             f"| {d['sweep'] or d['data'] + '-' + d['preset']} | {d['n_train']:,} | {d['steps']} | {d['vocab_size']:,} | "
             f"{d['seq_len']} | {_num(d['train_recovery'], '{:.2f}')} / {_num(d['test_recovery'], '{:.2f}')} | "
             f"{d['label']} | {d['verdict']} ({d['reason']}){mark} | {_num(d['mean_entropy'])} | "
-            f"{_pct(d['entropy_ratio'])} | {d['colliding_pairs']} | {_pct(d['basin_return_rate'])} | "
+            f"{_pct(d['entropy_ratio'])} | {d['colliding_pairs']} | {_num(d['near_pairs'], '{:d}')} | "
+            f"{_pct(d['basin_return_rate'])} | "
             f"{_num(d['mean_fixed_point_distance'])} |")
     lines += ["", "Entropies in nats. Ground truth: `memaudit recover` (256 training + 256 held-out examples per "
               "point); labels as in calibration (memaudit.verdict.labels).", ""]
