@@ -142,8 +142,10 @@ def _evidence_rows(rule: dict) -> list[str]:
     ev, dom = rule.get("evidence"), rule.get("domain") or {}
     if not ev:
         return []
+    near = (f" or ≥ {ev['min_near_pairs']:g} pairs differing in at most {ev['near_copy_fraction']:.0%} of their "
+            "tokens (near copies)") if "min_near_pairs" in ev else ""
     rows = [f"| stored-set evidence (set by principle, not fitted) | low entropy is memorizing only with ≥ "
-            f"{ev['min_colliding_pairs']:g} identical sample pairs (repeated_samples) or a share of samples returning "
+            f"{ev['min_colliding_pairs']:g} identical sample pairs{near} (repeated_samples) or a share of samples returning "
             f"whole after re-noising at t = {ev['basin_t']:g} whose CI lower bound is > {ev['basin_return_min']:g} "
             "(attractor_samples); otherwise inconclusive (low_entropy_language). Generalizing also needs no "
             f"repeats and a whole-return CI upper bound ≤ {ev['basin_return_max']:g} |"]
