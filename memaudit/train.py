@@ -120,17 +120,16 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, show_prog
         provenance = {
             "schedule": schedule.to_dict(),
             "data": corpus.spec,
-            "training": {**asdict(cfg), "steps_done": step,
-                         "final_loss": _recent_mean(losses),
-                         "tokens_per_second": _throughput(step - start_step, tokens_per_step, start),
-                         "wall_seconds": time.perf_counter() - start},
+            "training": {**asdict(cfg), "steps_done": step, "final_loss": _recent_mean(losses)},
             "memaudit_version": __version__,
             "torch_version": torch.__version__,
         }
         trainer_state = {"step": step, "optimizer": optimizer.state_dict(),
                          "generator": generator.get_state(), "train_config": asdict(cfg)}
+        timing = {"steps_done": step, "tokens_per_second": _throughput(step - start_step, tokens_per_step, start),
+                  "wall_seconds": time.perf_counter() - start}
         save_checkpoint(out_dir, model, provenance, ema_state=ema, tokenizer=corpus.tokenizer,
-                        trainer_state=trainer_state)
+                        trainer_state=trainer_state, timing=timing)
 
     model.train()
     try:

@@ -73,6 +73,12 @@ def test_same_seed_same_weights_and_provenance(tmp_path):
     train(tiny_cfg(steps=2), tmp_path / "a", show_progress=False)
     train(tiny_cfg(steps=2), tmp_path / "b", show_progress=False)
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+    # config.json, whose hash every report records, holds no wall-clock figure: the same bytes
+    assert (tmp_path / "a" / "config.json").read_bytes() == (tmp_path / "b" / "config.json").read_bytes()
+    from memaudit.adapters.native import read_training_timing
+
+    timing = read_training_timing(tmp_path / "a")
+    assert timing["steps_done"] == 2 and timing["wall_seconds"] > 0 and timing["tokens_per_second"] > 0
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     assert config["training"]["seed"] == 3 and config["training"]["steps_done"] == 2
     assert config["data"]["source"] == "synthetic" and config["memaudit_version"] == memaudit.__version__

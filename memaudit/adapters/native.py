@@ -5,12 +5,16 @@
     DIR/ema.safetensors      EMA weights, same names (optional)
     DIR/tokenizer.json       tokenizers JSON (text corpora only)
     DIR/trainer_state.pt     optimizer/step/RNG for --resume (tensors and plain containers only)
+    DIR/training_timing.json wall-clock figures of the training run (tokens/s, seconds); never read
+                             by a scan. Kept out of config.json, whose hash every report records, so
+                             that two trainings with the same settings give the same reports.
 
 Every file is written to a temporary name and renamed; config.json is written last, so a
 directory with a config.json always holds a complete checkpoint.
 
 Other modules reach this layout only through the functions here: save_checkpoint, checkpoint_files,
-is_checkpoint, read_training_config, load_trainer_state (train.py, reference.py) and saved_tokenizer
+is_checkpoint, read_training_config, read_training_timing, load_trainer_state (train.py,
+reference.py) and saved_tokenizer
 (report.html); a loaded model's training record is Denoiser.training / Denoiser.training_data.
 """
 from __future__ import annotations
@@ -40,7 +44,7 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: 
 
 
 def save_checkpoint(directory: str | Path, model: DDiT, config: dict, ema_state: dict | None = None,
-                    tokenizer=None, trainer_state: dict | None = None) -> Path:
+                    tokenizer=None, trainer_state: dict | None = None, timing: dict | None = None) -> Path:
     """Write a complete native checkpoint. `config` holds everything but the architecture, which
     is taken from the model."""
     directory = Path(directory)
@@ -55,6 +59,8 @@ def save_checkpoint(directory: str | Path, model: DDiT, config: dict, ema_state:
         buffer = io.BytesIO()
         torch.save(trainer_state, buffer)
         atomic_write_bytes(directory / "trainer_state.pt", buffer.getvalue())
+    if timing is not None:
+        atomic_write_bytes(directory / TIMING_FILE, (json.dumps(timing, indent=2, sort_keys=True) + "\n").encode())
     full = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model.config.to_dict(),
             **config, "tokenizer": {"file": "tokenizer.json"} if tokenizer is not None else None}
     atomic_write_bytes(directory / "config.json", (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
@@ -66,14 +72,16 @@ MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 TRAINER_STATE_FILE = "trainer_state.pt"
+TIMING_FILE = "training_timing.json"
 
 
 def checkpoint_files(directory: str | Path) -> dict[str, Path]:
     """The paths of a native checkpoint's files (see the module docstring), present or not:
-    config, model, ema, tokenizer, trainer_state."""
+    config, model, ema, tokenizer, trainer_state, timing."""
     directory = Path(directory)
     return {"config": directory / CONFIG_FILE, "model": directory / MODEL_FILE, "ema": directory / EMA_FILE,
-            "tokenizer": directory / TOKENIZER_FILE, "trainer_state": directory / TRAINER_STATE_FILE}
+            "tokenizer": directory / TOKENIZER_FILE, "trainer_state": directory / TRAINER_STATE_FILE,
+            "timing": directory / TIMING_FILE}
 
 
 def is_checkpoint(directory: str | Path) -> bool:
@@ -85,6 +93,19 @@ def read_training_config(directory: str | Path) -> dict:
     """The training section memaudit's trainer records in a checkpoint's config.json ({} when it
     has none). LoadError when config.json is missing or unreadable."""
     return read_config(Path(directory)).get("training", {})
+
+
+def read_training_timing(directory: str | Path) -> dict:
+    """The wall-clock figures of the last training session (tokens_per_second, wall_seconds);
+    {} when the checkpoint has none (other trainers, or from before they were kept apart)."""
+    path = checkpoint_files(directory)["timing"]
+    if not path.is_file():
+        return {}
+    try:
+        timing = json.loads(read_limited(path))
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return timing if isinstance(timing, dict) else {}
 
 
 def load_trainer_state(directory: str | Path) -> dict:

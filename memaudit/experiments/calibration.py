@@ -84,9 +84,9 @@ def table_rows(points: dict[int, dict], data: str, preset: str) -> list[dict]:
                "near_copy_fraction": rec["near_copy_fraction"],
                "n_parameters": rec["n_parameters"],
                "raw_scan_verdict": (p.get("scan_raw") or {}).get("verdict"),
-               "raw_scan_mean_entropy": (p.get("scan_raw") or {}).get("mean_entropy"),
-               "train_seconds": (p.get("timings") or {}).get("train_s"),
-               "tokens_per_second": p["training"].get("tokens_per_second")}
+               "raw_scan_mean_entropy": (p.get("scan_raw") or {}).get("mean_entropy")}
+        # no wall-clock columns: the table is the same for the same points on any machine or
+        # cluster (a point's timings stay in its point.json)
         for g in p["recovery"]["gaps"]:
             tag = f"{g['t0']:g}"
             row[f"train_recovery@{tag}"] = g["train"]
@@ -334,8 +334,8 @@ def _write_without_rule(rows, table_path, out, message: str) -> None:
     from ..report.html import esc
 
     recovery_path = Path(table_path).with_name("recovery_table.parquet")
-    points = [{k: r.get(k) for k in ("data", "preset", "n_train", "steps", "truncated", "label", "recovery_reason",
-                                      "train_seconds", "tokens_per_second")} for r in rows]
+    points = [{k: r.get(k) for k in ("data", "preset", "n_train", "steps", "truncated", "label", "recovery_reason")}
+              for r in rows]
     files = {"calibration.json": json_bytes({"error": message, "points": points, "memaudit_version": __version__})}
     if recovery_path.exists():
         import pandas as pd

@@ -99,6 +99,7 @@ def evaluate_point(settings: SweepSettings, out: Path, n: int, report=None,
     import torch
 
     from ..adapters import load
+    from ..adapters.native import read_training_timing
     from ..data import corpus_from_spec
     from ..probe import scan
     from ..recovery import recover
@@ -131,7 +132,7 @@ def evaluate_point(settings: SweepSettings, out: Path, n: int, report=None,
         except ValueError:  # not the main thread
             pass
     saved = json.loads((ckpt / "config.json").read_text())
-    training = saved["training"]
+    training = {**saved["training"], **read_training_timing(ckpt)}
 
     report("recovering", steps_done=training.get("steps_done"))
     started = time.perf_counter()

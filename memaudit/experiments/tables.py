@@ -72,8 +72,6 @@ def build_table(points: dict[int, dict], settings: SweepSettings, rule=None):
         gaps = {round(g["t0"], 9): g for g in p["recovery"]["gaps"]}
         base = {"data": settings.data, "preset": settings.preset, "n_train": n,
                 "steps": p["training"].get("steps_done"), "final_loss": p["training"].get("final_loss"),
-                "train_seconds": p["training"].get("wall_seconds"),
-                "tokens_per_second": p["training"].get("tokens_per_second"),
                 "vocab_size": p["vocab_size"], "seq_len": p["seq_len"], "weights": p["weights"],
                 "recovery_verdict": p["recovery"]["verdict"], "recovery_reason": p["recovery"]["reason"],
                 "scan_verdict": verdict, "scan_reason": reason,
