@@ -22,7 +22,6 @@ the checkpoint was executed".
 from __future__ import annotations
 
 import inspect as pyinspect
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 import torch
 
 from ..denoiser import Denoiser
+from ..diffusion import check_eps
 from . import Adapter, LoadError, UnsupportedCheckpoint, check_memory, file_sha256, read_json
 from .common import MASKED_REASON, as_float, hub_provenance, jsonable, make_schedule, quiet_transformers
 
@@ -49,13 +49,7 @@ def parse_schedule(text: str) -> dict:
         raise ValueError(f"--schedule must be loglinear or loglinear:EPS, not {text!r}")
     if not eps:
         return {"name": "loglinear"}
-    try:
-        value = float(eps)
-    except ValueError:
-        raise ValueError(f"--schedule eps must be a number, not {eps!r}") from None
-    if not (math.isfinite(value) and 0 < value < 1):
-        raise ValueError(f"--schedule eps must be a number in (0, 1), not {eps}")
-    return {"name": "loglinear", "eps": value}
+    return {"name": "loglinear", "eps": check_eps(eps, "--schedule eps")}
 
 
 def _is_masked(cfg: dict) -> bool:
