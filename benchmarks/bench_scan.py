@@ -33,6 +33,7 @@ import torch  # noqa: E402
 
 REFERENCE_STEPS = 1000
 REFERENCE_BATCH = 256
+REFERENCE_T = 1e-5             # the paper-style probe evaluates the entropy at t ≈ 0
 
 
 # ------------------------------------------------------------------------- the reference sampler
@@ -72,7 +73,7 @@ def reference_generate(denoiser, n: int, seed: int = 0, steps: int = REFERENCE_S
 
 
 @torch.no_grad()
-def reference_entropy(denoiser, tokens, seed: int = 0, t: float = 1e-5, batch_size: int = REFERENCE_BATCH):
+def reference_entropy(denoiser, tokens, seed: int = 0, t: float = REFERENCE_T, batch_size: int = REFERENCE_BATCH):
     """H_i in nats of x̂ at t on one uniform-noise corruption of each sample (float32). → ([N, L], s)"""
     started = time.perf_counter()
     gen = torch.Generator().manual_seed(seed + 99)
@@ -103,16 +104,22 @@ def reference_scan(denoiser, n: int, seed: int, rule, timed_steps: int | None, f
         if "reference_time_s" not in row:
             row["reference_time_s"] = secs + h_secs
             row["reference_time_note"] = "measured"
-        fp = fixed_point_distance(denoiser, tokens)            # untimed: for the verdict only
+        # untimed, for the comparison at the rule's t_eval and the verdict only
+        h_rule, _ = reference_entropy(denoiser, tokens, seed, t=rule.t_eval)
+        fp = fixed_point_distance(denoiser, tokens)
         basin = basin_agreement(denoiser, tokens, seed=seed)
         _, dup_of = find_duplicates(tokens.numpy())
         settings = ScanSettings(samples=n, steps=REFERENCE_STEPS, seed=seed, t_eval=rule.t_eval, tau=rule.tau,
                                 bootstrap_resamples=rule.bootstrap_resamples, confidence=rule.confidence)
-        entropy = h.numpy()[None]
+        entropy = h_rule.numpy()[None]
         stats = summarize(entropy, np.exp(-entropy), dup_of, fp.numpy(), basin.numpy(), denoiser.vocab_size,
-                          settings, [rule.t_eval])
+                          settings, [rule.t_eval], tokens=tokens.numpy())
         decision = rule.decide(Evidence.from_stats(stats, steps=REFERENCE_STEPS))
+        # the paper's probe itself: entropy at t = 1e-5, with its bootstrap CI
+        at_zero = summarize(h.numpy()[None], np.exp(-h.numpy()[None]), dup_of, fp.numpy(), basin.numpy(),
+                            denoiser.vocab_size, settings, [rule.t_eval])
         row.update(reference_mean=stats["mean_entropy"], reference_ci=stats["mean_entropy_ci"],
+                   reference_mean_t0=at_zero["mean_entropy"], reference_ci_t0=at_zero["mean_entropy_ci"],
                    reference_verdict=f"{decision.verdict} ({decision.reason})")
     return row
 
@@ -219,7 +226,7 @@ def bench_model(label: str, denoiser, args, rule) -> dict:
           f"{denoiser.model.num_parameters():,} parameters)", flush=True)
     started = time.perf_counter()
     result = scan(denoiser, samples=args.samples, steps=args.steps, grid=args.grid, seed=args.seed, rule=rule,
-                  show_progress=False, adaptive=not args.no_adaptive)
+                  show_progress=False, adaptive=not args.no_adaptive, t_profile=(REFERENCE_T,))
     scan_s = time.perf_counter() - started
     print(f"memaudit scan: {scan_s:.1f} s (sampling {result.timings['sampling_s']:.1f}, entropy "
           f"{result.timings['entropy_s']:.1f}, fixed points {result.timings['fixed_point_s']:.1f}, basins "
@@ -232,12 +239,19 @@ def bench_model(label: str, denoiser, args, rule) -> dict:
     row["speedup"] = row["reference_time_s"] / scan_s
     print(f"reference:     {row['reference_time_s']:.1f} s ({row['reference_time_note']})", end="")
     if "reference_mean" in row:
+        # compare like with like: the scan's mean at the rule's t_eval with the reference's at t_eval,
+        # and the scan's profile entry at t = 1e-5 with the paper-style probe's own statistic
+        scan_t0 = next(p["mean_entropy"] for p in result.stats["profile"] if math.isclose(p["t"], REFERENCE_T))
         inside = row["reference_ci"][0] <= row["scan_mean"] <= row["reference_ci"][1]
-        row["inside_reference_ci"] = inside
+        inside_t0 = row["reference_ci_t0"][0] <= scan_t0 <= row["reference_ci_t0"][1]
+        row.update(scan_mean_t0=scan_t0, inside_reference_ci=inside, inside_reference_ci_t0=inside_t0)
         row["same_verdict"] = row["reference_verdict"].split()[0] == result.verdict
-        print(f" → {row['reference_verdict']}, mean H {row['reference_mean']:.4f} {fmt_ci(row['reference_ci'])}")
+        print(f" → {row['reference_verdict']}, mean H at t={rule.t_eval:g} {row['reference_mean']:.4f} "
+              f"{fmt_ci(row['reference_ci'])}, at t={REFERENCE_T:g} {row['reference_mean_t0']:.4f} "
+              f"{fmt_ci(row['reference_ci_t0'])}")
         print(f"speed-up {row['speedup']:.1f}×; same verdict: {row['same_verdict']}; scan mean inside the "
-              f"reference's CI: {inside}", flush=True)
+              f"reference's CI at t={rule.t_eval:g}: {inside} ({row['scan_mean']:.4f}), at t={REFERENCE_T:g}: "
+              f"{inside_t0} ({scan_t0:.4f})", flush=True)
     else:
         print(f"\nspeed-up {row['speedup']:.1f}× (reference statistics not computed: pass --reference-full)",
               flush=True)
@@ -321,15 +335,21 @@ def main() -> None:
     if args.preset in ("all", "tiny"):
         d, label = tiny_denoiser(args.tiny_checkpoint)
         rows.append(bench_model(label, d.to(args.device), args, rule))
-    print("\n| model | memaudit scan (s) | reference (s) | speed-up | mean H memaudit (95% CI) | mean H reference "
-          "(95% CI) | same verdict | inside ref. CI |")
-    print("| --- | ---: | ---: | ---: | --- | --- | --- | --- |")
+    print(f"\n| model | memaudit scan (s) | reference (s) | speed-up | mean H at t={rule.t_eval:g}: memaudit (95% CI) "
+          f"| reference (95% CI) | inside | mean H at t={REFERENCE_T:g}: memaudit | reference (95% CI) | inside "
+          "| same verdict |")
+    print("| --- | ---: | ---: | ---: | --- | --- | --- | ---: | --- | --- | --- |")
     for r in rows:
-        ref_h = f"{r['reference_mean']:.4f} {fmt_ci(r['reference_ci'])}" if "reference_mean" in r else "–"
+        has = "reference_mean" in r
+        ref_h = f"{r['reference_mean']:.4f} {fmt_ci(r['reference_ci'])}" if has else "–"
+        ref_0 = f"{r['reference_mean_t0']:.4f} {fmt_ci(r['reference_ci_t0'])}" if has else "–"
         note = "" if r["reference_time_note"] == "measured" else " (extrapolated)"
         print(f"| {r['model']} | {r['scan_s']:.1f} | {r['reference_time_s']:.1f}{note} | {r['speedup']:.1f}× | "
-              f"{r['scan_mean']:.4f} {fmt_ci(r['scan_ci'])} | {ref_h} | {r.get('same_verdict', '–')} | "
-              f"{r.get('inside_reference_ci', '–')} |")
+              f"{r['scan_mean']:.4f} {fmt_ci(r['scan_ci'])} | {ref_h} | {r.get('inside_reference_ci', '–')} | "
+              f"{r['scan_mean_t0']:.4f} | {ref_0} | {r.get('inside_reference_ci_t0', '–')} | "
+              f"{r.get('same_verdict', '–')} |" if has else
+              f"| {r['model']} | {r['scan_s']:.1f} | {r['reference_time_s']:.1f}{note} | {r['speedup']:.1f}× | "
+              f"{r['scan_mean']:.4f} {fmt_ci(r['scan_ci'])} | – | – | – | – | – | – |")
     print("\n| model | forward batch | model GFLOP/s | same-shape matmul GFLOP/s | ratio | 2048² matmul GFLOP/s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:

@@ -95,6 +95,8 @@ class ScanSettings:
     basin_t: float = BASIN_T
     basin_steps: int = BASIN_STEPS
     n_train: int | None = None               # training-set size from the model card, if known (reported only)
+    layout: str = "auto"                     # how the training sequences were cut: stream | aligned | auto
+                                             # (memaudit checkpoints: stream; others: unknown)
     bootstrap_resamples: int | None = None   # None: the rule's
     confidence: float = CONFIDENCE           # a scan always uses the rule's
     device: str = "cpu"                      # a scan records where the model is
@@ -143,6 +145,8 @@ class ScanSettings:
         if not 0.0 < self.basin_t <= 1.0 or self.basin_steps < 1:
             raise ScanError(f"basin time must lie in (0, 1] and basin steps be ≥ 1 (got {self.basin_t}, "
                             f"{self.basin_steps})")
+        if self.layout not in ("auto", "stream", "aligned", "unknown"):
+            raise ScanError(f"--layout must be auto, stream or aligned (got {self.layout!r})")
         if self.final not in ("greedy", "ancestral"):
             raise ScanError(f"final must be 'greedy' or 'ancestral' (got {self.final!r})")
         if self.posterior_dtype not in ("float64", "float32"):
@@ -382,9 +386,20 @@ def near_copies(tokens: np.ndarray, max_fraction: float, block: int = 64) -> np.
     return counts
 
 
+def training_layout(requested: str, denoiser: Denoiser) -> str:
+    """How the model's training sequences were cut, for the position test of the rule: as the user
+    says (`--layout stream|aligned`), else what the loader read from the checkpoint (memaudit's own:
+    'stream', its trainer cuts blocks from one token stream; a Duo/UDLM Lightning config:
+    data.wrap), else 'unknown'."""
+    if requested != "auto":
+        return requested
+    return str(denoiser.provenance.get("training_layout") or "unknown")
+
+
 def summarize(entropy: np.ndarray, top1: np.ndarray, duplicate_of: np.ndarray, fixed_point_dist: np.ndarray,
               basin: np.ndarray, vocab_size: int, settings: ScanSettings, t_values: list[float],
-              near_earlier: np.ndarray | None = None, near_fraction: float | None = None) -> dict:
+              near_earlier: np.ndarray | None = None, near_fraction: float | None = None,
+              tokens: np.ndarray | None = None) -> dict:
     """Summary statistics of the primary evaluation (entropy[0]): the rule's statistics
     (`memaudit.stats.scan_statistics`, with bootstrap CIs) from the per-sample means, plus
     descriptive ones (sequence length, quantiles of the per-sample means, top-1 probability, the
@@ -396,7 +411,8 @@ def summarize(entropy: np.ndarray, top1: np.ndarray, duplicate_of: np.ndarray, f
                             vocab_size=vocab_size, tau=settings.tau, t_eval=settings.t_eval, seed=settings.seed,
                             resamples=settings.bootstrap_resamples, confidence=settings.confidence,
                             sample_low_entropy_fraction=sample_low, basin_agreement=basin,
-                            seq_len=int(h.shape[1]), near_earlier=near_earlier, near_fraction=near_fraction)
+                            seq_len=int(h.shape[1]), near_earlier=near_earlier, near_fraction=near_fraction,
+                            tokens=tokens, layout=settings.layout)
     quantiles = np.quantile(sample_mean, [0.05, 0.25, 0.5, 0.75, 0.95])
     stats["seq_len"] = int(h.shape[1])
     stats["sample_entropy_quantiles"] = {k: float(v) for k, v in zip(("p05", "p25", "p50", "p75", "p95"), quantiles)}
@@ -447,6 +463,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     denoiser = as_denoiser(checkpoint_or_denoiser, weights, device, tokenizer=tokenizer,
                            trust_remote_code=trust_remote_code, time_input=time_input, schedule=schedule)
     settings = settings.resolve(rule, denoiser.device)
+    settings = replace(settings, layout=training_layout(settings.layout, denoiser))
     t_values = [settings.t_eval, *settings.t_profile]
     settings.validate()
     p_dtype = torch.float64 if settings.posterior_dtype == "float64" else torch.float32
@@ -475,7 +492,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
             early = replace(settings, confidence=sequential.EARLY_CONFIDENCE)
             stats = summarize(measured["entropy"], measured["top1"], measured["duplicate_of"], measured["fp_dist"],
                               measured["basin"], denoiser.vocab_size, early, t_values,
-                              measured["near_earlier"], near_fraction)
+                              measured["near_earlier"], near_fraction, measured["tokens"])
             decision = rule.decide(Evidence.from_stats(stats, steps=settings.steps,
                                                        n_parameters=model.get("n_parameters")))
             timings["looks"].append({"samples": look, "verdict": decision.verdict})
@@ -487,7 +504,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     near_earlier = measured["near_earlier"]
     n_used = len(tokens_np)
     stats = summarize(entropy, top1, dup_of, fp_dist, basin, denoiser.vocab_size, settings, t_values,
-                      near_earlier, near_fraction)
+                      near_earlier, near_fraction, tokens_np)
     if settings.n_train is not None:
         stats["n_train"] = settings.n_train
         stats["n_train_comparison"] = training_set_comparison(stats, settings.n_train,
@@ -508,7 +525,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     if n_used < planned[-1]:
         decision_settings = replace(settings, confidence=sequential.EARLY_CONFIDENCE)
         early_stats = summarize(entropy, top1, dup_of, fp_dist, basin, denoiser.vocab_size, decision_settings,
-                                t_values, near_earlier, near_fraction)
+                                t_values, near_earlier, near_fraction, tokens_np)
         decision = rule.decide(Evidence.from_stats(early_stats, steps=settings.steps,
                                                    n_parameters=model.get("n_parameters")))
     else:

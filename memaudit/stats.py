@@ -13,6 +13,8 @@ the fitting of the rule (memaudit.verdict.fit):
                                         difference of two means, resampled independently
     scan_statistics(...)                every statistic memaudit.verdict.Evidence reads, from
                                         per-sample arrays
+    position_information(tokens, seed)  how much a sample's tokens depend on their position (nats),
+                                        with a shift-permutation p-value
     record_statistics(record, ...)      the same from the stored per-sample arrays of a point (a
                                         calibration-table row, or
                                         memaudit.experiments.tables.point_record)
@@ -177,7 +179,8 @@ def coincidences(duplicate_of, confidence: float) -> dict:
 def scan_statistics(sample_mean_entropy, duplicate_of, is_fixed_point, fixed_point_distance, *,
                     vocab_size: int, tau: float, t_eval: float, seed: int, resamples: int,
                     confidence: float, sample_low_entropy_fraction=None, basin_agreement=None,
-                    seq_len: int | None = None, near_earlier=None, near_fraction: float | None = None) -> dict:
+                    seq_len: int | None = None, near_earlier=None, near_fraction: float | None = None,
+                    tokens=None, layout: str | None = None) -> dict:
     """The statistics a scan rule reads (memaudit.verdict.Evidence), from per-sample arrays [N]:
     each sample's mean entropy H̄_i (nats) at t_eval, the index of the first earlier sample it
     equals (−1: none), whether it is a fixed point of the greedy dynamics and the share of its
@@ -189,7 +192,10 @@ def scan_statistics(sample_mean_entropy, duplicate_of, is_fixed_point, fixed_poi
     'bootstrap'), so at a scan's own settings these are the scan's numbers; the basin-return CI
     is Wilson's score interval, the coincidence CI the Poisson one (`coincidences`). near_earlier
     [N]: how many earlier samples each one differs from in at most near_fraction of its tokens
-    (memaudit.probe.near_copies); its sum is `near_pairs` (None where it was not measured)."""
+    (memaudit.probe.near_copies); its sum is `near_pairs` (None where it was not measured).
+    tokens [N, L]: the samples themselves, for `position_information` (NaN without them); layout:
+    how the model's training sequences were cut ('stream', 'aligned' or 'unknown', recorded for the
+    rule)."""
     h = np.asarray(sample_mean_entropy, dtype=np.float64)
     duplicate_of = np.asarray(duplicate_of, dtype=np.int64)
     is_duplicate = duplicate_of >= 0
@@ -220,6 +226,8 @@ def scan_statistics(sample_mean_entropy, duplicate_of, is_fixed_point, fixed_poi
         **basin_statistics(basin_agreement, confidence, h.size),
         "near_pairs": None if near_earlier is None else int(np.asarray(near_earlier, dtype=np.int64).sum()),
         "near_copy_fraction": None if near_earlier is None else float(near_fraction),
+        **position_information(tokens, seed),
+        "layout": layout,
         "seq_len": None if seq_len is None else int(seq_len),
         "tau": float(tau),
         "t_eval": float(t_eval),
@@ -260,6 +268,58 @@ def wilson_interval(successes: int, n: int, confidence: float) -> tuple[float, f
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+POSITION_REPLICATES = 99   # shifted copies of the samples: the permutation p-value is ≥ 1 / 100
+
+
+def column_entropy(tokens: np.ndarray) -> np.ndarray:
+    """Plug-in entropy (nats) of the empirical token distribution at each position over the
+    samples: tokens [N, L] int → [L] float64."""
+    n = tokens.shape[0]
+    ordered = np.sort(tokens, axis=0)                                        # [N, L]
+    starts = np.ones_like(ordered, dtype=bool)
+    starts[1:] = ordered[1:] != ordered[:-1]                                 # first row of each run
+    out = np.empty(tokens.shape[1])
+    for j in range(tokens.shape[1]):
+        counts = np.diff(np.append(np.flatnonzero(starts[:, j]), n)) / n
+        out[j] = -(counts * np.log(counts)).sum()
+    return out
+
+
+def position_information(tokens, seed: int, replicates: int = POSITION_REPLICATES) -> dict:
+    """How much the samples' tokens depend on their position: the mean over positions of the
+    entropy of the token at that position across samples, subtracted from the same for the samples
+    each rotated by its own random offset (nats; ≈ the mutual information between a token and its
+    position, with the plug-in bias of N samples cancelling between the two).
+
+    A model of text cut into blocks from a token stream (memaudit's trainer, the Duo/UDLM 'wrap'
+    layout) has no reason to put a token at one position rather than another: ≈ 0. A model that
+    stores training blocks puts their tokens at their stored positions even when its samples
+    recombine or garble them: it is positive. So is any model of a layout in which every sequence
+    starts at a document start (padded sentences), which is why the rule uses it only for
+    stream-cut training data (memaudit.verdict.scan).
+
+    The p-value is a Monte Carlo permutation test of "every position has the same token
+    distribution" (rotations leave such samples' distribution unchanged): the share of the
+    `replicates` rotated copies (seeded by derive_seed(seed, 'position')) whose mean column entropy
+    is at most the samples' own, with the usual +1. tokens [N, L] → {position_information,
+    position_information_p}; NaN for fewer than 2 samples or positions."""
+    if tokens is None:
+        return {"position_information": math.nan, "position_information_p": math.nan}
+    t = np.asarray(tokens, dtype=np.int64)
+    n, length = t.shape
+    if n < 2 or length < 2:
+        return {"position_information": math.nan, "position_information_p": math.nan}
+    rng = generator(derive_seed(seed, "position"))
+    own = float(column_entropy(t).mean())
+    columns = np.arange(length)[None, :]
+    rotated = np.empty(replicates)
+    for r in range(replicates):
+        offsets = rng.integers(0, length, size=n)[:, None]                  # one rotation per sample
+        rotated[r] = column_entropy(np.take_along_axis(t, (columns + offsets) % length, axis=1)).mean()
+    return {"position_information": float(rotated.mean() - own),
+            "position_information_p": float((1 + (rotated <= own).sum()) / (replicates + 1))}
+
+
 def basin_statistics(basin_agreement, confidence: float, n: int) -> dict:
     """Share of samples that return whole after re-noising (attractors) with its Wilson CI, and
     the mean share of tokens that return; NaN where the basin test was not run."""
@@ -281,7 +341,8 @@ def record_statistics(record: dict, t_eval: float, tau: float, resamples: int, c
     record (the calibration-table layout): t_values [T], sample_mean_entropy [T][N] (per-sample
     mean entropy at each t), duplicate_of [N] (−1: none), is_fixed_point [N],
     fixed_point_distance [N] or None (tables from before it was recorded: NaN, which switches its
-    threshold off), vocab_size, scan_seed."""
+    threshold off), vocab_size, scan_seed; optionally basin_agreement, near_copies_earlier,
+    sample_tokens [N][L] (the samples, for position_information) and layout."""
     t_values = [float(t) for t in record["t_values"]]
     idx = next((i for i, t in enumerate(t_values) if math.isclose(t, t_eval, rel_tol=1e-9, abs_tol=1e-12)), None)
     if idx is None:
@@ -295,15 +356,19 @@ def record_statistics(record: dict, t_eval: float, tau: float, resamples: int, c
     basin = None if basin is None else np.asarray(basin, dtype=np.float64)
     near = record.get("near_copies_earlier")
     near = None if near is None else np.asarray(near, dtype=np.int64)
+    tokens = record.get("sample_tokens")
+    tokens = None if tokens is None else np.asarray([list(row) for row in tokens], dtype=np.int64)
     if k is not None:
         h, dup, fp, dist = h[:k], dup[:k], fp[:k], dist[:k]
         dup = np.where(dup < k, dup, -1)
         basin = None if basin is None else basin[:k]
         near = None if near is None else near[:k]       # counts of *earlier* samples: any prefix is exact
+        tokens = None if tokens is None else tokens[:k]
     return scan_statistics(h, dup, fp, dist, vocab_size=int(record["vocab_size"]), tau=tau, t_eval=t_eval,
                            seed=int(record["scan_seed"]), resamples=resamples, confidence=confidence,
                            basin_agreement=basin, seq_len=record.get("seq_len"), near_earlier=near,
-                           near_fraction=record.get("near_copy_fraction"))
+                           near_fraction=record.get("near_copy_fraction"), tokens=tokens,
+                           layout=record.get("layout"))
 
 
 # ------------------------------------------------------------------------- evidence with data

@@ -965,3 +965,17 @@ def test_a_broken_plugin_is_one_load_error(tmp_path, monkeypatch):
     with pytest.raises(LoadError, match=r"adapter plugin 'toy-plugin' \(brokenplug:Plugin\) cannot be loaded: "
                                         r"ImportError: needs a missing library"):
         detect(tmp_path / "x.txt")
+
+
+def test_training_layout_comes_from_the_data_config(duo_ckpt):
+    """Duo/UDLM configs say whether training blocks were cut from a stream (data.wrap), which the
+    scan's position test needs; memaudit's own checkpoints are always stream-cut."""
+    from memaudit.adapters.lightning import training_layout
+    from memaudit.probe import training_layout as scan_layout
+
+    den = memaudit.load(duo_ckpt[0])
+    assert den.provenance["training_layout"] is None                  # the fixture's config has no data.wrap
+    assert scan_layout("auto", den) == "unknown" and scan_layout("aligned", den) == "aligned"
+    assert training_layout(duo_config(**{"data.wrap": True})) == "stream"
+    assert training_layout(duo_config(**{"data.wrap": False})) == "aligned"
+    assert training_layout({"data": "lm1b"}) is None

@@ -582,3 +582,91 @@ def test_near_copies_count_earlier_samples_within_the_distance():
     assert got.tolist() == brute
     assert got[7] == 1 and got[9] == 2 and got[11] == 0
     assert int(got[:8].sum()) == 1                       # any prefix counts its own pairs
+
+
+# ------------------------------------------------------------------ position-locked samples (issue 12)
+def _markov_blocks(n: int, length: int, vocab: int, seed: int) -> np.ndarray:
+    """n blocks cut at random offsets from one long stream of a random Markov chain: what a model
+    of stream-cut text samples, with no reason to put a token at one position rather than another."""
+    rng = np.random.default_rng(seed)
+    trans = rng.dirichlet(np.full(vocab, 0.3), size=vocab)
+    stream = np.empty(n * length * 2, dtype=np.int64)
+    stream[0] = 0
+    for i in range(1, stream.size):
+        stream[i] = rng.choice(vocab, p=trans[stream[i - 1]])
+    starts = rng.integers(0, stream.size - length, size=n)
+    return np.stack([stream[s:s + length] for s in starts])
+
+
+def test_position_information_is_zero_for_stream_blocks_and_large_for_stored_blocks():
+    """The statistic on three kinds of sample sets with a known answer: blocks cut from a stream
+    (≈ 0), samples made of 32 stored blocks mixed position by position, as samples of a partial
+    memorizer are (large, p at its floor), and sequences that each start at a document start (large:
+    why the rule asks for the layout)."""
+    from memaudit.stats import POSITION_REPLICATES, position_information
+
+    blocks = _markov_blocks(256, 48, 40, seed=3)
+    null = position_information(blocks, seed=0)
+    assert abs(null["position_information"]) < 0.03     # measured: |·| ≤ 0.007 on real stream-cut corpora
+    assert null["position_information"] == position_information(blocks, seed=0)["position_information"]
+    rng = np.random.default_rng(1)
+    stored = blocks[:32]
+    chimeras = stored[rng.integers(0, 32, size=(256, 48)), np.arange(48)[None, :]]
+    locked = position_information(chimeras, seed=0)
+    assert locked["position_information"] > 0.5
+    assert locked["position_information_p"] == pytest.approx(1 / (POSITION_REPLICATES + 1))
+    aligned = blocks.copy()
+    aligned[:, 0] = 39                                    # every sequence opens with the same token …
+    lengths = rng.integers(10, 48, size=256)
+    aligned[np.arange(48)[None, :] >= lengths[:, None]] = 38   # … and ends in padding
+    assert position_information(aligned, seed=0)["position_information"] > 0.1
+    assert math.isnan(position_information(None, seed=0)["position_information"])
+
+
+def test_position_locked_samples_block_generalizing_and_decide_only_for_stream_layouts():
+    rule = load_rule()
+    lock = dict(position_information=0.43, position_information_p=0.01)
+    assert rule.decide(evidence(position_information=0.02, position_information_p=0.01,
+                                layout="stream")).verdict == "generalizing"          # significant but tiny
+    assert rule.decide(evidence(position_information=0.43, position_information_p=0.2,
+                                layout="stream")).verdict == "generalizing"          # large but not significant
+    for layout in ("stream", "unknown", None):
+        d = rule.decide(evidence(layout=layout, **lock))
+        assert (d.verdict, d.reason) == ("inconclusive", "position_locked_samples"), layout
+        assert "0.43 nats" in d.explanation and "recover" in d.explanation
+        assert ("--layout aligned" in d.explanation) == (layout != "stream")
+    assert rule.decide(evidence(layout="aligned", **lock)).verdict == "generalizing"   # expected of any model there
+    # low entropy: position-locked samples of a stream-cut model are a stored set; elsewhere they prove nothing
+    d = rule.decide(evidence(**{**LOW, "colliding_pairs": 0, "layout": "stream", **lock}))
+    assert (d.verdict, d.reason) == ("memorizing", "position_locked_samples")
+    for layout in ("unknown", "aligned"):
+        d = rule.decide(evidence(**{**LOW, "colliding_pairs": 0, "layout": layout, **lock}))
+        assert (d.verdict, d.reason) == ("inconclusive", "low_entropy_language"), layout
+    # the fitting of thresholds ignores it, as the rest of the evidence layer
+    assert rule.decide(evidence(layout="stream", **lock), entropy_only=True).verdict == "generalizing"
+
+
+def test_record_statistics_reads_the_position_statistic_of_any_prefix():
+    from memaudit.stats import position_information, record_statistics
+
+    blocks = _markov_blocks(64, 24, 30, seed=5)
+    record = {"t_values": [0.05], "sample_mean_entropy": [[0.8] * 64], "duplicate_of": [-1] * 64,
+              "is_fixed_point": [False] * 64, "fixed_point_distance": [0.01] * 64, "vocab_size": 30,
+              "scan_seed": 4, "sample_tokens": blocks.tolist(), "layout": "stream"}
+    for k in (None, 32):
+        stats = record_statistics(record, 0.05, 0.3, 50, 0.95, k=k)
+        expected = position_information(blocks[:k], seed=4)
+        assert stats["position_information"] == expected["position_information"]
+        assert stats["layout"] == "stream"
+    del record["sample_tokens"]
+    assert math.isnan(record_statistics(record, 0.05, 0.3, 50, 0.95)["position_information"])
+
+
+def test_scan_layout_option(tiny_ckpt):
+    r = run_scan(tiny_ckpt, "--samples", 40, "--steps", 2, "--layout", "sideways")
+    assert r.exit_code == 2 and "--layout" in r.output
+    r = run_scan(tiny_ckpt, "--samples", 40, "--steps", 2, "--no-adaptive", "--json", "--layout", "aligned")
+    doc = json.loads(r.stdout)
+    assert doc["layout"] == "aligned" and math.isfinite(doc["position_information"])
+    r = run_scan(tiny_ckpt, "--samples", 40, "--steps", 2, "--no-adaptive", "--json")
+    assert json.loads(r.stdout)["layout"] == "stream"          # a memaudit checkpoint: its trainer cuts a stream

@@ -93,6 +93,15 @@ def classify(cfg: dict) -> dict:
     return {"codebase": "?", "algorithm": "?", "kind": "unknown", "tc": None}
 
 
+def training_layout(cfg: dict) -> str | None:
+    """How the training sequences were cut, from the Duo/UDLM data config: data.wrap true (blocks
+    from one token stream, e.g. lm1b-wrap, OpenWebText) → 'stream'; false (each sequence a padded
+    sentence or document) → 'aligned'; absent → None (unknown)."""
+    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+    wrap = data.get("wrap")
+    return None if not isinstance(wrap, bool) else ("stream" if wrap else "aligned")
+
+
 def schedule_from_config(cfg: dict, source: str):
     noise = cfg.get("noise") if isinstance(cfg.get("noise"), dict) else None
     if noise is None:
@@ -231,6 +240,7 @@ class LightningAdapter(Adapter):
             "lightning_version": ckpt.get("pytorch-lightning_version") if isinstance(
                 ckpt.get("pytorch-lightning_version"), str) else None,
             "notes": notes,
+            "training_layout": training_layout(cfg),
             **hub_provenance(path),
         }
         return Denoiser(model=model, schedule=schedule, vocab_size=arch.vocab_size, seq_len=arch.seq_len,

@@ -409,6 +409,7 @@ class NativeAdapter(Adapter):
             "checkpoint": str(path.resolve()),
             "files": {weight_file.name: file_sha256(weight_file),
                       "config.json": file_sha256(config_file)},
+            "training_layout": "stream",   # memaudit's trainer cuts blocks from one token stream
         }
         return Denoiser(model=model, schedule=schedule, vocab_size=arch.vocab_size, seq_len=arch.seq_len,
                         tokenizer=tokenizer, family=self.family, weights=weights, time_input="sigma",

@@ -1,6 +1,8 @@
 """`memaudit scan`: the data-free probe and release gate."""
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Optional
 
@@ -72,6 +74,11 @@ def scan(
     n_train: Optional[int] = typer.Option(None, "--n-train", min=1, help="Training-set size in sequences, from the "
                                           "model card: the report compares it with the capture–recapture count "
                                           "of distinct samples (it does not change the verdict)."),
+    layout: str = typer.Option("auto", "--layout", help="How the model's training sequences were cut: stream "
+                               "(blocks from one token stream: memaudit's trainer, Duo/UDLM 'wrap') | aligned "
+                               "(each starts at a document start, e.g. padded sentences) | auto (stream for "
+                               "memaudit checkpoints, else unknown). Decides whether position-locked samples "
+                               "count as evidence of stored blocks (docs/method.md)."),
     train_data: Optional[str] = typer.Option(None, "--train", help="Training data to match the samples against: "
                                              + TRAIN_SOURCES + ". Reports training copies, the longest verbatim "
                                              "training spans and the entropy gap beside the verdict (never changes "
@@ -98,7 +105,7 @@ def scan(
 
     settings = ScanSettings(samples=samples, steps=steps, grid=grid, seed=seed, t_eval=t_eval, t_profile=profile,
                             batch_size=parse_batch_size(batch_size), max_memory=parse_size(max_memory),
-                            adaptive=adaptive, min_samples=min_samples, n_train=n_train)
+                            adaptive=adaptive, min_samples=min_samples, n_train=n_train, layout=layout)
     single = len(checkpoints or []) == 1 and from_list is None and ray is None
     if single and set("*?[") & set(checkpoints[0]):   # perhaps a glob: only then load the batch module
         from ..experiments.batch import is_glob
@@ -179,6 +186,10 @@ def print_scan_summary(result, out: Optional[Path] = None) -> None:
                   f"[{'—' if lo_n is None else f'{lo_n:,.0f}'}, {'∞' if hi_n is None else f'{hi_n:,.0f}'}]")
     table.add_row(f"samples returning whole (re-noised at t={s.basin_t:g}, {s.basin_steps} steps)",
                   f"{result.basin_return_rate:.1%}", fmt_ci(result.basin_return_rate_ci, "{:.1%}"))
+    pos, pos_p = result.stats.get("position_information"), result.stats.get("position_information_p")
+    if pos is not None and math.isfinite(pos):
+        table.add_row(f"position information (nats; layout: {result.stats.get('layout')})", f"{pos:.3f}",
+                      f"p = {pos_p:.2g}")
     for p in result.stats.get("profile", [])[1:]:
         table.add_row(f"mean entropy at t={p['t']:g}", f"{p['mean_entropy']:.4f}", "")
     console.print(table)

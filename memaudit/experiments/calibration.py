@@ -82,6 +82,9 @@ def table_rows(points: dict[int, dict], data: str, preset: str) -> list[dict]:
                "near_copies_earlier": (None if rec["near_copies_earlier"] is None
                                        else [int(v) for v in rec["near_copies_earlier"]]),
                "near_copy_fraction": rec["near_copy_fraction"],
+               "sample_tokens": (None if rec["sample_tokens"] is None
+                                 else [[int(v) for v in row] for row in rec["sample_tokens"]]),
+               "layout": rec["layout"],
                "n_parameters": rec["n_parameters"],
                "raw_scan_verdict": (p.get("scan_raw") or {}).get("verdict"),
                "raw_scan_mean_entropy": (p.get("scan_raw") or {}).get("mean_entropy")}

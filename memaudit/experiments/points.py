@@ -206,6 +206,7 @@ def scan_record(sc, train_copy) -> dict:
                     "basin_agreement": [round(float(v), 6) for v in sc.basin_agreement],
                     "near_copies_earlier": [int(v) for v in sc.near_copies_earlier],
                     "near_copy_fraction": sc.stats.get("near_copy_fraction"),
+                    "tokens": [[int(v) for v in row] for row in sc.tokens],
                     "is_train_copy": None if train_copy is None else [bool(v) for v in train_copy]},
     }
 

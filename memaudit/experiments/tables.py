@@ -20,6 +20,8 @@ def point_record(point: dict) -> dict:
             "basin_agreement": point["samples"].get("basin_agreement"),
             "near_copies_earlier": point["samples"].get("near_copies_earlier"),
             "near_copy_fraction": point["samples"].get("near_copy_fraction"),
+            "sample_tokens": point["samples"].get("tokens"),
+            "layout": point["scan"]["stats"].get("layout"),
             "vocab_size": point["vocab_size"], "seq_len": point.get("seq_len"),
             "n_parameters": point.get("n_parameters"),
             "scan_seed": point["scan"].get("seed", point["settings"]["seed"])}

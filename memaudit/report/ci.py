@@ -47,6 +47,7 @@ KEY_STATISTICS: tuple[tuple[str, str, str, str], ...] = (
     ("near_pairs", "near-identical sample pairs (≤ 25 % of tokens differ)", "", "{:d}"),
     ("distinct_sequences_estimate", "distinct sequences (capture–recapture)", "", "{:,.0f}"),
     ("basin_return_rate", "samples returning whole after re-noising", "", "{:.1%}"),
+    ("position_information", "information a token carries about its position", "nats", "{:.3g}"),
     ("mean_top1_prob", "mean top-1 probability", "", "{:.3g}"),
     ("max_entropy", "ln V (entropy of a uniform guess)", "nats", "{:.4g}"),
 )

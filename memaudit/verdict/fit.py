@@ -33,7 +33,8 @@ TAU_CANDIDATES = (0.01, 0.03, 0.1, 0.3)
 SAMPLE_COUNTS = (16, 32, 64, 128, 256, 512, 1024)
 MIN_SAMPLES_FLOOR = 32   # never trust fewer samples, whatever the reference points allowed
 RULE_NAME = "calibrated"
-RULE_VERSION = 3         # 2: evidence of a stored set (repeats, basins); 3: near copies count as repeats
+RULE_VERSION = 4         # 2: evidence of a stored set (repeats, basins); 3: near copies count as repeats;
+                         # 4: position-locked samples (tokens at stored positions)
 
 
 class CalibrationError(UsageError):
@@ -299,7 +300,8 @@ def derive_rule(rows: list[dict], t_candidates=None, tau_candidates=TAU_CANDIDAT
     decisions = _decide_all(rule, stats)
     curve, min_samples = sample_count_curve(rows, rule, labels)
     rule["min_samples"] = int(min_samples)
-    # version 3 (2026-12-01): the evidence layer also counts near copies among samples
+    # version 3 (2026-12-01): the evidence layer also counts near copies among samples; version 4
+    # (2026-12-01, session 6): and position-locked samples
     rule.update(name=RULE_NAME, version=RULE_VERSION, status="calibrated", source=source,
                 evidence=dict(DEFAULT_EVIDENCE),
                 domain=calibration_domain(rows, stats, [

@@ -34,6 +34,9 @@ Since version 2 (issue 12) a rule file also has
     evidence.basin_return_min                         Wilson lower bound of the share of samples that
                                                       return whole above this → attractors
     evidence.basin_return_max                         … upper bound above this blocks "generalizing"
+    evidence.position_information_max / _p_max        (version 4) nats a token tells about its position
+                                                      above this, at permutation p ≤ _p_max → the
+                                                      samples keep tokens at stored positions
     domain.vocab_size / seq_len / n_parameters        [min, max] the rule was calibrated and validated on
     domain.mean_entropy                               [min, max] nats (recorded, not used)
 
@@ -53,10 +56,13 @@ Decision, in order (the first that applies):
          capture–recapture)                           → memorizing, reason "repeated_samples"
          samples are attractors (return whole after re-noising at basin_t)
                                                       → memorizing, reason "attractor_samples"
+         samples keep tokens at fixed positions, and the training sequences were cut from a
+         stream (where no model of the language would)  → memorizing, reason "position_locked_samples"
          neither                                      → inconclusive, reason "low_entropy_language"
     5. finite entropy (mean-entropy CI above the generalizing threshold, few near-zero samples
        and duplicates): inconclusive if the samples repeat or are attractors, or the basin CI
-       reaches basin_return_max ("conflicting_signals"), or the samples are far from fixed points
+       reaches basin_return_max ("conflicting_signals"), or the samples keep tokens at fixed
+       positions unless the layout is 'aligned' ("position_locked_samples"), or they are far from fixed points
        ("unstable_samples"), or — without a basin test — the model lies outside the domain the
        absolute-nats thresholds were validated on ("outside_domain"); otherwise
                                                       → generalizing, reason "finite_entropy"
@@ -107,6 +113,9 @@ class Evidence:
     distinct_sequences_ci: tuple = (None, None)
     basin_return_rate: float = math.nan      # share of samples returning whole after re-noising (NaN: not run)
     basin_return_rate_ci: tuple[float, float] = (math.nan, math.nan)
+    position_information: float = math.nan   # nats a token carries about its position (NaN: not measured)
+    position_information_p: float = math.nan # its shift-permutation p-value
+    layout: str | None = None                # how the training sequences were cut: stream | aligned | unknown
     vocab_size: int | None = None
     seq_len: int | None = None
     n_parameters: int | None = None
@@ -128,6 +137,9 @@ class Evidence:
                    distinct_sequences_ci=tuple(stats.get("distinct_sequences_ci", (None, None))),
                    basin_return_rate=_float(stats.get("basin_return_rate")),
                    basin_return_rate_ci=tuple(_float(v) for v in stats.get("basin_return_rate_ci", (None, None))),
+                   position_information=_float(stats.get("position_information")),
+                   position_information_p=_float(stats.get("position_information_p")),
+                   layout=stats.get("layout"),
                    vocab_size=stats.get("vocab_size"), seq_len=stats.get("seq_len"), n_parameters=n_parameters)
 
     @property
@@ -271,9 +283,10 @@ class Rule:
         low_by_mean = h_hi < th_m["mean_entropy_max"]
         low_by_share = f_lo > th_m["near_zero_sample_fraction_min"]
         repeats, attractors, spread = self._stored_set_evidence(ev)
+        locked = self._position_lock(ev)
         outside = self.outside_domain(ev)
         if entropy_only:
-            repeats, attractors, outside = "", "", []
+            repeats, attractors, outside, locked = "", "", [], ""
             ev = replace(ev, basin_return_rate=math.nan)
         if low_by_mean or low_by_share:
             entropy_says = (f"mean entropy {fmt(ev.mean_entropy)} nats, CI [{fmt(h_lo)}, {fmt(h_hi)}] below "
@@ -288,6 +301,9 @@ class Rule:
             if attractors:
                 return Decision("memorizing", "attractor_samples",
                                 f"{entropy_says}, and the samples are attractors: {attractors}")
+            if locked and ev.layout == "stream":
+                return Decision("memorizing", "position_locked_samples",
+                                f"{entropy_says}, and the samples keep their tokens at fixed positions: {locked}")
             return Decision("inconclusive", "low_entropy_language",
                             f"{entropy_says}, but the samples are diverse ({spread}): a language whose tokens "
                             "are determined by their neighbours gives the same low entropy as a stored set; "
@@ -304,6 +320,13 @@ class Rule:
                 return Decision("inconclusive", "conflicting_signals",
                                 f"{finite} looks generalizing, but {repeats or attractors}: a model partway to "
                                 "memorizing; `memaudit recover` with training data decides")
+            if locked:
+                return Decision("inconclusive", "position_locked_samples",
+                                f"{finite} looks generalizing, but the samples keep their tokens at fixed "
+                                f"positions: {locked}; `memaudit recover` with training data decides"
+                                + ("" if ev.layout == "stream" else
+                                   " (if every training sequence began at a document start, as with padded "
+                                   "sentences, position dependence is expected: pass --layout aligned)"))
             if stable_max is not None and ev.fixed_point_distance > stable_max:
                 return Decision("inconclusive", "unstable_samples",
                                 f"{finite} looks generalizing, but the model's greedy dynamics changes "
@@ -372,6 +395,21 @@ class Rule:
             spread += f"; {ev.basin_return_rate:.0%} return whole after re-noising at t = {th['basin_t']:g}"
         return repeats, attractors, spread
 
+    def _position_lock(self, ev: Evidence) -> str:
+        """Why the samples look position-locked (empty when they do not, when it was not measured,
+        or when the training sequences were aligned to document starts, where position dependence
+        is expected of any model)."""
+        th = self.evidence
+        if ev.layout == "aligned" or not math.isfinite(ev.position_information):
+            return ""
+        if ev.position_information > th["position_information_max"] \
+                and ev.position_information_p <= th["position_information_p_max"]:
+            return (f"a token tells {ev.position_information:.3g} nats about its position (> "
+                    f"{th['position_information_max']:g}; shift-permutation p = {ev.position_information_p:.2g}), "
+                    "as when a model stores training blocks, whose tokens sit at their stored positions; a model of "
+                    "text cut from a stream has ≈ 0")
+        return ""
+
     def outside_domain(self, ev: Evidence) -> list[str]:
         """The axes along which the evidence lies outside the rule's validated domain, each as
         'vocabulary 32–2048 (this model: 50257)'. Empty inside it, or for a rule without a domain."""
@@ -395,7 +433,9 @@ class Rule:
 
 DOMAIN_AXES = {"vocab_size": "vocabulary", "seq_len": "sequence length", "n_parameters": "parameters"}
 DEFAULT_EVIDENCE = {"min_colliding_pairs": 3, "near_copy_fraction": 0.25, "min_near_pairs": 3,
-                    "basin_t": 0.5, "basin_return_min": 0.5, "basin_return_max": 0.25}
+                    "basin_t": 0.5, "basin_return_min": 0.5, "basin_return_max": 0.25,
+                    "position_information_max": 0.1, "position_information_p_max": 0.01}
+LAYOUTS = ("auto", "stream", "aligned")   # how a model's training sequences were cut (scan --layout)
 
 
 def _count(x) -> str:
