@@ -15,6 +15,20 @@ from .diffusion import Schedule
 from .model import DDiT
 
 
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+PRECISIONS = ("float32", *AUTOCAST_DTYPES)
+
+
+def resolve_precision(requested: str, device: torch.device | str) -> str:
+    """The network precision of a run: as requested, or for 'auto' bfloat16 on a CUDA device that
+    supports it (float16 on one that does not) and float32 elsewhere (a CPU gains nothing from it)."""
+    if requested != "auto":
+        return requested
+    if torch.device(device).type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "float32"
+
+
 class NonFiniteOutput(RuntimeError):
     """The network produced NaN or +inf log-probabilities (overflowing or corrupt weights): a
     runtime failure (CLI exit 5), never a verdict."""
@@ -27,6 +41,9 @@ class Denoiser:
     time_input says what the wrapped network takes as its time argument: 'sigma' (σ_t = −log α_t,
     Duo/UDLM/memaudit), 't' (raw diffusion time, GIDD) or 'none' (time conditioning off: zeros).
     output_vocab_slice drops extra output classes (a GIDD mask logit) before the log-softmax.
+    precision: 'float32', or 'bfloat16' / 'float16' to run the network under autocast at that
+    precision (its matrix products; GPUs run them several times faster) — the log-softmax, and so
+    every probability and entropy downstream, stays float32.
     """
 
     model: DDiT
@@ -40,6 +57,7 @@ class Denoiser:
     output_vocab_slice: int | None = None
     provenance: dict = field(default_factory=dict)   # path / hub id, file hashes, config
     config: dict = field(default_factory=dict)       # the checkpoint's own config, for reports
+    precision: str = "float32"
 
     def __post_init__(self):
         self.model.eval()
@@ -85,7 +103,12 @@ class Denoiser:
         t = torch.as_tensor(t, dtype=torch.float32, device=device)
         if t.dim() == 0:
             t = t.expand(tokens.shape[0])
-        log_probs = self.log_probs(tokens, t)
+        if self.precision == "float32":
+            log_probs = self.log_probs(tokens, t)
+        else:
+            with torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[self.precision]):
+                log_probs = self.log_probs(tokens, t)
+            log_probs = log_probs.float()
         # Log-probabilities are ≤ 0 (−inf allowed: a class with probability 0); NaN and +inf fail
         # the comparison. Checked here, once for every caller, because an entropy of NaN inputs
         # would otherwise reach a verdict.

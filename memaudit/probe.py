@@ -19,6 +19,7 @@ and never reach a report file).
 """
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -32,7 +33,7 @@ from .errors import UsageError
 from . import __version__
 from . import diffusion as D
 from .adapters import as_denoiser
-from .denoiser import Denoiser
+from .denoiser import PRECISIONS, Denoiser, resolve_precision
 from .progress import progress_bar
 from .provenance import model_provenance, software_versions  # noqa: F401  (re-exported)
 from .sampling import GRIDS, SampleStreams, batches, generate, reverse_process
@@ -90,6 +91,7 @@ class ScanSettings:
     min_samples: int | None = None     # the first look; None: the rule's min_samples
     final: str = "greedy"
     posterior_dtype: str = "float64"
+    precision: str = "auto"            # the network's: float32 | bfloat16 | float16 | auto (bf16 on CUDA)
     fixed_point_t: float = FIXED_POINT_T
     fixed_point_steps: int = FIXED_POINT_STEPS
     basin_t: float = BASIN_T
@@ -145,6 +147,8 @@ class ScanSettings:
         if not 0.0 < self.basin_t <= 1.0 or self.basin_steps < 1:
             raise ScanError(f"basin time must lie in (0, 1] and basin steps be ≥ 1 (got {self.basin_t}, "
                             f"{self.basin_steps})")
+        if self.precision not in ("auto", *PRECISIONS):
+            raise ScanError(f"--precision must be auto, {', '.join(PRECISIONS)} (got {self.precision!r})")
         if self.layout not in ("auto", "stream", "aligned", "unknown"):
             raise ScanError(f"--layout must be auto, stream or aligned (got {self.layout!r})")
         if self.final not in ("greedy", "ancestral"):
@@ -433,7 +437,8 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
          fixed_point_t: float = FIXED_POINT_T, fixed_point_steps: int = FIXED_POINT_STEPS,
          bootstrap_resamples: int | None = None, grid: str | None = None, adaptive: bool = True,
          settings: ScanSettings | None = None, tokenizer: str | None = None, trust_remote_code: bool = False,
-         time_input: str | None = None, schedule: str | None = None, train_data=None) -> ScanResult:
+         time_input: str | None = None, schedule: str | None = None, train_data=None,
+         precision: str = "auto") -> ScanResult:
     """Probe a checkpoint (path, hub id or Denoiser) without training data and classify its regime.
 
     settings: a ScanSettings with everything the scan does (the keyword arguments are a shorthand
@@ -459,11 +464,17 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                                 t_profile=tuple(t_profile), batch_size=batch_size, final=final,
                                 posterior_dtype=posterior_dtype, fixed_point_t=fixed_point_t,
                                 fixed_point_steps=fixed_point_steps, bootstrap_resamples=bootstrap_resamples,
-                                adaptive=adaptive)
+                                adaptive=adaptive, precision=precision)
     denoiser = as_denoiser(checkpoint_or_denoiser, weights, device, tokenizer=tokenizer,
                            trust_remote_code=trust_remote_code, time_input=time_input, schedule=schedule)
     settings = settings.resolve(rule, denoiser.device)
     settings = replace(settings, layout=training_layout(settings.layout, denoiser))
+    if settings.precision not in ("auto", *PRECISIONS):
+        settings.validate()
+    settings = replace(settings, precision=resolve_precision(settings.precision, denoiser.device))
+    if settings.precision != denoiser.precision:      # a copy: the caller's Denoiser keeps its own
+        denoiser = copy.copy(denoiser)
+        denoiser.precision = settings.precision
     t_values = [settings.t_eval, *settings.t_profile]
     settings.validate()
     p_dtype = torch.float64 if settings.posterior_dtype == "float64" else torch.float32

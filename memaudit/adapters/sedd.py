@@ -58,7 +58,8 @@ class SEDDDenoiser(Denoiser):
     def log_probs(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         device = self.device
         sigma = self.schedule.sigma(t).to(device=device, dtype=torch.float32)
-        return x0_log_probs_from_log_score(self.model(tokens, sigma), tokens, sigma, self.vocab_size)
+        # the score → x0 conversion in float32 even when the network runs under autocast
+        return x0_log_probs_from_log_score(self.model(tokens, sigma).float(), tokens, sigma, self.vocab_size)
 
 
 def schedule_from_config(cfg: dict, source: str):

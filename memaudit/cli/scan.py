@@ -74,6 +74,9 @@ def scan(
     n_train: Optional[int] = typer.Option(None, "--n-train", min=1, help="Training-set size in sequences, from the "
                                           "model card: the report compares it with the capture–recapture count "
                                           "of distinct samples (it does not change the verdict)."),
+    precision: str = typer.Option("auto", "--precision", help="The network's precision: auto (bfloat16 on a "
+                                  "CUDA GPU, float32 elsewhere) | float32 | bfloat16 | float16; probabilities, "
+                                  "entropies and the posterior stay float32/float64 whatever it is."),
     layout: str = typer.Option("auto", "--layout", help="How the model's training sequences were cut: stream "
                                "(blocks from one token stream: memaudit's trainer, Duo/UDLM 'wrap') | aligned "
                                "(each starts at a document start, e.g. padded sentences) | auto (stream for "
@@ -105,7 +108,8 @@ def scan(
 
     settings = ScanSettings(samples=samples, steps=steps, grid=grid, seed=seed, t_eval=t_eval, t_profile=profile,
                             batch_size=parse_batch_size(batch_size), max_memory=parse_size(max_memory),
-                            adaptive=adaptive, min_samples=min_samples, n_train=n_train, layout=layout)
+                            adaptive=adaptive, min_samples=min_samples, n_train=n_train, layout=layout,
+                            precision=precision)
     single = len(checkpoints or []) == 1 and from_list is None and ray is None
     if single and set("*?[") & set(checkpoints[0]):   # perhaps a glob: only then load the batch module
         from ..experiments.batch import is_glob
