@@ -52,6 +52,12 @@ def test_adaptive_verdict_never_contradicts_the_full_scan(name, row):
         assert adaptive.verdict not in ("memorizing", "generalizing") or used < n
         assert adaptive.verdict == full.verdict or used < n
     assert {adaptive.verdict, full.verdict} != {"memorizing", "generalizing"}
+    # and never a wrong gate verdict: no stored-set model (by recovery) passed as generalizing on
+    # its first samples (the position test's power grows with the samples, so a 'generalizing' it
+    # hints against does not stop the scan)
+    from memaudit.experiments.validation import gate_wrong
+
+    assert not gate_wrong(row["label"], row["recovery_verdict"], adaptive.verdict), (name, used, adaptive.reason)
 
 
 def test_adaptive_scan_stops_early_on_a_memorizer_with_the_full_scans_first_samples(memorizing_checkpoint):

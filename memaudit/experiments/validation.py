@@ -171,6 +171,7 @@ def judge(rows: list[dict], rule=None) -> dict:
             "basin_return_rate": stats.get("basin_return_rate"),
             "basin_return_rate_ci": stats.get("basin_return_rate_ci"),
             "mean_fixed_point_distance": stats.get("mean_fixed_point_distance"),
+            "position_information": stats.get("position_information"),
             "wrong_calibration_convention": verdict != "inconclusive" and verdict != r["label"],
             "wrong_gate": gate_wrong(r["label"], r["recovery_verdict"], verdict),
         })
@@ -217,7 +218,7 @@ def report_markdown(result: dict, command: str, table_sha: str) -> str:
         f"t_eval = {rule['t_eval']:g}, τ = {rule['tau']:g} nats. None of these models was used to fit it.",
         f"Regenerate: `{command}` (validation table sha256 {table_sha[:16]}; the table was built by "
         f"`memaudit validate` from the sweeps {', '.join(result.get('table_built_from') or ['(unknown)'])}, "
-        "trained by docs/validation-runs-2026-12-01/run.sh and run2.sh).",
+        "trained by docs/validation-runs-2026-12-01/run.sh, run2.sh and run3.sh, re-scanned by run-validate4.sh).",
         "",
         f"- points: {result['points']} over {len(result['languages'])} languages ({', '.join(result['languages'])})",
         f"- wrong definite verdicts, release-gate sense (a memorizer — fully or partly, by recovery — called "
@@ -236,8 +237,8 @@ def report_markdown(result: dict, command: str, table_sha: str) -> str:
         "",
         "| sweep | n_train | steps | V | L | recovery train / test @0.25 | label | scan verdict (reason) | "
         "mean H (nats) | H / ln V | identical pairs | near pairs (≤ 25 % differ) | return whole @t=0.5 | "
-        "fixed-point distance |",
-        "|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "fixed-point distance | position information (nats) |",
+        "|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for d in result["decisions"]:
         mark = " **✗**" if d["wrong_gate"] else ""
@@ -247,7 +248,7 @@ def report_markdown(result: dict, command: str, table_sha: str) -> str:
             f"{d['label']} | {d['verdict']} ({d['reason']}){mark} | {_num(d['mean_entropy'])} | "
             f"{_pct(d['entropy_ratio'])} | {d['colliding_pairs']} | {_num(d['near_pairs'], '{:d}')} | "
             f"{_pct(d['basin_return_rate'])} | "
-            f"{_num(d['mean_fixed_point_distance'])} |")
+            f"{_num(d['mean_fixed_point_distance'])} | {_num(d['position_information'])} |")
     lines += ["", "Entropies in nats. Ground truth: `memaudit recover` (256 training + 256 held-out examples per "
               "point); labels as in calibration (memaudit.verdict.labels).", ""]
     return "\n".join(lines)

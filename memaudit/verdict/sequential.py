@@ -17,7 +17,9 @@ on to lie past its threshold; taking the bound at 99.9 % is stricter than at 95 
 sample's values do not depend on when it was drawn (per-sample random streams,
 memaudit.sampling.SampleStreams), so the samples of an early stop are the first samples of the
 full scan. Coincidences only grow with more samples: a look with too few samples to see repeats
-cannot be definite through them.
+cannot be definite through them. The one statistic whose power grows with the samples in another
+way — the position information (per-position entropies of N samples saturate at ln N) — makes a
+'generalizing' that it hints against (p ≤ 0.05) unsettled, so the scan draws the next round.
 
 Looks double from the floor (--min-samples, by default the rule's min_samples) to the maximum
 (--samples): 32, 64, 128, 256. Deterministic: the looks are fixed in advance and the decision at
