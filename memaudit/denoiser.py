@@ -29,6 +29,19 @@ def resolve_precision(requested: str, device: torch.device | str) -> str:
     return "float32"
 
 
+def at_precision(denoiser: "Denoiser", requested: str) -> "Denoiser":
+    """The denoiser at a run's network precision (`resolve_precision` on its device): a shallow
+    copy when that differs from its own, so the caller's Denoiser keeps its precision."""
+    precision = resolve_precision(requested, denoiser.device)
+    if precision == denoiser.precision:
+        return denoiser
+    import copy
+
+    run = copy.copy(denoiser)
+    run.precision = precision
+    return run
+
+
 class NonFiniteOutput(RuntimeError):
     """The network produced NaN or +inf log-probabilities (overflowing or corrupt weights): a
     runtime failure (CLI exit 5), never a verdict."""

@@ -19,7 +19,6 @@ and never reach a report file).
 """
 from __future__ import annotations
 
-import copy
 import math
 import sys
 import time
@@ -33,7 +32,7 @@ from .errors import UsageError
 from . import __version__
 from . import diffusion as D
 from .adapters import as_denoiser
-from .denoiser import PRECISIONS, Denoiser, resolve_precision
+from .denoiser import PRECISIONS, Denoiser, at_precision
 from .progress import progress_bar
 from .provenance import model_provenance, software_versions  # noqa: F401  (re-exported)
 from .sampling import GRIDS, SampleStreams, batches, generate, reverse_process
@@ -471,10 +470,8 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     settings = replace(settings, layout=training_layout(settings.layout, denoiser))
     if settings.precision not in ("auto", *PRECISIONS):
         settings.validate()
-    settings = replace(settings, precision=resolve_precision(settings.precision, denoiser.device))
-    if settings.precision != denoiser.precision:      # a copy: the caller's Denoiser keeps its own
-        denoiser = copy.copy(denoiser)
-        denoiser.precision = settings.precision
+    denoiser = at_precision(denoiser, settings.precision)
+    settings = replace(settings, precision=denoiser.precision)
     t_values = [settings.t_eval, *settings.t_profile]
     settings.validate()
     p_dtype = torch.float64 if settings.posterior_dtype == "float64" else torch.float32

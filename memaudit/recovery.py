@@ -43,7 +43,7 @@ from .errors import UsageError
 from . import __version__
 from . import diffusion as D
 from .adapters import as_denoiser
-from .denoiser import Denoiser
+from .denoiser import PRECISIONS, Denoiser, at_precision
 from .io import finite_json, json_text
 from .provenance import model_provenance, software_versions
 from .progress import progress_bar
@@ -161,6 +161,7 @@ class RecoverySettings:
     batch_size: int | None = None      # None: the largest batch that fits the memory budget (memaudit.budget)
     final: str = "ancestral"
     posterior_dtype: str = "float64"
+    precision: str = "auto"            # the network's (memaudit.denoiser.resolve_precision)
     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES
     confidence: float = CONFIDENCE
     # The verdict's thresholds (memaudit.verdict.recovery); defaults: recovery_rule.json. The
@@ -198,6 +199,8 @@ class RecoverySettings:
             raise RecoveryError(f"final must be 'ancestral' or 'greedy' (got {self.final!r})")
         if self.posterior_dtype not in ("float64", "float32"):
             raise RecoveryError(f"posterior dtype must be float64 or float32 (got {self.posterior_dtype!r})")
+        if self.precision not in ("auto", *PRECISIONS):
+            raise RecoveryError(f"--precision must be auto, {', '.join(PRECISIONS)} (got {self.precision!r})")
         if self.bootstrap_resamples < 10:
             raise RecoveryError("at least 10 bootstrap resamples are needed")
         if not 0.5 < self.confidence < 1.0:
@@ -463,7 +466,7 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
             min_corrupted_tokens: float = RECOVERY_RULE.min_corrupted_tokens,
             settings: RecoverySettings | None = None, pattern=(), tokenizer: str | None = None,
             trust_remote_code: bool = False, time_input: str | None = None,
-            schedule: str | None = None) -> RecoveryResult:
+            schedule: str | None = None, precision: str = "auto") -> RecoveryResult:
     """Token recovery of training vs held-out examples (the regime's ground truth).
 
     checkpoint_or_denoiser: path, hub id or Denoiser. train/test: 'auto', a file, or token ids
@@ -474,6 +477,7 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
     ['prefix:0.5', 'span:0.25'] (exact completion of train vs test, `result.patterns`); 'uniform'
     is the corruption protocol the verdict always uses. Added to settings.patterns.
     tokenizer, trust_remote_code, time_input, schedule: how a path or hub id is loaded (memaudit.load).
+    precision: the network's (auto: bfloat16 on a CUDA GPU, float32 elsewhere).
     """
     import time
 
@@ -485,7 +489,7 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
                                     bootstrap_resamples=int(bootstrap_resamples), confidence=float(confidence),
                                     gap_memorizing=float(gap_memorizing),
                                     equivalence_margin=float(equivalence_margin), recovery_floor=float(recovery_floor),
-                                    min_corrupted_tokens=float(min_corrupted_tokens))
+                                    min_corrupted_tokens=float(min_corrupted_tokens), precision=precision)
     extra = (pattern,) if isinstance(pattern, str) else tuple(pattern)
     specs = [str(p).strip() for p in (*settings.patterns, *extra)]
     for spec in specs:
@@ -495,6 +499,8 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
                            trust_remote_code=trust_remote_code, time_input=time_input, schedule=schedule)
     settings = replace(settings, device=str(denoiser.device))
     settings.validate()
+    denoiser = at_precision(denoiser, settings.precision)
+    settings = replace(settings, precision=denoiser.precision)
     from .budget import plan_batch
 
     settings = replace(settings, batch_size=plan_batch(denoiser, settings.batch_size, None,

@@ -689,3 +689,9 @@ def test_bfloat16_network_keeps_the_verdict_and_float32_statistics(generalizing_
     # measured: 0.9818 vs 0.9834 nats on 64 samples of the reference model; the CI half-width is ≈ 0.026
     assert abs(r.mean_entropy - gen_result.mean_entropy) < 0.05
     assert run_scan(tiny_ckpt, "--samples", 40, "--steps", 2, "--precision", "float64").exit_code == 2
+    from memaudit.recovery import RecoveryError, RecoverySettings, recover
+
+    rec = recover(generalizing_checkpoint, n=8, t0=(0.25,), show_progress=False, precision="bfloat16")
+    assert rec.settings.precision == "bfloat16"
+    with pytest.raises(RecoveryError):
+        RecoverySettings(precision="float64").validate()

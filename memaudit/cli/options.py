@@ -95,6 +95,9 @@ Samples = Annotated[int, typer.Option("--samples", min=1, help="Number of genera
 BatchSize = Annotated[str, typer.Option("--batch-size", help="Sequences per network call: auto (the largest that "
                                         "fits --max-memory) or a number (refused up front when it cannot fit). "
                                         "Never changes a result.")]
+Precision = Annotated[str, typer.Option("--precision", help="The network's precision: auto (bfloat16 on a CUDA "
+                                        "GPU, float32 elsewhere) | float32 | bfloat16 | float16; probabilities, "
+                                        "entropies and the posterior stay float32/float64 whatever it is.")]
 MaxMemory = Annotated[Optional[str], typer.Option("--max-memory", help="Memory the run may use, e.g. 4GiB or "
                                                   "500MB (default: half of what is available to the process: "
                                                   "free memory, cgroup and RLIMIT_AS limits; on a GPU its free "

@@ -9,7 +9,7 @@ import typer
 from ..progress import console
 from ..recovery import RecoverySettings
 from .errors import EXIT_INCONCLUSIVE, EXIT_MEMORIZING, EXIT_OK, cli_errors
-from .options import TRAIN_SOURCES, BatchSize, Checkpoint, Device, ExitZero, JsonOutput, ScheduleSpec, Seed, \
+from .options import TRAIN_SOURCES, BatchSize, Checkpoint, Device, ExitZero, JsonOutput, Precision, ScheduleSpec, Seed, \
     StepsPerUnit, TimeInput, TokenizerName, TrustRemoteCode, Weights, check_out_dir, load_options, print_json, \
     require_stdout, resolve_device, write_report_set
 
@@ -28,6 +28,7 @@ def recover(
     steps_per_unit: StepsPerUnit = R.steps_per_unit,
     seed: Seed = R.seed,
     batch_size: BatchSize = "auto",
+    precision: Precision = "auto",
     weights: Weights = None,
     tokenizer: TokenizerName = None,
     trust_remote_code: TrustRemoteCode = False,
@@ -56,7 +57,8 @@ def recover(
     check_out_dir(out)
     patterns = tuple(p.strip() for p in pattern.split(",") if p.strip() and p.strip() != "uniform")
     settings = RecoverySettings(t0=parse_float_list(t0, "--t0"), n=n, steps_per_unit=steps_per_unit, seed=seed,
-                                batch_size=parse_batch_size(batch_size), patterns=patterns)
+                                batch_size=parse_batch_size(batch_size), patterns=patterns,
+                                precision=precision)
     settings.validate()
     result = run_recovery(checkpoint, train=train_data, test=test_data, settings=settings, weights=weights,
                           device=resolve_device(device),

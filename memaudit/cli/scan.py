@@ -11,8 +11,8 @@ import typer
 from ..probe import ScanSettings
 from ..progress import console
 from .errors import UsageError, cli_errors
-from .options import TRAIN_SOURCES, BatchSize, Checkpoints, Device, ExitZero, JsonOutput, MaxMemory, RayAddress, \
-    Samples, ScheduleSpec, Seed, TimeInput, TokenizerName, TrustRemoteCode, Weights, check_output_targets, \
+from .options import TRAIN_SOURCES, BatchSize, Checkpoints, Device, ExitZero, JsonOutput, MaxMemory, Precision, \
+    RayAddress, Samples, ScheduleSpec, Seed, TimeInput, TokenizerName, TrustRemoteCode, Weights, check_output_targets, \
     load_options, print_json, require_stdout, resolve_device, write_report_set
 
 HELP = """Probe a checkpoint without training data: sample from it, measure the conditional entropy of its predictions, give a verdict (memorizing / generalizing / inconclusive) and exit with a gate code.
@@ -74,9 +74,7 @@ def scan(
     n_train: Optional[int] = typer.Option(None, "--n-train", min=1, help="Training-set size in sequences, from the "
                                           "model card: the report compares it with the capture–recapture count "
                                           "of distinct samples (it does not change the verdict)."),
-    precision: str = typer.Option("auto", "--precision", help="The network's precision: auto (bfloat16 on a "
-                                  "CUDA GPU, float32 elsewhere) | float32 | bfloat16 | float16; probabilities, "
-                                  "entropies and the posterior stay float32/float64 whatever it is."),
+    precision: Precision = "auto",
     layout: str = typer.Option("auto", "--layout", help="How the model's training sequences were cut: stream "
                                "(blocks from one token stream: memaudit's trainer, Duo/UDLM 'wrap') | aligned "
                                "(each starts at a document start, e.g. padded sentences) | auto (stream for "
