@@ -10,6 +10,12 @@ os.environ.setdefault("MEMAUDIT_NO_PROGRESS", "1")
 # Nothing in the tests may use the network: hub names (tokenizers named by a checkpoint's config,
 # hub ids) resolve from the local cache only. Set before huggingface_hub is first imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One intra-op thread for torch, here and in every subprocess a test starts (python -m memaudit,
+# Ray workers), set before torch is first imported. The test models are tiny: a second thread buys
+# little on an idle 2-core box, and on a shared CI box (or beside the session's own worker
+# processes) OpenMP threads that wait for a busy core make a scan of a tiny network take ~9 s
+# instead of ~0.3 s (measured). Thread count is no part of what any test checks.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
