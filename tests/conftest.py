@@ -18,17 +18,81 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+REFERENCE_NAMES = ["memorizing", "generalizing"]
+REFERENCE_FIXTURES = {"reference_checkpoints", "memorizing_checkpoint", "generalizing_checkpoint"}
+
+
+def _needs_reference_models(item) -> bool:
+    return not REFERENCE_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Test files that use the reference models run after the others (each file's tests stay
+    together and in order), so that the models train in the background while the others run
+    (see `_reference_training`)."""
+    needing = {item.module.__name__ for item in items if _needs_reference_models(item) and item.module}
+    items.sort(key=lambda item: item.module.__name__ in needing if item.module else False)
+
+
 @pytest.fixture(scope="session")
 def reference_root(tmp_path_factory) -> Path:
     cached = os.environ.get("MEMAUDIT_TEST_CACHE")
     return Path(cached) if cached else tmp_path_factory.mktemp("reference-models")
 
 
+class _BackgroundTraining:
+    """The training processes of ensure_reference_models (one spawned single-threaded process per
+    missing model, memaudit.reference._train_single_threaded), started here without waiting for
+    them: the tests that do not need the models run meanwhile. The models are exactly those
+    ensure_reference_models trains itself (same settings, same kind of process, same thread count).
+    The processes are started in this thread before any test runs, so they inherit the session's
+    environment, not a test's (sys.path, environment variables)."""
+
+    def __init__(self, root: Path):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        from memaudit.reference import _train_single_threaded, is_cached
+
+        root = Path(root).absolute()
+        missing = [n for n in REFERENCE_NAMES if not is_cached(n, root)]
+        self.pool, self.futures = None, {}
+        if missing:
+            workers = min(len(missing), os.cpu_count() or 1)
+            self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+            self.futures = {n: self.pool.submit(_train_single_threaded, n, root, {}) for n in missing}
+
+    def wait(self) -> None:
+        try:
+            for future in self.futures.values():
+                future.result()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reference_training(request):
+    """Starts training the reference models at the first test when any collected test needs them."""
+    if not any(_needs_reference_models(item) for item in request.session.items):
+        yield None
+        return
+    training = _BackgroundTraining(request.getfixturevalue("reference_root"))
+    yield training
+    training.close()            # never leave the training processes behind
+
+
 @pytest.fixture(scope="session")
-def reference_checkpoints(reference_root) -> dict:
+def reference_checkpoints(reference_root, _reference_training) -> dict:
     from memaudit.reference import ensure_reference_models
 
-    return ensure_reference_models(["memorizing", "generalizing"], root=reference_root)
+    if _reference_training is not None:
+        _reference_training.wait()
+    return ensure_reference_models(REFERENCE_NAMES, root=reference_root)
 
 
 @pytest.fixture(scope="session")
