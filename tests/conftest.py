@@ -19,11 +19,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 REFERENCE_NAMES = ["memorizing", "generalizing"]
-REFERENCE_FIXTURES = {"reference_checkpoints", "memorizing_checkpoint", "generalizing_checkpoint"}
+# Tests that use these run after the reference models are trained ("reference_training_done":
+# tests that start many processes of their own, Ray, which should not compete with the training).
+MODEL_FIXTURES = {"reference_checkpoints", "memorizing_checkpoint", "generalizing_checkpoint"}
+REFERENCE_FIXTURES = MODEL_FIXTURES | {"reference_training_done"}
 
 
-def _needs_reference_models(item) -> bool:
-    return not REFERENCE_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+def _needs_reference_models(item, fixtures=REFERENCE_FIXTURES) -> bool:
+    return not fixtures.isdisjoint(getattr(item, "fixturenames", ()))
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -78,12 +81,19 @@ class _BackgroundTraining:
 @pytest.fixture(scope="session", autouse=True)
 def _reference_training(request):
     """Starts training the reference models at the first test when any collected test needs them."""
-    if not any(_needs_reference_models(item) for item in request.session.items):
+    if not any(_needs_reference_models(item, MODEL_FIXTURES) for item in request.session.items):
         yield None
         return
     training = _BackgroundTraining(request.getfixturevalue("reference_root"))
     yield training
     training.close()            # never leave the training processes behind
+
+
+@pytest.fixture(scope="session")
+def reference_training_done(_reference_training) -> None:
+    """Waits until the background training of the reference models (if any) has finished."""
+    if _reference_training is not None:
+        _reference_training.wait()
 
 
 @pytest.fixture(scope="session")
