@@ -1,5 +1,6 @@
 """Shared fixtures. The two reference models train once per test session (in parallel, one
-process per core) and every test file reuses them. Set MEMAUDIT_TEST_CACHE to a directory to keep
+process per core, in the background from the first test on: the files that need them run last)
+and every test file reuses them. Set MEMAUDIT_TEST_CACHE to a directory to keep
 them between sessions while developing."""
 import os
 from pathlib import Path
