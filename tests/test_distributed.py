@@ -36,7 +36,9 @@ MINI_SWEEP = dict(sizes=(4, 8), steps="3", batch_size=8, warmup=1, recover_n=8, 
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
+def ray_cluster(reference_training_done):
+    # (after the session's background training: a Ray instance beside it on 2 cores crawls, 176 s
+    # instead of 14 s for the first test here, measured)
     # Functions of this module (the killed-worker tasks) travel by value: workers cannot import tests/.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

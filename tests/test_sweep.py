@@ -49,14 +49,25 @@ def _reference_settings(**kw):
                          seed=ref.seed, **{**FAST, **kw})
 
 
-def test_mini_sweep_on_reference_models(tmp_path, memorizing_checkpoint, generalizing_checkpoint):
+@pytest.fixture(scope="module")
+def reference_sweep(tmp_path_factory, memorizing_checkpoint, generalizing_checkpoint):
+    """The 2-point mini-sweep on the reference models, run once for this module: its points are
+    copies of the session's reference checkpoints (pre-trained elsewhere). → (directory, the
+    checkpoints' config.json mtimes before the sweep, the SweepResult). Tests that change the
+    directory work on a copy of it."""
+    out = tmp_path_factory.mktemp("reference-sweep")
+    for n, ckpt in ((32, memorizing_checkpoint), (65536, generalizing_checkpoint)):
+        shutil.copytree(ckpt, point_dir(out, n) / "checkpoint")
+    mtimes = {n: (point_dir(out, n) / "checkpoint" / "config.json").stat().st_mtime_ns for n in (32, 65536)}
+    result = sweep(_reference_settings(), out, workers=1, show_progress=False)
+    return out, mtimes, result
+
+
+def test_mini_sweep_on_reference_models(reference_sweep):
     """Points pre-trained elsewhere are reused (no training); the memorizing point recovers its
     training examples far better than held-out ones, and the sweep writes its table and plots."""
     settings = _reference_settings()
-    for n, ckpt in ((32, memorizing_checkpoint), (65536, generalizing_checkpoint)):
-        shutil.copytree(ckpt, point_dir(tmp_path, n) / "checkpoint")
-    mtimes = {n: (point_dir(tmp_path, n) / "checkpoint" / "config.json").stat().st_mtime_ns for n in (32, 65536)}
-    result = sweep(settings, tmp_path, workers=1, show_progress=False)
+    tmp_path, mtimes, result = reference_sweep
     assert not result.failed and sorted(result.ran) == [32, 65536]
     for n in (32, 65536):
         assert result.points[n]["trained_now"] is False
@@ -297,18 +308,16 @@ def test_scan_verdicts_of_a_sweep_follow_the_rule(tmp_path):
         assert current_scan_decision(point) == expected
 
 
-def test_validate_rescans_a_sweep_and_rejudges_its_table(tmp_path, memorizing_checkpoint, generalizing_checkpoint,
-                                                          monkeypatch):
+def test_validate_rescans_a_sweep_and_rejudges_its_table(tmp_path, reference_sweep, monkeypatch):
     """`memaudit validate`: the checkpoints of a finished sweep are scanned again with today's scan
     (cached beside each point), judged against their recovery ground truth, and the table it writes
     re-judges to the same decisions without a model."""
     from memaudit.experiments import validation
 
+    # a copy of the module's finished mini-sweep (the same settings and reference checkpoints)
     sweep_dir = tmp_path / "refs"
-    settings = _reference_settings()
-    for n, ckpt in ((32, memorizing_checkpoint), (65536, generalizing_checkpoint)):
-        shutil.copytree(ckpt, point_dir(sweep_dir, n) / "checkpoint")
-    sweep(settings, sweep_dir, workers=1, show_progress=False, plots=False)
+    shutil.copytree(reference_sweep[0], sweep_dir)
+    assert all((point_dir(sweep_dir, n) / "point.json").is_file() for n in (32, 65536))
     out = tmp_path / "val"
     r = runner.invoke(app, ["validate", str(sweep_dir), "--out", str(out), "--json"])
     assert r.exit_code == 0, r.output
