@@ -25,6 +25,7 @@ not depend on the chunking), so reports are byte-identical between runs.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from statistics import NormalDist
@@ -123,6 +124,7 @@ def poisson_cdf(k: int, lam: float) -> float:
     return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
 
 
+@functools.lru_cache(maxsize=4096)   # a pure function, called with the same few counts by every bootstrap and fit
 def poisson_interval(k: int, confidence: float) -> tuple[float, float]:
     """Garwood's exact two-sided interval for the mean λ of a Poisson count k: λ_lo with
     P(X ≥ k | λ_lo) = α/2, λ_hi with P(X ≤ k | λ_hi) = α/2 (bisection; above k = 1000 the
