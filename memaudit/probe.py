@@ -73,6 +73,7 @@ class ScanError(UsageError):
 
 
 EXECUTION_SETTINGS = ("batch_size", "max_memory")
+PER_MODEL_SETTINGS = ("layout", "precision")   # 'auto' resolves from the loaded checkpoint and its device
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,17 @@ def scan_task(checkpoint: str, settings_dict: dict, weights: str | None, device:
 
 
 # ----------------------------------------------------------------------------------- resumption
+def same_settings(recorded: dict, requested: dict) -> bool:
+    """Whether a report's settings are the requested ones. Settings the scan resolves per model
+    (ScanSettings.PER_MODEL: the layout and the network precision, 'auto' until the checkpoint is
+    loaded) match any value a report recorded for them when 'auto' was requested."""
+    from ..probe import PER_MODEL_SETTINGS
+
+    if recorded.keys() != requested.keys():
+        return False
+    return all(recorded[k] == v or (k in PER_MODEL_SETTINGS and v == "auto") for k, v in requested.items())
+
+
 def finished_report(report_dir: Path, checkpoint: str, settings_dict: dict, rule_description: dict,
                     weights: str | None) -> dict | None:
     """The summary of a finished report in report_dir made of this checkpoint (same path, same
@@ -160,7 +171,7 @@ def finished_report(report_dir: Path, checkpoint: str, settings_dict: dict, rule
     if not all((report_dir / name).is_file() for name in REPORT_FILES):
         return None
     model = summary.get("model") or {}
-    if summary.get("settings") != settings_dict or summary.get("rule") != rule_description:
+    if not same_settings(summary.get("settings") or {}, settings_dict) or summary.get("rule") != rule_description:
         return None
     if weights is not None and model.get("weights") != weights:
         return None
