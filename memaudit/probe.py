@@ -390,7 +390,7 @@ def near_copies(tokens: np.ndarray, max_fraction: float, block: int = 64) -> np.
     return counts
 
 
-def training_layout(requested: str, denoiser: Denoiser) -> str:
+def resolve_layout(requested: str, denoiser: Denoiser) -> str:
     """How the model's training sequences were cut, for the position test of the rule: as the user
     says (`--layout stream|aligned`), else what the loader read from the checkpoint (memaudit's own:
     'stream', its trainer cuts blocks from one token stream; a Duo/UDLM Lightning config:
@@ -468,13 +468,10 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     denoiser = as_denoiser(checkpoint_or_denoiser, weights, device, tokenizer=tokenizer,
                            trust_remote_code=trust_remote_code, time_input=time_input, schedule=schedule)
     settings = settings.resolve(rule, denoiser.device)
-    settings = replace(settings, layout=training_layout(settings.layout, denoiser))
-    if settings.precision not in ("auto", *PRECISIONS):
-        settings.validate()
-    denoiser = at_precision(denoiser, settings.precision)
-    settings = replace(settings, precision=denoiser.precision)
-    t_values = [settings.t_eval, *settings.t_profile]
     settings.validate()
+    denoiser = at_precision(denoiser, settings.precision)
+    settings = replace(settings, layout=resolve_layout(settings.layout, denoiser), precision=denoiser.precision)
+    t_values = [settings.t_eval, *settings.t_profile]
     p_dtype = torch.float64 if settings.posterior_dtype == "float64" else torch.float32
     batch = plan_batch(denoiser, settings.batch_size, settings.max_memory, work=settings.samples)
     model = model_provenance(denoiser)

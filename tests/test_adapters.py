@@ -971,7 +971,7 @@ def test_training_layout_comes_from_the_data_config(duo_ckpt):
     """Duo/UDLM configs say whether training blocks were cut from a stream (data.wrap), which the
     scan's position test needs; memaudit's own checkpoints are always stream-cut."""
     from memaudit.adapters.lightning import training_layout
-    from memaudit.probe import training_layout as scan_layout
+    from memaudit.probe import resolve_layout as scan_layout
 
     den = memaudit.load(duo_ckpt[0])
     assert den.provenance["training_layout"] is None                  # the fixture's config has no data.wrap
