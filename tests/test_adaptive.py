@@ -7,8 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from memaudit.probe import ScanSettings, scan
-from memaudit.stats import record_statistics
-from memaudit.verdict import Evidence, load_rule, sequential
+from memaudit.verdict import load_rule, sequential
 
 CALIBRATION = Path(__file__).resolve().parent.parent / "memaudit" / "calibration"
 TABLES = [CALIBRATION / "calibration_table.parquet", CALIBRATION / "validation" / "validation_table.parquet"]
@@ -35,17 +34,10 @@ def test_adaptive_verdict_never_contradicts_the_full_scan(name, row):
     """On every calibration and validation point (per-sample values in the checked-in tables, in
     the order they were drawn): the adaptive decision equals the full-sample decision wherever
     the latter is definite, and is never the opposite definite verdict."""
-    rule = load_rule()
+    from memaudit.experiments.validation import gate_wrong, replay_adaptive
 
-    def decide_at(k, confidence):
-        stats = record_statistics(row, rule.t_eval, rule.tau, rule.bootstrap_resamples,
-                                  rule.confidence if confidence is None else confidence, k=k)
-        return rule.decide(Evidence.from_stats(stats, steps=row.get("scan_steps"),
-                                               n_parameters=row.get("n_parameters")))
-
+    full, adaptive, used = replay_adaptive(row, load_rule())
     n = len(row["duplicate_of"])
-    full = decide_at(n, None)
-    adaptive, used = sequential.replay(sequential.looks(rule.min_samples, n), decide_at)
     if full.verdict in ("memorizing", "generalizing"):
         assert adaptive.verdict == full.verdict, (name, used, adaptive.reason, full.reason)
     else:
@@ -55,8 +47,6 @@ def test_adaptive_verdict_never_contradicts_the_full_scan(name, row):
     # and never a wrong gate verdict: no stored-set model (by recovery) passed as generalizing on
     # its first samples (the position test's power grows with the samples, so a 'generalizing' it
     # hints against does not stop the scan)
-    from memaudit.experiments.validation import gate_wrong
-
     assert not gate_wrong(row["label"], row["recovery_verdict"], adaptive.verdict), (name, used, adaptive.reason)
 
 

@@ -646,6 +646,29 @@ def test_position_locked_samples_block_generalizing_and_decide_only_for_stream_l
     assert rule.decide(evidence(layout="stream", **lock), entropy_only=True).verdict == "generalizing"
 
 
+def test_the_position_test_clears_unstable_samples_only_with_power_and_a_meaningful_layout():
+    """Rule v5: the fixed-point bound catches partial memorizers but also the non-modal tokens of a
+    high-entropy language; a position test with ≥ position_clear_min_samples samples that finds no
+    position dependence at all (p > position_information_p_settle) clears the samples."""
+    rule = load_rule()
+    bound = rule.thresholds["generalizing"]["fixed_point_distance_max"]
+    need = int(rule.evidence["position_clear_min_samples"])
+    settle = rule.evidence["position_information_p_settle"]
+    unstable = dict(fixed_point_distance=bound + 0.05, position_information=0.006, layout="stream")
+    d = rule.decide(evidence(n_samples=need, position_information_p=0.5, **unstable))
+    assert (d.verdict, d.reason) == ("generalizing", "finite_entropy")
+    assert "does not attribute to stored blocks" in d.explanation and d.settled
+    for kw in (dict(n_samples=need // 2, position_information_p=0.5),        # too few samples for its power
+               dict(n_samples=need, position_information_p=settle),          # some position dependence
+               dict(n_samples=need, position_information_p=float("nan")),    # not measured
+               dict(n_samples=need, position_information_p=0.5, layout="aligned")):  # uninformative there
+        d = rule.decide(evidence(**{**unstable, **kw}))
+        assert (d.verdict, d.reason) == ("inconclusive", "unstable_samples"), kw
+    # within the bound nothing changes, and the explanation says nothing of it
+    d = rule.decide(evidence(n_samples=need, position_information_p=0.5, **{**unstable, "fixed_point_distance": bound / 2}))
+    assert d.verdict == "generalizing" and "stored blocks" not in d.explanation
+
+
 def test_record_statistics_reads_the_position_statistic_of_any_prefix():
     from memaudit.stats import position_information, record_statistics
 

@@ -138,6 +138,24 @@ def gate_wrong(label: str, recovery_verdict: str, verdict: str) -> bool:
     return False
 
 
+def replay_adaptive(row: dict, rule) -> tuple:
+    """The full-sample decision on a stored point (per-sample values in a calibration or
+    validation table, in the order they were drawn) and the adaptive scan's, replayed over its
+    looks (memaudit.verdict.sequential). → (full Decision, adaptive Decision, samples used)."""
+    from ..stats import record_statistics
+    from ..verdict import Evidence, sequential
+
+    def decide_at(k, confidence):
+        stats = record_statistics(row, rule.t_eval, rule.tau, rule.bootstrap_resamples,
+                                  rule.confidence if confidence is None else confidence, k=k)
+        return rule.decide(Evidence.from_stats(stats, steps=row.get("scan_steps"),
+                                               n_parameters=row.get("n_parameters")))
+
+    n = len(row["duplicate_of"])
+    adaptive, used = sequential.replay(sequential.looks(rule.min_samples, n), decide_at)
+    return decide_at(n, None), adaptive, used
+
+
 def judge(rows: list[dict], rule=None) -> dict:
     """Decisions of `rule` (default: the scan's default rule) on every row, both confusion tables,
     the counts and the domain the rows span."""

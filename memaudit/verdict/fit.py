@@ -33,8 +33,9 @@ TAU_CANDIDATES = (0.01, 0.03, 0.1, 0.3)
 SAMPLE_COUNTS = (16, 32, 64, 128, 256, 512, 1024)
 MIN_SAMPLES_FLOOR = 32   # never trust fewer samples, whatever the reference points allowed
 RULE_NAME = "calibrated"
-RULE_VERSION = 4         # 2: evidence of a stored set (repeats, basins); 3: near copies count as repeats;
-                         # 4: position-locked samples (tokens at stored positions)
+RULE_VERSION = 5         # 2: evidence of a stored set (repeats, basins); 3: near copies count as repeats;
+                         # 4: position-locked samples (tokens at stored positions); 5: the position
+                         # test clears samples of the fixed-point bound
 
 
 class CalibrationError(UsageError):
