@@ -152,6 +152,16 @@ def _evidence_rows(rule: dict) -> list[str]:
             f"whole after re-noising at t = {ev['basin_t']:g} whose CI lower bound is > {ev['basin_return_min']:g} "
             "(attractor_samples); otherwise inconclusive (low_entropy_language). Generalizing also needs no "
             f"repeats and a whole-return CI upper bound ≤ {ev['basin_return_max']:g} |"]
+    if "position_information_max" in ev:
+        clear = (f" With ≥ {ev['position_clear_min_samples']:g} samples and the position test's p > "
+                 f"{ev['position_information_p_settle']:g} (layout not aligned), samples beyond the fixed-point "
+                 "bound are not unstable_samples.") if "position_clear_min_samples" in ev else ""
+        rows.append(f"| position-locked samples (set by principle, not fitted) | a token carrying > "
+                    f"{ev['position_information_max']:g} nats about its position (shift-permutation p ≤ "
+                    f"{ev['position_information_p_max']:g}): finite entropy → inconclusive (position_locked_samples) "
+                    "unless the layout is aligned; low entropy and a stream layout → memorizing. A generalizing "
+                    f"verdict with p ≤ {ev['position_information_p_settle']:g} is not settled (the adaptive scan "
+                    f"draws more samples).{clear} |")
     ranges = ", ".join(f"{k} {lo:,}–{hi:,}" for k, v in dom.items() if k in ("vocab_size", "seq_len", "n_parameters")
                        for lo, hi in [v])
     if ranges:
