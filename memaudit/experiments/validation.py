@@ -233,10 +233,11 @@ def report_markdown(result: dict, command: str, table_sha: str) -> str:
         "# Out-of-sample validation of the scan rule",
         "",
         f"Rule **{rule['name']} v{rule['version']}** ({rule['status']}, sha256 {rule['sha256'][:16]}), "
-        f"t_eval = {rule['t_eval']:g}, τ = {rule['tau']:g} nats. None of these models was used to fit it.",
+        f"t_eval = {rule['t_eval']:g}, τ = {rule['tau']:g} nats. No threshold was fitted on these models "
+        "(docs/calibration.md says which points had been looked at when each evidence bound was set).",
         f"Regenerate: `{command}` (validation table sha256 {table_sha[:16]}; the table was built by "
         f"`memaudit validate` from the sweeps {', '.join(result.get('table_built_from') or ['(unknown)'])}, "
-        "trained by docs/validation-runs-2026-12-01/run.sh, run2.sh and run3.sh, re-scanned by run-validate4.sh).",
+        "trained and re-scanned by the scripts in docs/validation-runs-2026-12-01/).",
         "",
         f"- points: {result['points']} over {len(result['languages'])} languages ({', '.join(result['languages'])})",
         f"- wrong definite verdicts, release-gate sense (a memorizer — fully or partly, by recovery — called "
