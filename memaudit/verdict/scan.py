@@ -336,8 +336,9 @@ class Rule:
                                 + ("" if ev.layout == "stream" else
                                    " (if every training sequence began at a document start, as with padded "
                                    "sentences, position dependence is expected: pass --layout aligned)"))
-            cleared = self._position_clear(ev)
-            if stable_max is not None and ev.fixed_point_distance > stable_max and not cleared:
+            beyond_bound = stable_max is not None and ev.fixed_point_distance > stable_max
+            cleared = self._position_clear(ev) if beyond_bound else ""
+            if beyond_bound and not cleared:
                 return Decision("inconclusive", "unstable_samples",
                                 f"{finite} looks generalizing, but the model's greedy dynamics changes "
                                 f"{ev.fixed_point_distance:.0%} of the tokens of its own samples (> {stable_max:.0%}): "
@@ -361,7 +362,7 @@ class Rule:
             # only where the position test finds no dependence at all.
             hint = math.isfinite(ev.position_information_p) and ev.layout != "aligned" \
                 and ev.position_information_p <= self.evidence["position_information_p_settle"]
-            unstable = "" if stable_max is None or ev.fixed_point_distance <= stable_max else (
+            unstable = "" if not beyond_bound else (
                 f"; the greedy dynamics changes {ev.fixed_point_distance:.0%} of the samples' tokens "
                 f"(> {stable_max:.0%}), which the position test does not attribute to stored blocks ({cleared})")
             return Decision("generalizing", "finite_entropy",
