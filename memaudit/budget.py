@@ -1,11 +1,13 @@
 """Memory budget: how much memory a run may use, and how many sequences fit in one network call.
 
-A scan's peak memory is set by the largest batch it sends through the network: the x0 prediction
-and everything derived from it are [B, L, V] float32 tensors (logits, log-probabilities, x̂, its
-running sum for the draw, one masked copy for the greedy step), beside the activations of the
-transformer. The reverse steps never build a float64 or one-hot [B, L, V] tensor
-(memaudit.diffusion: the posterior as a mixture), so the estimate below is linear in B and the
-batch that fits a budget can be chosen before anything is allocated.
+A scan's peak memory is set by the largest batch it sends through the network: its output is one
+[B, L, V] float32 tensor, turned into log-probabilities and then x̂ in place; beside it a step
+builds at most the rows of x̂ that its draws pick and their running sum (all rows, at worst, on a
+coarse grid), and the work over the vocabulary otherwise runs in small row chunks
+(memaudit.diffusion.row_chunks); under autocast the network's half-precision output is one more
+half tensor. Then the activations of the transformer. The reverse steps never build a float64 or
+one-hot [B, L, V] tensor (memaudit.diffusion: the posterior as a mixture), so the estimate below
+is linear in B and the batch that fits a budget can be chosen before anything is allocated.
 
 The default budget is a share of the memory actually available to this process: the smallest of
 the free memory the kernel reports (MemAvailable), the cgroup's limit less its usage (containers,
@@ -34,10 +36,11 @@ MAX_AUTO_BATCH = 256
 # sequences at L = 32, 32 at L = 128 — about 3 GiB for an LM1B-small-shaped model — and 4 at
 # L = 1,024). A GPU fills its budget instead.
 CPU_TOKENS_PER_CALL = 4096
-# [B, L, V] float32 tensors alive at once at the peak of a step (see the module docstring), and
-# float32 activations per token and hidden unit (residual, normed input, q/k/v, attention output,
-# the MLP's 4d hidden layer and its GELU).
-VOCAB_TENSORS = 6
+# [B, L, V] float32 tensors alive at once at the peak of a step (3, see the module docstring, and
+# one for slack), and float32 activations per token and hidden unit (residual, normed input,
+# q/k/v, attention output, the MLP's 4d hidden layer and its GELU). Measured against peak RSS in
+# docs/performance.md (OWT-small shape, batch 2: 0.4 GiB per sequence, estimated 0.8).
+VOCAB_TENSORS = 4
 HIDDEN_TENSORS = 14
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}

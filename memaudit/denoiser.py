@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .diffusion import Schedule
+from .diffusion import Schedule, log_softmax_
 from .model import DDiT
 
 
@@ -106,7 +106,7 @@ class Denoiser:
             return torch.zeros_like(t, dtype=torch.float32)
         raise ValueError(f"unknown time input {self.time_input!r}")
 
-    @torch.inference_mode()
+    @torch.no_grad()   # not inference_mode: callers update the result in place (x̂ = exp_)
     def __call__(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """tokens [B, L] int64, t [B] (or scalar) → log p_θ(x_0 | x_t) [B, L, V] float32."""
         if tokens.dim() != 2:
@@ -123,9 +123,9 @@ class Denoiser:
                 log_probs = self.log_probs(tokens, t)
             log_probs = log_probs.float()
         # Log-probabilities are ≤ 0 (−inf allowed: a class with probability 0); NaN and +inf fail
-        # the comparison. Checked here, once for every caller, because an entropy of NaN inputs
-        # would otherwise reach a verdict.
-        if not bool((log_probs <= 0).all()):
+        # the comparison (the maximum propagates NaN). Checked here, once for every caller, because
+        # an entropy of NaN inputs would otherwise reach a verdict.
+        if not bool(log_probs.amax() <= 0):
             raise NonFiniteOutput(
                 f"the model produced NaN or infinite log-probabilities at t={float(t.max()):.3g} "
                 f"(overflowing or corrupt weights); no verdict")
@@ -136,7 +136,8 @@ class Denoiser:
         logits = self.model(tokens, self.time_features(t))
         if self.output_vocab_slice is not None:
             logits = logits[..., : self.output_vocab_slice]
-        return torch.log_softmax(logits.float(), dim=-1)
+        # In place on the network's own output (a fresh tensor): no second [B, L, V] tensor.
+        return log_softmax_(logits.float().contiguous())
 
     def decode(self, ids) -> str | None:
         if self.tokenizer is None:

@@ -307,14 +307,38 @@ def final_posterior(x_t: torch.Tensor, x0_probs: torch.Tensor, alpha_t: torch.Te
     return unnormalised / unnormalised.sum(-1, keepdim=True)
 
 
+# Work over the vocabulary is done in chunks of rows of about CHUNK_BYTES: a [B, L, V] temporary
+# at a released model's shape is hundreds of MB, and on a CPU a fresh allocation of that size is
+# paid in page faults every step (it costs more than the arithmetic: docs/performance.md); chunk
+# temporaries stay in the cache and are reused by the allocator.
+CHUNK_BYTES = 4 * 2**20
+
+
+def row_chunks(x: torch.Tensor):
+    """(slice of rows, chunk [rows, V]) over the rows of x [..., V] (x viewed as [N, V]; every chunk
+    is a view, so writing into it writes x)."""
+    flat = x.reshape(-1, x.shape[-1])
+    rows = max(1, CHUNK_BYTES // max(1, x.shape[-1] * x.element_size()))
+    for start in range(0, flat.shape[0], rows):
+        part = slice(start, min(flat.shape[0], start + rows))
+        yield part, flat[part]
+
+
+def log_softmax_(logits: torch.Tensor) -> torch.Tensor:
+    """log_softmax over the last axis, written into `logits` (float32, contiguous): no second
+    [B, L, V] tensor. Safe in place: every row is reduced (max, sum of exponentials) before any of
+    its elements is written, and the result equals torch.log_softmax bit for bit (tested)."""
+    return torch.log_softmax(logits, dim=-1, out=logits)
+
+
 # The posterior as a mixture. Split the numerator above by its terms: it is
 #     w_stay · δ(x_t) + w_model · x̂ + w_uniform · Uniform(V)
 # with per-token weights (divided by the denominator D = V α_t x̂_{x_t} + 1 − α_t)
 #     w_stay = (V α_t x̂_{x_t} + α_{t|s} − α_t) / D,  w_model = (α_s − α_t) / D,
 #     w_uniform = (1 − α_{t|s})(1 − α_s) / D,
 # and α_s = 1 gives the final step's w_stay = V α_t x̂_{x_t} / D, w_model = (1 − α_t) / D.
-# Sampling the mixture needs only [B, L] weights and one draw from x̂ itself; nothing of size
-# [B, L, V] beyond x̂ (float32) and its running sum is ever built.
+# Sampling the mixture needs only [B, L] weights and, for the tokens that pick the x̂ part, one
+# draw from x̂ itself; nothing of size [B, L, V] beyond x̂ (float32) is ever built.
 @dataclass(frozen=True)
 class StepDraws:
     """The uniform draws of one ancestral step, one per token, all [B, L]: `part` picks the part of
@@ -341,20 +365,25 @@ def posterior_weights(x_t: torch.Tensor, x0_probs: torch.Tensor, alpha_t: torch.
 
 
 def draw_from(probs: torch.Tensor, within: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF draws: probs [B, L, V] (any scale), within [B, L] uniform in [0, 1) → [B, L] int64."""
-    cumulative = probs.cumsum(-1)                                              # [B, L, V]
-    target = within.to(cumulative.dtype)[..., None] * cumulative[..., -1:]     # [B, L, 1]
+    """Inverse-CDF draws: probs [..., V] (any scale), within [...] uniform in [0, 1) → [...] int64."""
+    cumulative = probs.cumsum(-1)                                              # [..., V]
+    target = within.to(cumulative.dtype)[..., None] * cumulative[..., -1:]     # [..., 1]
     index = torch.searchsorted(cumulative, target, right=True)[..., 0]
     return index.clamp_max(probs.shape[-1] - 1)
 
 
 def sample_mixture(x_t: torch.Tensor, x0_probs: torch.Tensor, w_stay: torch.Tensor, w_model: torch.Tensor,
                    draws: StepDraws) -> torch.Tensor:
-    """One draw per token from w_stay · δ(x_t) + w_model · x̂ + (rest) · Uniform. → [B, L] int64."""
+    """One draw per token from w_stay · δ(x_t) + w_model · x̂ + (rest) · Uniform. → [B, L] int64.
+    Only the tokens whose draw picks the x̂ part are drawn from x̂ (a few per cent of them per
+    step): the others never need its cumulative distribution."""
     part = draws.part.to(w_stay.device, w_stay.dtype)
-    from_model = draw_from(x0_probs, draws.within.to(x0_probs.device))
-    x = torch.where(part < w_stay + w_model, from_model, draws.token.to(x_t.device))
-    return torch.where(part < w_stay, x_t, x)
+    x = torch.where(part < w_stay, x_t, draws.token.to(x_t.device))
+    from_x0 = (part >= w_stay) & (part < w_stay + w_model)                    # [B, L] bool
+    if bool(from_x0.any()):
+        within = draws.within.to(x0_probs.device)[from_x0]                     # [K]
+        x[from_x0] = draw_from(x0_probs[from_x0], within)                      # x0_probs[from_x0]: [K, V]
+    return x
 
 
 def greedy_choice(x_t: torch.Tensor, x0_probs: torch.Tensor, stay: torch.Tensor, other_scale: torch.Tensor,
@@ -362,8 +391,11 @@ def greedy_choice(x_t: torch.Tensor, x0_probs: torch.Tensor, stay: torch.Tensor,
     """argmax_j of an (unnormalised) posterior whose value is `stay` at j = x_t and
     other_scale · x̂_j + other_offset elsewhere (other_scale ≥ 0), ties to the lower index as a
     dense argmax breaks them. → [B, L] int64."""
-    others = x0_probs.scatter(-1, x_t[..., None], -1.0)                        # x̂ with x_t excluded
-    best_other = others.argmax(-1)                                             # [B, L]
+    best_other = torch.empty_like(x_t)
+    flat_best, flat_xt = best_other.view(-1), x_t.reshape(-1)
+    for rows, chunk in row_chunks(x0_probs):
+        others = chunk.scatter(-1, flat_xt[rows, None], -1.0)                 # x̂ with x_t excluded
+        flat_best[rows] = others.argmax(-1)
     other = other_scale * torch.gather(x0_probs, -1, best_other[..., None])[..., 0].to(stay.dtype) + other_offset
     keep = (stay > other) | ((stay == other) & (x_t < best_other))
     return torch.where(keep, x_t, best_other)
@@ -451,12 +483,16 @@ def sample_times(batch_size: int, t_min: float = 1e-3, generator: torch.Generato
 
 
 def entropy(log_probs: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy in nats of the distributions on the last axis, in float32 or better."""
+    """Shannon entropy in nats of the distributions on the last axis, in float32 or better.
+    Computed in row chunks (`row_chunks`), so its temporaries stay small whatever the batch."""
     log_probs = log_probs.float() if log_probs.dtype in (torch.float16, torch.bfloat16) else log_probs
-    probs = log_probs.exp()
-    # 0 · log 0 = 0: the where keeps −inf logits from producing NaN. It tests probs == 0, not
-    # probs > 0, so that a NaN probability stays NaN and the caller's finiteness check can fire.
-    return -torch.where(probs == 0, torch.zeros_like(probs), probs * log_probs).sum(-1)
+    out = torch.empty(log_probs.shape[:-1], dtype=log_probs.dtype, device=log_probs.device)
+    for rows, chunk in row_chunks(log_probs):
+        probs = chunk.exp()
+        # 0 · log 0 = 0: the where keeps −inf logits from producing NaN. It tests probs == 0, not
+        # probs > 0, so that a NaN probability stays NaN and the caller's finiteness check can fire.
+        out.view(-1)[rows] = -torch.where(probs == 0, torch.zeros_like(probs), probs * chunk).sum(-1)
+    return out
 
 
 def max_entropy(vocab_size: int) -> float:

@@ -104,14 +104,14 @@ def reverse_process(denoiser: Denoiser, x_t: torch.Tensor, t_start: float, steps
         t, s = times[i], times[i + 1]
         alpha_t = schedule.alpha(t).expand(batch).to(x.device)
         alpha_s = schedule.alpha(s).expand(batch).to(x.device)
-        x0_probs = denoiser(x, t.float().expand(batch)).exp()                   # float32 [B, L, V]
+        x0_probs = denoiser(x, t.float().expand(batch)).exp_()                  # float32 [B, L, V], in place
         draws = None if streams is None else streams.step_draws(length, denoiser.vocab_size)
         x = clamp(D.reverse_step(x, x0_probs, alpha_t, alpha_s, draws, dtype=posterior_dtype))
         del x0_probs
         if on_step is not None:
             on_step()
     t_last = times[-1]
-    x0_probs = denoiser(x, t_last.float().expand(batch)).exp()
+    x0_probs = denoiser(x, t_last.float().expand(batch)).exp_()
     draws = streams.step_draws(length, denoiser.vocab_size) if final == "ancestral" and streams is not None else None
     return clamp(D.noise_removal_step(x, x0_probs, schedule.alpha(t_last).expand(batch).to(x.device),
                                       mode=final, draws=draws, dtype=posterior_dtype))

@@ -114,7 +114,7 @@ def test_batch_plan_fits_the_budget_and_refuses_what_cannot(tiny_ckpt):
     with pytest.raises(BudgetError, match="one sequence needs about"):
         plan_batch(den, None, per - 1)
     # the estimate grows with V × L (the [B, L, V] float32 tensors of a step dominate)
-    assert bytes_per_sequence(30522, 128, 768, 12) > 90 * 2**20 > bytes_per_sequence(32, 32, 128, 4)
+    assert bytes_per_sequence(30522, 128, 768, 12) > 60 * 2**20 > bytes_per_sequence(32, 32, 128, 4)
 
 
 @pytest.mark.parametrize("extra,message", [(["--batch-size", "64", "--max-memory", "20KB"], "--batch-size 64 needs"),

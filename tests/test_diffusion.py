@@ -268,3 +268,44 @@ def test_noise_removal_modes_and_entropy():
     assert torch.allclose(D.entropy(uniform), torch.full((2,), torch.log(torch.tensor(float(V)))))
     delta = torch.tensor([[0.0, float("-inf"), float("-inf"), float("-inf")]])
     assert D.entropy(delta).item() == 0.0
+
+
+def test_vocabulary_work_in_row_chunks_equals_the_whole_tensor_forms(monkeypatch):
+    """Entropy, the greedy choice and the in-place log-softmax run over row chunks (so that no
+    second [B, L, V] tensor is built at a released model's size); chunks of 3 rows must give
+    exactly what the whole-tensor forms give, −inf entries and NaN propagation included."""
+    gen = torch.Generator().manual_seed(11)
+    vocab = 7
+    logits = torch.randn(4, 5, vocab, generator=gen) * 3
+    logits[0, 0, 2] = float("-inf")
+    whole_log_probs = torch.log_softmax(logits, -1)
+    monkeypatch.setattr(D, "CHUNK_BYTES", 3 * vocab * 4)          # 3 rows per chunk: 7 chunks
+    assert len(list(D.row_chunks(logits))) == 7
+    assert torch.equal(D.log_softmax_(logits.clone()), whole_log_probs)
+    probs = whole_log_probs.exp()
+    dense_entropy = -torch.where(probs == 0, torch.zeros_like(probs), probs * whole_log_probs).sum(-1)
+    assert torch.equal(D.entropy(whole_log_probs), dense_entropy)
+    with_nan = whole_log_probs.clone()
+    with_nan[3, 4, 1] = float("nan")
+    assert torch.isnan(D.entropy(with_nan)[3, 4]) and not torch.isnan(D.entropy(with_nan)[:3]).any()
+    x_t = torch.randint(0, vocab, (4, 5), generator=gen)
+    a_t = torch.full((4,), 0.3, dtype=torch.float64)
+    a_s = torch.full((4,), 0.6, dtype=torch.float64)
+    assert torch.equal(D.reverse_step(x_t, probs, a_t, a_s), D.posterior(x_t, probs.double(), a_t, a_s).argmax(-1))
+
+
+def test_only_tokens_that_pick_the_model_part_are_drawn_from_it():
+    """sample_mixture draws from x̂ only where the `part` draw lands in the x̂ part; elsewhere it
+    keeps x_t or takes the uniform token, and an x̂ that would be drawn nowhere is never read."""
+    x_t = torch.tensor([[0, 1, 2, 3]])
+    w_stay = torch.full((1, 4), 0.5, dtype=torch.float64)
+    w_model = torch.full((1, 4), 0.3, dtype=torch.float64)
+    x0_probs = torch.zeros(1, 4, V)
+    x0_probs[..., 3] = 1.0                                          # x̂ = δ(3) everywhere
+    draws = D.StepDraws(torch.tensor([[0.1, 0.6, 0.9, 0.7]], dtype=torch.float64), torch.rand(1, 4),
+                        torch.tensor([[2, 2, 1, 0]]))
+    assert D.sample_mixture(x_t, x0_probs, w_stay, w_model, draws).tolist() == [[0, 3, 1, 3]]
+    nowhere = D.StepDraws(torch.tensor([[0.1, 0.2, 0.9, 0.95]], dtype=torch.float64), torch.rand(1, 4),
+                          torch.tensor([[2, 2, 1, 0]]))
+    poisoned = torch.full((1, 4, V), float("nan"))
+    assert D.sample_mixture(x_t, poisoned, w_stay, w_model, nowhere).tolist() == [[0, 1, 1, 0]]

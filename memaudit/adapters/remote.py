@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from ..denoiser import Denoiser
-from ..diffusion import check_eps
+from ..diffusion import check_eps, log_softmax_
 from . import Adapter, LoadError, UnsupportedCheckpoint, check_memory, file_sha256, read_json
 from .common import MASKED_REASON, as_float, hub_provenance, jsonable, make_schedule, quiet_transformers
 
@@ -144,7 +144,7 @@ class RemoteCodeDenoiser(Denoiser):
         return _logits(self.model(**kwargs))
 
     def log_probs(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return torch.log_softmax(self.call_network(tokens, t).float(), dim=-1)
+        return log_softmax_(self.call_network(tokens, t).float().contiguous())
 
     def architecture(self) -> dict:
         cfg = getattr(self.model, "config", None)
