@@ -294,18 +294,23 @@ def test_vocabulary_work_in_row_chunks_equals_the_whole_tensor_forms(monkeypatch
     assert torch.equal(D.reverse_step(x_t, probs, a_t, a_s), D.posterior(x_t, probs.double(), a_t, a_s).argmax(-1))
 
 
-def test_only_tokens_that_pick_the_model_part_are_drawn_from_it():
+def test_only_tokens_that_pick_the_model_part_are_drawn_from_it(monkeypatch):
     """sample_mixture draws from x̂ only where the `part` draw lands in the x̂ part; elsewhere it
-    keeps x_t or takes the uniform token, and an x̂ that would be drawn nowhere is never read."""
+    keeps x_t or takes the uniform token, and when no token picks x̂ nothing is drawn from it."""
     x_t = torch.tensor([[0, 1, 2, 3]])
     w_stay = torch.full((1, 4), 0.5, dtype=torch.float64)
     w_model = torch.full((1, 4), 0.3, dtype=torch.float64)
     x0_probs = torch.zeros(1, 4, V)
     x0_probs[..., 3] = 1.0                                          # x̂ = δ(3) everywhere
+    drawn_rows = []
+    real_draw_from = D.draw_from
+    monkeypatch.setattr(D, "draw_from", lambda probs, within: drawn_rows.append(probs.shape[0])
+                        or real_draw_from(probs, within))
     draws = D.StepDraws(torch.tensor([[0.1, 0.6, 0.9, 0.7]], dtype=torch.float64), torch.rand(1, 4),
                         torch.tensor([[2, 2, 1, 0]]))
     assert D.sample_mixture(x_t, x0_probs, w_stay, w_model, draws).tolist() == [[0, 3, 1, 3]]
+    assert drawn_rows == [2]                                        # tokens 1 and 3 only
     nowhere = D.StepDraws(torch.tensor([[0.1, 0.2, 0.9, 0.95]], dtype=torch.float64), torch.rand(1, 4),
                           torch.tensor([[2, 2, 1, 0]]))
-    poisoned = torch.full((1, 4, V), float("nan"))
-    assert D.sample_mixture(x_t, poisoned, w_stay, w_model, nowhere).tolist() == [[0, 1, 1, 0]]
+    assert D.sample_mixture(x_t, x0_probs, w_stay, w_model, nowhere).tolist() == [[0, 1, 1, 0]]
+    assert drawn_rows == [2]                                        # no draw from x̂ at all
