@@ -13,25 +13,75 @@ from __future__ import annotations
 import signal
 import sys
 
-EXIT_RUNTIME = 5
-EXIT_INTERRUPTED = 130
+_held: list[int] = []
+try:   # as early as the console script allows: Ctrl-C or SIGTERM from here on is held, never a traceback
+    signal.signal(signal.SIGINT, lambda signum, frame: _held.append(signum))
+    signal.signal(signal.SIGTERM, lambda signum, frame: _held.append(signum))
+except ValueError:   # imported outside the main thread
+    pass
+
+from .exit_codes import EXIT_INTERRUPTED, EXIT_RUNTIME, one_line  # noqa: E402 - after the handlers
+
+
+class TolerantStream:
+    """stderr that never fails the command: when it cannot be written (closed, /dev/full, a broken
+    pipe) what is written is dropped (fd 2 then points at /dev/null), so the exit code and the
+    --json document on stdout are the ones documented, whatever happens to stderr."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _drop(self) -> None:
+        import os
+
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        except OSError:
+            pass
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError, AttributeError):
+            self._drop()
+            return len(text)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except (OSError, ValueError, AttributeError):
+            self._drop()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def _say(message: str) -> None:
     try:
-        sys.stderr.write(f"memaudit: {message}\n")
+        sys.stderr.write(f"memaudit: {one_line(message)}\n")
         sys.stderr.flush()
     except (OSError, ValueError, AttributeError):
         pass
 
 
+def _terminated(signum, frame):
+    """SIGTERM (what CI runners send on a timeout) ends the run like Ctrl-C: one line, 130, and
+    never inside a report commit (memaudit.io holds both signals while a set is renamed)."""
+    raise KeyboardInterrupt("SIGTERM")
+
+
 def main() -> None:
-    held: list[int] = []
+    held = _held
     can_hold = True
     try:
         signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+        signal.signal(signal.SIGTERM, lambda signum, frame: held.append(signum))
     except ValueError:   # not the main thread: nothing to hold
         can_hold = False
+    if sys.stderr is not None and not isinstance(sys.stderr, TolerantStream):
+        sys.stderr = TolerantStream(sys.stderr)
     if not sys.warnoptions:
         import warnings
 
@@ -44,7 +94,7 @@ def main() -> None:
         if held:
             _say("interrupted")
             sys.exit(EXIT_INTERRUPTED)
-        text = str(e).splitlines()[0] if str(e) else ""
+        text = one_line(e)
         _say(f"runtime failure: cannot start ({type(e).__name__}: {text})")
         sys.exit(EXIT_RUNTIME)
     if held:
@@ -52,6 +102,10 @@ def main() -> None:
         sys.exit(EXIT_INTERRUPTED)
     if can_hold:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _terminated)
+        if held:   # arrived between the check above and the handlers
+            _say("interrupted")
+            sys.exit(EXIT_INTERRUPTED)
     sys.exit(cli.app(prog_name="memaudit"))
 
 

@@ -5,19 +5,25 @@ on request, a JUnit and a Markdown file that may live elsewhere). A CI job reads
 after any failure they must all be from the previous run or all from this one. `write_file_set`
 does that with a small journal:
 
-1. every new file is staged as `.NAME.memaudit-PID-RANDOM.tmp` beside its target;
-2. every existing target is hard-linked (or copied) to `.NAME.memaudit-PID-RANDOM.old`;
-3. the journal `.memaudit-commit-PID-RANDOM.json`, listing the targets, is written atomically
-   into the first target's directory: this is the commit point;
-4. the staged files are renamed over their targets; then the journal and the backups go.
+1. the plan `.memaudit-commit-PID-RANDOM.json.tmp`, listing that directory's targets and the
+   temporary names below, is written into every directory of the set;
+2. every new file is staged as `.NAME.memaudit-PID-RANDOM.tmp` beside its target;
+3. every existing target is hard-linked (or copied) to `.NAME.memaudit-PID-RANDOM.old`;
+4. each plan is renamed to `.memaudit-commit-PID-RANDOM.json` (SIGINT and SIGTERM held): the commit
+   point;
+5. the staged files are renamed over their targets; then the journals and the backups go.
 
-A failure before step 3 removes the staged files and leaves every target untouched; a failure
-during step 4 (a target that cannot be replaced) renames the backups back. A process killed at
-any point (SIGKILL, power loss) leaves either no journal, and the old set intact, or a journal;
-the next `write_file_set` into that directory (or `recover_file_sets`) rolls a journal forward and
-removes memaudit's own leftovers. SIGINT is deferred during step 4, so Ctrl-C never splits a set.
-memaudit never deletes a file it did not write: only names of the patterns above, whose writing
-process is no longer alive, are cleaned up.
+A failure before step 4 removes the staged files and leaves every target untouched; a failure
+during step 5 (a target that cannot be replaced) renames the backups back. A process killed at
+any point (SIGKILL, power loss) leaves a plan, and the old set intact, or a journal; the next
+`write_file_set` into that directory (or `recover_file_sets`) rolls a journal forward, undoes a
+plan, and removes the temporary files they name. SIGINT and SIGTERM are deferred during step 5.
+
+Nothing in a report folder is trusted (docs/formats.md, "Safety model"): a journal is followed
+only if it is a regular file naming files directly inside its own folder, each staged or backup
+file under the temporary name of its target with the journal's pid and tag, and its writer is
+dead; any other journal is ignored with a one-line warning. No file that a valid journal does
+not name is removed, whatever its name.
 """
 from __future__ import annotations
 
@@ -151,20 +157,26 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+MAX_JOURNAL_BYTES = 1 << 20
+
+
 @contextmanager
 def _sigint_deferred():
-    """Hold SIGINT until the block ends (main thread only), then deliver it."""
+    """Hold SIGINT and SIGTERM until the block ends (main thread only), then deliver them: Ctrl-C
+    and a CI runner's timeout never split a file set."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    pending = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    pending: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in HELD_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if pending:
-            signal.raise_signal(signal.SIGINT)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)
 
 
 def _test_kill(done: int) -> None:
@@ -174,15 +186,78 @@ def _test_kill(done: int) -> None:
     count, _, name = spec.partition(":")
     if int(count) == done:
         signum = getattr(signal, f"SIG{name or 'KILL'}")
-        if signum == signal.SIGINT:
+        if signum in HELD_SIGNALS:
             signal.raise_signal(signum)   # delivered when the deferral ends
         else:
             os.kill(os.getpid(), signum)
 
 
+_warned: set[str] = set()
+
+
+def warn(message: str) -> None:
+    """One line on stderr, `memaudit: warning: …`, once per message per process (never fails)."""
+    if message in _warned:
+        return
+    _warned.add(message)
+    from .exit_codes import one_line
+
+    try:
+        sys.stderr.write(f"memaudit: warning: {one_line(message)}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _journal_plan(directory: Path, entry: os.DirEntry, pid: str, tag: str) -> list | None:
+    """The (staged, target, backup) triples of a journal that memaudit wrote for `directory`, or
+    None. Nothing in a report folder is trusted: the journal must be a regular file (not a link),
+    small, and name only files directly inside `directory` (after resolving links), each staged or
+    backup file under memaudit's own temporary name for that target, pid and tag. A journal that
+    fails any check is never followed."""
+    try:
+        if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
+            return None
+        if entry.stat(follow_symlinks=False).st_size > MAX_JOURNAL_BYTES:
+            return None
+        plan = json.loads(Path(entry.path).read_text(encoding="utf-8"))
+        if not isinstance(plan, dict) or plan.get("memaudit_file_set") != 1 or not isinstance(plan.get("files"), list):
+            return None
+        home = directory.resolve()
+        triples = []
+        for item in plan["files"]:
+            target = _inside(home, item["target"])
+            staged = _inside(home, item["staged"])
+            backup = None if item.get("backup") is None else _inside(home, item["backup"])
+            if target is None or staged is None or (item.get("backup") is not None and backup is None):
+                return None
+            if staged.name != f".{target.name}.memaudit-{pid}-{tag}.tmp":
+                return None
+            if backup is not None and backup.name != f".{target.name}.memaudit-{pid}-{tag}.old":
+                return None
+            triples.append((staged, target, backup))
+        return triples
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        return None
+
+
+def _inside(home: Path, text) -> Path | None:
+    """`text` as a path directly inside `home` (no `..`, no link leading elsewhere), else None."""
+    if not isinstance(text, str) or "\0" in text:
+        return None
+    path = Path(text)
+    if not path.is_absolute() or ".." in path.parts or path.name in ("", ".", ".."):
+        return None
+    if path.parent.resolve() != home or path.is_symlink():
+        return None
+    return home / path.name
+
+
 def recover_file_sets(directory: str | Path) -> None:
-    """Finish or undo what a killed memaudit left in `directory`: roll committed journals forward,
-    remove staged and backup files of dead processes. Never touches any other file."""
+    """Finish or undo what a killed memaudit left in `directory`: roll its committed journals
+    forward, remove the staged and backup files its journals name. A journal that memaudit did not
+    write for this directory (see _journal_plan) is ignored with a warning, never followed; no file
+    that no valid journal names is touched."""
     directory = Path(directory)
     try:
         entries = list(os.scandir(directory))
@@ -193,25 +268,19 @@ def recover_file_sets(directory: str | Path) -> None:
         if not m or not _dead_writer(int(m.group("pid"))):
             continue
         journal = Path(entry.path)
-        if m.group("partial"):   # killed before the commit point: nothing was replaced
-            journal.unlink(missing_ok=True)
+        triples = _journal_plan(directory, entry, m.group("pid"), m.group("tag"))
+        if triples is None:
+            warn(f"ignored {journal}: not a memaudit journal for this folder (it names files elsewhere or "
+                 "is not a regular file); nothing was replayed")
             continue
-        try:
-            plan = json.loads(journal.read_text())
-            pairs = [(Path(p["staged"]), Path(p["target"]), Path(p["backup"]) if p.get("backup") else None)
-                     for p in plan["files"]]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue   # not ours after all, or unreadable: leave it
-        for staged, target, backup in pairs:
-            if staged.exists():
+        for staged, target, backup in triples:
+            if m.group("partial"):   # killed before the commit point: nothing was replaced
+                staged.unlink(missing_ok=True)
+            elif staged.is_file() and not staged.is_symlink():
                 os.replace(staged, target)
-            if backup is not None:
+            if backup is not None and backup.is_file() and not backup.is_symlink():
                 backup.unlink(missing_ok=True)
         journal.unlink(missing_ok=True)
-    for entry in entries:
-        m = TMP_RE.match(entry.name)
-        if m and _dead_writer(int(m.group("pid"))):
-            Path(entry.path).unlink(missing_ok=True)
 
 
 def _dead_writer(pid: int) -> bool:
@@ -231,36 +300,50 @@ def write_file_set(files: dict[str | Path, bytes]) -> dict:
     targets = [(key, Path(key)) for key in files]
     if not targets:
         return {}
-    directories = []
+    directories: list[Path] = []
     for _, target in targets:
         check_writable_target(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.parent not in directories:
+        if target.parent.resolve() not in [d.resolve() for d in directories]:
             directories.append(target.parent)
     for directory in directories:
         recover_file_sets(directory)
     tag = secrets.token_hex(4)
+    pid = os.getpid()
+    # One journal per directory, naming only that directory's files (a journal is never trusted
+    # with a path outside its own folder). The plan is on disk before the first staged file, so a
+    # kill at any moment leaves nothing that no journal names.
+    journals = {d.resolve(): d / f".memaudit-commit-{pid}-{tag}.json" for d in directories}
+    planned = [(_staged_name(t, tag, "tmp"), t, _staged_name(t, tag, "old")) for _, t in targets]
+
+    def plan_of(directory: Path, with_backups) -> bytes:
+        return json_bytes({"memaudit_file_set": 1, "files": [
+            {"staged": str(s.parent.resolve() / s.name), "target": str(g.parent.resolve() / g.name),
+             "backup": (str(b.parent.resolve() / b.name) if b is not None else None)}
+            for s, g, b in with_backups if g.parent.resolve() == directory]})
+
     staged: list[tuple[Path, Path, Path | None]] = []
-    journal = directories[0] / f".memaudit-commit-{os.getpid()}-{tag}.json"
     committed = False
     try:
-        for (key, target) in targets:
-            tmp = _staged_name(target, tag, "tmp")
+        for directory, journal in journals.items():
+            _write_new(journal.with_suffix(".json.tmp"), plan_of(directory, planned))
+        for (key, target), (tmp, _, old) in zip(targets, planned):
             _write_new(tmp, files[key])
             backup = None
             if target.exists():
-                backup = _staged_name(target, tag, "old")
+                backup = old
                 try:
                     os.link(target, backup)
                 except OSError:
                     shutil.copy2(target, backup)
             staged.append((tmp, target, backup))
-        plan = {"memaudit_file_set": 1,
-                "files": [{"staged": str(t.resolve()), "target": str(g.resolve()),
-                           "backup": str(b.resolve()) if b else None} for t, g, b in staged]}
-        _write_new(journal.with_suffix(".json.tmp"), json_bytes(plan))
+        for directory, journal in journals.items():
+            tmp_journal = journal.with_suffix(".json.tmp")
+            tmp_journal.unlink(missing_ok=True)
+            _write_new(tmp_journal, plan_of(directory, staged))
         with _sigint_deferred():
-            os.replace(journal.with_suffix(".json.tmp"), journal)
+            for journal in journals.values():   # the commit point (one rename per folder, signals held)
+                os.replace(journal.with_suffix(".json.tmp"), journal)
             for directory in directories:
                 _fsync_dir(directory)
             committed = True
@@ -279,15 +362,21 @@ def write_file_set(files: dict[str | Path, bytes]) -> dict:
                         os.replace(backup, target)
                     else:
                         target.unlink(missing_ok=True)
-                journal.unlink(missing_ok=True)
+                for journal in journals.values():
+                    journal.unlink(missing_ok=True)
                 raise
-            journal.unlink(missing_ok=True)
+            for journal in journals.values():
+                journal.unlink(missing_ok=True)
         return {key: target for key, target in targets}
     finally:
         for tmp, _, backup in staged:
             tmp.unlink(missing_ok=True)
             if backup is not None:
                 backup.unlink(missing_ok=True)
-        journal.with_suffix(".json.tmp").unlink(missing_ok=True)
+        for journal in journals.values():
+            journal.with_suffix(".json.tmp").unlink(missing_ok=True)
+            if not committed:
+                journal.unlink(missing_ok=True)
         if not committed:
-            journal.unlink(missing_ok=True)
+            for tmp, _, _ in planned:
+                tmp.unlink(missing_ok=True)

@@ -18,22 +18,12 @@ from typer.core import TyperGroup
 from ..errors import UsageError
 from ..progress import console
 
-EXIT_OK = 0
-EXIT_MEMORIZING = 1
-EXIT_USAGE = 2
-EXIT_INCONCLUSIVE = 3
-EXIT_LOAD = 4
-EXIT_RUNTIME = 5
-EXIT_INTERRUPTED = 130
+from ..exit_codes import (EXIT_INCONCLUSIVE, EXIT_INTERRUPTED, EXIT_LOAD, EXIT_MEMORIZING, EXIT_OK,  # noqa: F401
+                          EXIT_RUNTIME, EXIT_USAGE, code_of, one_line)
 
 
 class OutputError(Exception):
     """stdout or a report location could not be written (exit code 5)."""
-
-
-def one_line(text: object) -> str:
-    """Checkpoint- or user-derived text made safe for the one-line contract: no line breaks."""
-    return " ".join(str(text).replace("\r", "\n").split("\n")).strip()
 
 
 def emit_error(message: str) -> None:
@@ -50,24 +40,8 @@ def fail(message: str, code: int) -> None:
 
 
 def exit_code_for(e: BaseException) -> tuple[str, int]:
-    """The one table from exceptions to (message, exit code)."""
-    from ..adapters import LoadError
-    from ..denoiser import NonFiniteOutput
-
-    if isinstance(e, LoadError):
-        return str(e), EXIT_LOAD
-    if isinstance(e, UsageError):   # and its kinds: ScanError, RecoveryError, SweepError, RuleError, DataError …
-        return str(e), EXIT_USAGE
-    if isinstance(e, NonFiniteOutput):
-        return f"runtime failure: {e}", EXIT_RUNTIME
-    if isinstance(e, OutputError):
-        return str(e), EXIT_RUNTIME
-    if isinstance(e, KeyboardInterrupt):
-        return "interrupted", EXIT_INTERRUPTED
-    if isinstance(e, MemoryError):
-        return "out of memory; lower --batch-size or --samples", EXIT_RUNTIME
-    text = str(e).splitlines()[0] if str(e) else ""
-    return f"runtime failure: {type(e).__name__}: {text}", EXIT_RUNTIME
+    """The one table from exceptions to (message, exit code): memaudit.exit_codes.code_of."""
+    return code_of(e)
 
 
 def cli_errors(func):
