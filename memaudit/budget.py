@@ -50,6 +50,10 @@ class BudgetError(UsageError):
     """A batch size or memory budget that cannot work (CLI exit code 2)."""
 
 
+MAX_SIZE = 2.0**60      # bytes: --max-memory above one exbibyte is a typo, not a machine
+MAX_BATCH = 1 << 20     # sequences per network call
+
+
 def parse_size(text: str | int | None) -> int | None:
     """'4GiB', '500MB', '2.5g', '123456' → bytes; None stays None."""
     if text is None or isinstance(text, int):
@@ -57,7 +61,11 @@ def parse_size(text: str | int | None) -> int | None:
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
     if not match or match.group(2).lower() not in _UNITS:
         raise BudgetError(f"--max-memory: cannot read {text!r} as a size (use e.g. 4GiB, 500MB or bytes)")
-    size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    value = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    if not value < MAX_SIZE:   # also inf (a number of 400 digits)
+        raise BudgetError(f"--max-memory: {text[:40]!s}{'…' if len(str(text)) > 40 else ''} is beyond any machine "
+                          f"(at most {MAX_SIZE:.0e} bytes)")
+    size = int(value)
     if size <= 0:
         raise BudgetError(f"--max-memory must be positive (got {text!r})")
     return size
@@ -73,6 +81,8 @@ def parse_batch_size(text: str | int | None) -> int | None:
         raise BudgetError(f"--batch-size must be 'auto' or a positive integer (got {text!r})") from None
     if value < 1:
         raise BudgetError(f"--batch-size must be ≥ 1 (got {value})")
+    if value > MAX_BATCH:
+        raise BudgetError(f"--batch-size must be at most {MAX_BATCH:,} (got {str(value)[:40]})")
     return value
 
 

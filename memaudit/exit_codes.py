@@ -56,10 +56,9 @@ def code_of(e: BaseException) -> tuple[str, int]:
     if isinstance(e, UsageError):   # and its kinds: ScanError, RecoveryError, SweepError, RuleError, DataError …
         return text, EXIT_USAGE
     for cls in type(e).__mro__:
-        code = next((c for (module, name), c in _BY_CLASS.items()
-                     if cls.__name__ == name and cls.__module__.startswith(module)), None)
-        if code is not None:
-            return (f"runtime failure: {text}" if name == "NonFiniteOutput" else text), code
+        for (module, name), code in _BY_CLASS.items():
+            if cls.__name__ == name and cls.__module__.startswith(module):
+                return (f"runtime failure: {text}" if name == "NonFiniteOutput" else text), code
     if isinstance(e, MemoryError):
         return OUT_OF_MEMORY, EXIT_RUNTIME
     if isinstance(e, RecursionError):

@@ -14,6 +14,11 @@ from .errors import OutputError, UsageError
 # Seeds feed torch generators through derived streams (seed·100003 + batch); 32 bits keep every
 # derived seed inside the generator's 64-bit range.
 SEED_MAX = 2**32 - 1
+# Upper bounds of counts (issue 24): a typo such as --samples 2**63 is a usage error up front, not a
+# run that allocates until it is killed.
+SAMPLES_MAX = 1_000_000
+STEPS_MAX = 1_000_000
+N_TRAIN_MAX = 10**12
 DATA_SOURCES = "synthetic | docs | stdlib | templates | records | code | PATH (.txt, .jsonl, .parquet)"
 PRESET_NAMES = "nano, micro, tiny, small, medium"
 TRAIN_SOURCES = ("auto (native checkpoints: the model's own training subset) | .txt/.jsonl/.parquet (tokenized "
@@ -90,7 +95,7 @@ ScanSteps = Annotated[Optional[int], typer.Option("--scan-steps", min=1, help="S
 RecoverN = Annotated[int, typer.Option("--recover-n", min=1, help="Recovery examples per split.")]
 StepsPerUnit = Annotated[int, typer.Option("--steps-per-unit", min=1, help="Reverse steps per unit of time: t0=0.25 "
                                            "runs 0.25·this (reference: 1000).")]
-Samples = Annotated[int, typer.Option("--samples", min=1, help="Number of generated samples per scan "
+Samples = Annotated[int, typer.Option("--samples", min=1, max=SAMPLES_MAX, help="Number of generated samples per scan "
                                       "(the rule needs a minimum); with adaptive sampling, the most it draws.")]
 BatchSize = Annotated[str, typer.Option("--batch-size", help="Sequences per network call: auto (the largest that "
                                         "fits --max-memory) or a number (refused up front when it cannot fit). "
@@ -181,6 +186,26 @@ def check_output_targets(paths) -> None:
             raise UsageError(f"cannot write {path}: permission denied in {ancestor}")
         if path.parent.is_dir():
             recover_file_sets(path.parent)
+    check_distinct_outputs(paths)
+
+
+def check_distinct_outputs(paths) -> None:
+    """Two outputs of one command that name the same file (`--junit out/summary.json --out out`,
+    `--junit x --summary-md x`), or a file and a folder holding others, are a usage error up front."""
+    seen: dict[Path, Path] = {}
+    for path in map(Path, paths):
+        try:
+            key = path.parent.resolve() / path.name
+        except (OSError, RuntimeError):
+            key = Path(os.path.abspath(path))
+        if key in seen:
+            raise UsageError(f"{seen[key]} and {path} name the same file; give each output its own path")
+        seen[key] = path
+    for key, path in seen.items():
+        for parent in key.parents:
+            if parent in seen:
+                raise UsageError(f"{seen[parent]} is an output file and {path} an output inside it; "
+                                 "give each output its own path")
 
 
 def check_out_dir(out: Optional[Path]) -> None:

@@ -8,7 +8,8 @@ import typer
 
 from ..progress import console
 from ..recovery import RecoverySettings
-from .errors import EXIT_INCONCLUSIVE, EXIT_MEMORIZING, EXIT_OK, cli_errors
+from ..exit_codes import GATE_CODES
+from .errors import EXIT_INCONCLUSIVE, EXIT_OK, cli_errors
 from .options import TRAIN_SOURCES, BatchSize, Checkpoint, Device, ExitZero, JsonOutput, Precision, ScheduleSpec, Seed, \
     StepsPerUnit, TimeInput, TokenizerName, TrustRemoteCode, Weights, check_out_dir, load_options, print_json, \
     require_stdout, resolve_device, write_report_set
@@ -73,7 +74,7 @@ def recover(
         print_recovery(result, out)
     if exit_zero:
         raise typer.Exit(EXIT_OK)
-    raise typer.Exit({"generalizing": EXIT_OK, "memorizing": EXIT_MEMORIZING}.get(result.verdict, EXIT_INCONCLUSIVE))
+    raise typer.Exit(GATE_CODES.get(result.verdict, EXIT_INCONCLUSIVE))
 
 
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 import typer
 
 from .errors import cli_errors
-from .options import Checkpoint, Device, JsonOutput, ScheduleSpec, Seed, TimeInput, TokenizerName, TrustRemoteCode, \
+from .options import SAMPLES_MAX, STEPS_MAX, Checkpoint, Device, JsonOutput, ScheduleSpec, Seed, TimeInput, TokenizerName, TrustRemoteCode, \
     Weights, load_options, print_json, require_stdout, resolve_device, write_out
 
 
 @cli_errors
 def sample(
     checkpoint: Checkpoint,
-    n: int = typer.Option(8, "--n", min=1, help="Number of sequences."),
-    steps: int = typer.Option(128, "--steps", min=1, help="Reverse steps from t=1."),
+    n: int = typer.Option(8, "--n", min=1, max=SAMPLES_MAX, help="Number of sequences."),
+    steps: int = typer.Option(128, "--steps", min=1, max=STEPS_MAX, help="Reverse steps from t=1."),
     seed: Seed = 0,
     weights: Weights = None,
     tokenizer: TokenizerName = None,

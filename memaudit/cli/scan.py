@@ -12,7 +12,7 @@ from ..probe import ScanSettings
 from ..progress import console
 from .errors import UsageError, cli_errors
 from .options import TRAIN_SOURCES, BatchSize, Checkpoints, Device, ExitZero, JsonOutput, MaxMemory, Precision, \
-    RayAddress, Samples, ScheduleSpec, Seed, TimeInput, TokenizerName, TrustRemoteCode, Weights, check_output_targets, \
+    N_TRAIN_MAX, SAMPLES_MAX, STEPS_MAX, RayAddress, Samples, ScheduleSpec, Seed, TimeInput, TokenizerName, TrustRemoteCode, Weights, check_output_targets, \
     load_options, print_json, require_stdout, resolve_device, write_report_set
 
 HELP = """Probe a checkpoint without training data: sample from it, measure the conditional entropy of its predictions, give a verdict (memorizing / generalizing / inconclusive) and exit with a gate code.
@@ -27,7 +27,7 @@ Could not check, never 0: 2 usage, 4 load failure/unsupported, 5 runtime.
 
 --json prints exactly one JSON document on stdout (the summary; nothing on failure); the table, logs and progress go to stderr. --out DIR writes samples.parquet, tokens.parquet, summary.json and report.html, byte-identical for the same checkpoint, settings and seed.
 
-Several checkpoints (or a glob, --from-list, --ray): one report each in --out DIR/<checkpoint>/, DIR/scans.parquet (one row per checkpoint) and DIR/index.html; a checkpoint already scanned with the same settings, rule and files is not scanned again. Exit code: the most severe over all checkpoints, 5 > 4 > 1 > 3 > 0; --json prints one document with the list, --junit one test case per checkpoint."""
+Several checkpoints (or a glob, --from-list, --ray): one report each in --out DIR/<checkpoint>/, DIR/scans.parquet (one row per checkpoint) and DIR/index.html; with --resume, a checkpoint already scanned with the same settings, rule and files is not scanned again. Exit code: the most severe over all checkpoints, 5 > 4 > 1 > 3 > 0; --json prints one document with the list, --junit one test case per checkpoint."""
 
 
 S = ScanSettings   # the CLI's defaults are the settings' defaults
@@ -37,7 +37,7 @@ S = ScanSettings   # the CLI's defaults are the settings' defaults
 def scan(
     checkpoints: Checkpoints = None,
     samples: Samples = S.samples,
-    steps: int = typer.Option(S.steps, "--steps", min=1, help="Reverse steps of the sampler (chosen by "
+    steps: int = typer.Option(S.steps, "--steps", min=1, max=STEPS_MAX, help="Reverse steps of the sampler (chosen by "
                               "measurement on the default grid, docs/performance.md)."),
     grid: str = typer.Option(S.grid, "--grid", help="Time grid of the sampler: linear | quadratic."),
     seed: Seed = S.seed,
@@ -62,7 +62,7 @@ def scan(
     adaptive: bool = typer.Option(S.adaptive, "--adaptive/--no-adaptive", help="Sample in rounds (looks at "
                                   "32, 64, 128 … --samples) and stop at the first look whose verdict is definite "
                                   "at 99.9 % (docs/method.md); --no-adaptive draws all --samples."),
-    min_samples: Optional[int] = typer.Option(None, "--min-samples", min=1, help="The first look of adaptive "
+    min_samples: Optional[int] = typer.Option(None, "--min-samples", min=1, max=SAMPLES_MAX, help="The first look of adaptive "
                                               "sampling (default: the rule's minimum, 32)."),
     rule: Optional[Path] = typer.Option(None, "--rule", help="Decision rule file (default: the "
                                         "calibrated memaudit/calibration/rule.json; provisional.json "
@@ -71,7 +71,7 @@ def scan(
                                          "'memorization gate')."),
     summary_md: Optional[Path] = typer.Option(None, "--summary-md", help="Also write a Markdown summary "
                                               "(for $GITHUB_STEP_SUMMARY)."),
-    n_train: Optional[int] = typer.Option(None, "--n-train", min=1, help="Training-set size in sequences, from the "
+    n_train: Optional[int] = typer.Option(None, "--n-train", min=1, max=N_TRAIN_MAX, help="Training-set size in sequences, from the "
                                           "model card: the report compares it with the capture–recapture count "
                                           "of distinct samples (it does not change the verdict)."),
     precision: Precision = "auto",
@@ -87,6 +87,10 @@ def scan(
     from_list: Optional[Path] = typer.Option(None, "--from-list", help="Also scan the checkpoints listed in this "
                                              "file, one per line (# comments)."),
     ray: RayAddress = None,
+    resume: bool = typer.Option(False, "--resume", help="Several checkpoints: reuse a checkpoint's report in --out "
+                                "when this user's record of it (outside --out) shows the checkpoint, settings, rule "
+                                "and every report file unchanged; marked reused in every output "
+                                "(docs/formats.md, Safety model)."),
 ):
     from ..probe import scan as run_scan
     from ..report import REPORT_FILES, render_report
@@ -94,6 +98,8 @@ def scan(
 
     if json_output:
         require_stdout()
+    if any(not str(c).strip() for c in checkpoints or []):
+        raise UsageError("CHECKPOINT is empty (give a path, glob or hub id; '.' for the current directory)")
     if fail_on not in FAIL_ON:
         raise UsageError(f"--fail-on must be memorizing or inconclusive (got {fail_on!r})")
     if out is not None and out.exists() and not out.is_dir():
@@ -125,7 +131,7 @@ def scan(
         # exits with the most severe code over the checkpoints
         scan_checkpoints(checkpoints or [], from_list, ray, settings, out=out, json_output=json_output,
                          fail_on=fail_on, exit_zero=exit_zero, weights=weights, device=device, rule=rule,
-                         junit=junit, summary_md=summary_md)
+                         junit=junit, summary_md=summary_md, resume=resume)
     checkpoint = checkpoints[0]
     targets = ([out / name for name in REPORT_FILES] if out is not None else []) + [p for p in (junit, summary_md) if p]
     check_output_targets(targets)

@@ -8,13 +8,14 @@ from typing import Optional
 import typer
 
 from ..progress import console
-from .errors import UsageError
+from .errors import UsageError, emit_error
 from .options import check_output_targets, print_json, require_stdout, resolve_device, write_report_set
 
 
 def scan_checkpoints(arguments: list[str], from_list: Optional[Path], ray: Optional[str], settings, *,
                      out: Optional[Path], json_output: bool, fail_on: str, exit_zero: bool, weights: Optional[str],
-                     device: str, rule: Optional[Path], junit: Optional[Path], summary_md: Optional[Path]) -> None:
+                     device: str, rule: Optional[Path], junit: Optional[Path], summary_md: Optional[Path],
+                     resume: bool = False) -> None:
     """Scan every checkpoint and exit with the most severe code over them (5 > 4 > 1 > 3 > 0)."""
     from ..experiments.backends import make_backend
     from ..experiments.batch import INDEX_NAME, TABLE_NAME, checkpoint_slugs, expand_checkpoints, scan_many
@@ -31,10 +32,12 @@ def scan_checkpoints(arguments: list[str], from_list: Optional[Path], ray: Optio
         slugs = checkpoint_slugs(checkpoints)
         targets += [out / TABLE_NAME, out / INDEX_NAME]
         targets += [out / slugs[c] / name for c in checkpoints for name in REPORT_FILES]
+        check_checkpoints_outside(checkpoints, out)
     check_output_targets(targets)
     backend = make_backend(ray)
     result = scan_many(checkpoints, settings, out=out, weights=weights,
-                       device=resolve_device(device, remote=ray is not None), rule=load_rule(rule), backend=backend)
+                       device=resolve_device(device, remote=ray is not None), rule=load_rule(rule), backend=backend,
+                       resume=resume)
     entries = [s.document(fail_on, exit_zero) for s in result.scans]
     files = {}
     if junit is not None:
@@ -47,10 +50,29 @@ def scan_checkpoints(arguments: list[str], from_list: Optional[Path], ray: Optio
 
         files[summary_md] = batch_markdown(entries).encode("utf-8")
     write_report_set(files)
-    print_batch_summary(result, fail_on, exit_zero)
+    failed = [s for s in result.scans if s.summary is None]
+    if len(failed) < len(result.scans):   # all failed: the one line below is the whole of stderr
+        print_batch_summary(result, fail_on, exit_zero)
     if json_output:
         print_json(result.summary(fail_on, exit_zero))
+    if failed:
+        listed = "; ".join(f"{s.checkpoint}: {s.error}" for s in failed[:3]) + ("; …" if len(failed) > 3 else "")
+        emit_error(f"{len(failed)} of {len(result.scans)} checkpoints could not be scanned ({listed})")
     raise typer.Exit(result.exit_code(fail_on, exit_zero))
+
+
+def check_checkpoints_outside(checkpoints: list[str], out: Path) -> None:
+    """--out must not hold a checkpoint, nor lie inside one (`scan 'runs/*' --out runs` would write
+    reports into the checkpoints and match its own outputs the next time): a usage error up front."""
+    home = out.resolve()
+    for c in checkpoints:
+        path = Path(c)
+        if not path.exists():
+            continue
+        resolved = path.resolve()
+        if resolved == home or home in resolved.parents or resolved in home.parents:
+            raise UsageError(f"--out {out} and the checkpoint {c} overlap; write the reports to a folder "
+                             "outside the checkpoints (e.g. --out audit)")
 
 
 def print_batch_summary(result, fail_on: str, exit_zero: bool) -> None:

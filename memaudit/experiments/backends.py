@@ -5,8 +5,9 @@ existing cluster).
 A task is a module-level function and its (picklable) arguments; it returns a value the driver
 uses, and it never writes into the output directory (the driver writes every report file, so a
 lost worker leaves no partial report). Whatever a task raises is caught where it ran and comes
-back as a failed TaskOutcome with its exit code: 4 when the checkpoint could not be loaded
-(memaudit.adapters.LoadError), 5 otherwise. A lost worker or node (killed process, node gone) is
+back as a failed TaskOutcome with its exit code, from the one table of memaudit.exit_codes: 2 for
+a usage error (e.g. a --batch-size that cannot fit), 4 when the checkpoint could not be loaded, 5
+otherwise. A lost worker or node (killed process, node gone) is
 retried up to `max_retries` times on Ray and then reported as failed with exit code 5; nothing is
 dropped: `run` returns one outcome per task.
 
@@ -24,9 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from ..errors import UsageError
-
-EXIT_LOAD = 4       # the CLI's exit codes (memaudit.cli.errors) of the two kinds of failed task
-EXIT_RUNTIME = 5
+from ..exit_codes import EXIT_RUNTIME, code_of
 RAY_INSTALL_HINT = "pip install 'memaudit[ray]'"
 DEFAULT_RETRIES = 2   # re-runs of a task whose worker or node was lost
 VIEW_PENDING_ROWS = 8
@@ -46,7 +45,7 @@ class TaskOutcome:
     key: str
     value: Any = None
     error: str | None = None       # one line; None when the task succeeded
-    exit_code: int = 0             # 0 done, 4 could not load, 5 runtime failure or lost worker
+    exit_code: int = 0             # 0 done, else memaudit.exit_codes: 2 usage, 4 could not load, 5 runtime/lost worker
     attempts: int = 1
 
     @property
@@ -59,13 +58,9 @@ class BackendError(UsageError):
 
 
 def failure_of(e: BaseException) -> tuple[str, int]:
-    """A task's exception as (one-line message, exit code)."""
-    from ..adapters import LoadError
-
-    text = " ".join(str(e).split())
-    if isinstance(e, LoadError):
-        return text, EXIT_LOAD
-    return f"runtime failure: {type(e).__name__}: {text}".rstrip(": "), EXIT_RUNTIME
+    """A task's exception as (one-line message, exit code): the same table as a single run's
+    (memaudit.exit_codes.code_of), so a usage error is 2 and a load failure 4 on any backend."""
+    return code_of(e)
 
 
 def execute(function: Callable[..., Any], args: tuple, threads: int | None) -> tuple[str, Any, int]:
@@ -235,6 +230,7 @@ class TaskView:
     title: str = "memaudit tasks"
     status: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    log_failures: bool = True      # False: a failed task gets no log line (the caller reports it last)
 
     def __post_init__(self):
         from ..progress import interactive
@@ -275,7 +271,7 @@ class TaskView:
     def _refresh(self, outcome: TaskOutcome | None = None) -> None:
         if self.live is not None:
             self.live.update(self.render())
-        elif outcome is not None:
+        elif outcome is not None and (outcome.ok or self.log_failures):
             from rich.markup import escape
 
             from ..progress import console

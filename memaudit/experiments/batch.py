@@ -14,10 +14,13 @@ arrives (so an interrupted run keeps the reports that finished), the table and p
 seed of every scan is the scan's seed, whatever worker runs it and in whatever order, so a report
 is byte-identical to the one `memaudit scan CKPT --out DIR` writes for the same checkpoint.
 
-Resuming: a checkpoint whose OUT/<slug>/summary.json records the same settings, the same rule and
-the same checkpoint file hashes (and whose report files are all there) is not scanned again; its
-row comes from that summary. The table and index page hold no timings and no record of what was
-reused, so a resumed run writes the same bytes as a fresh one.
+Resuming (opt-in: `resume=True`, `scan --resume`): nothing in OUT is trusted. A checkpoint is not
+scanned again only when this user's ledger (memaudit.experiments.resume, outside OUT) vouches for
+its report: same checkpoint, settings, rule and weights, every file under the checkpoint and every
+report file hashing to what was recorded when the report was written. Its row then comes from that
+report and is marked reused in every output (the table, scans.parquet's `reused` column, the
+index page, --json, JUnit and Markdown). Editing the folder can only cause a re-scan, never change
+a verdict or an exit code.
 """
 from __future__ import annotations
 
@@ -30,8 +33,10 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import UsageError
+from ..exit_codes import EXIT_LOAD, gate_exit_code, most_severe
 from ..report.files import write_files
 from .backends import LocalBackend, Task, TaskBackend, TaskOutcome, TaskView
+from .resume import checkpoint_hashes, record, verified_report
 
 GLOB_CHARS = re.compile(r"[*?\[]")
 STEP_IN_NAME = re.compile(r"(?:checkpoint|step|ckpt|iter)[-_]?(\d+)", re.IGNORECASE)
@@ -40,7 +45,6 @@ INDEX_NAME = "index.html"
 # Statistics of the table: each with its confidence interval where the scan has one.
 TABLE_STATISTICS = ("mean_entropy", "entropy_ratio", "low_entropy_fraction", "near_zero_sample_fraction",
                     "basin_return_rate", "duplicate_rate", "fixed_point_fraction", "mean_fixed_point_distance")
-SEVERITY = (5, 4, 1, 3, 0)   # the overall exit code: the first of these that any checkpoint has
 
 
 class BatchError(UsageError):
@@ -94,7 +98,7 @@ def checkpoint_slugs(checkpoints: Sequence[str]) -> dict[str, str]:
     parents = [p.parent for p in local]
     common = Path(_common_path(parents)) if parents else None
     slugs: dict[str, str] = {}
-    taken: set[str] = set()
+    taken: set[str] = {TABLE_NAME, INDEX_NAME}   # a checkpoint named index.html gets index.html-2
     for c in checkpoints:
         name = str(Path(c).resolve().relative_to(common)) if is_local(c) and common is not None else c
         slug = re.sub(r"[^A-Za-z0-9._]+", "-", name).strip("-.") or "checkpoint"
@@ -156,40 +160,6 @@ def same_settings(recorded: dict, requested: dict) -> bool:
     return all(recorded[k] == v or (k in PER_MODEL_SETTINGS and v == "auto") for k, v in requested.items())
 
 
-def finished_report(report_dir: Path, checkpoint: str, settings_dict: dict, rule_description: dict,
-                    weights: str | None) -> dict | None:
-    """The summary of a finished report in report_dir made of this checkpoint (same path, same
-    file hashes now) with these settings and rule, or None (then the checkpoint is scanned). Hub
-    ids never match: their files are known only after a download."""
-    from ..adapters import file_sha256
-    from ..report import REPORT_FILES
-
-    try:
-        summary = json.loads((report_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not all((report_dir / name).is_file() for name in REPORT_FILES):
-        return None
-    model = summary.get("model") or {}
-    if not same_settings(summary.get("settings") or {}, settings_dict) or summary.get("rule") != rule_description:
-        return None
-    if weights is not None and model.get("weights") != weights:
-        return None
-    recorded = model.get("files") or {}
-    if not model.get("checkpoint") or not recorded or not is_local(checkpoint):
-        return None
-    path = Path(model["checkpoint"])
-    if path.resolve() != Path(checkpoint).resolve():
-        return None
-    base = path if path.is_dir() else path.parent
-    try:
-        if any(file_sha256(base / name) != digest for name, digest in recorded.items()):
-            return None
-    except OSError:
-        return None
-    return summary
-
-
 # ------------------------------------------------------------------------------------- the run
 @dataclass
 class CheckpointScan:
@@ -200,7 +170,7 @@ class CheckpointScan:
     step: int | None
     summary: dict | None = None
     error: str | None = None
-    failure_code: int = 0          # 4 could not load, 5 runtime failure (lost worker included)
+    failure_code: int = 0          # memaudit.exit_codes: 2 usage, 4 could not load, 5 runtime (lost worker too)
     reused: bool = False
     timings: dict = field(default_factory=dict)
 
@@ -209,8 +179,6 @@ class CheckpointScan:
         return None if self.summary is None else self.summary["verdict"]
 
     def exit_code(self, fail_on: str = "memorizing", exit_zero: bool = False) -> int:
-        from ..verdict import gate_exit_code
-
         if self.summary is None:
             return self.failure_code
         return gate_exit_code(self.verdict, fail_on=fail_on, exit_zero=exit_zero)
@@ -234,9 +202,8 @@ class BatchResult:
     files: dict = field(default_factory=dict)
 
     def exit_code(self, fail_on: str = "memorizing", exit_zero: bool = False) -> int:
-        """The most severe over all checkpoints: 5 > 4 > 1 > 3 > 0."""
-        codes = {s.exit_code(fail_on, exit_zero) for s in self.scans}
-        return next(code for code in SEVERITY if code in codes)
+        """The most severe over all checkpoints: 5 > 4 > 2 > 1 > 3 > 0 (memaudit.exit_codes)."""
+        return most_severe(s.exit_code(fail_on, exit_zero) for s in self.scans)
 
     def summary(self, fail_on: str = "memorizing", exit_zero: bool = False) -> dict:
         """The one document of `scan --json` with several checkpoints."""
@@ -250,7 +217,7 @@ class BatchResult:
 
 
 def scan_many(checkpoints: Sequence[str], settings=None, out: str | Path | None = None, weights: str | None = None,
-              device: str = "cpu", rule=None, backend: TaskBackend | None = None, resume: bool = True,
+              device: str = "cpu", rule=None, backend: TaskBackend | None = None, resume: bool = False,
               show_progress: bool | None = None) -> BatchResult:
     """Scan every checkpoint on `backend` (default: this process) and, with `out`, write one
     report per checkpoint (OUT/<slug>/), scans.parquet and index.html. A checkpoint that fails
@@ -267,9 +234,12 @@ def scan_many(checkpoints: Sequence[str], settings=None, out: str | Path | None 
     out = None if out is None else Path(out)
     scans = {c: CheckpointScan(c, slugs[c], training_step(c)) for c in checkpoints}
     tasks = []
+    hashes: dict[str, dict | None] = {}
     for c in checkpoints:
-        previous = (finished_report(out / slugs[c], c, settings_dict, rule_description, weights)
-                    if out is not None and resume else None)
+        previous = None
+        if out is not None and resume and is_local(c):
+            previous = verified_report(out / slugs[c], c, settings_dict, rule_description, weights, same_settings)
+            hashes[c] = None if previous is not None else checkpoint_hashes(c)   # as the scan will read it
         if previous is not None:
             scans[c].summary, scans[c].reused = previous, True
         else:
@@ -287,8 +257,12 @@ def scan_many(checkpoints: Sequence[str], settings=None, out: str | Path | None 
         entry.summary, entry.timings = outcome.value["summary"], outcome.value["timings"]
         if out is not None:
             write_files(out / entry.slug, outcome.value["files"])
+            if hashes.get(outcome.key) is not None:
+                record(out / entry.slug, outcome.key, settings_dict, rule_description, weights, entry.verdict,
+                       outcome.value["files"], hashes[outcome.key])
 
-    with TaskView([t.key for t in tasks], enabled=show_progress, title=f"memaudit scan · {backend.name}") as view:
+    with TaskView([t.key for t in tasks], enabled=show_progress, title=f"memaudit scan · {backend.name}",
+                  log_failures=False) as view:   # failures: in the table and the last line
         if tasks:
             backend.run(tasks, view, on_outcome=on_outcome)
     result = BatchResult(scans=[scans[c] for c in checkpoints], settings=settings_dict, rule=rule_description, out=out)
@@ -303,9 +277,9 @@ def scan_row(s: CheckpointScan) -> dict:
     summary = s.summary or {}
     row = {"checkpoint": s.checkpoint, "slug": s.slug, "step": s.step,
            "family": (summary.get("model") or {}).get("family"),
-           "status": "scanned" if s.summary is not None else ("load_failed" if s.failure_code == 4 else "failed"),
+           "status": "scanned" if s.summary is not None else ("load_failed" if s.failure_code == EXIT_LOAD else "failed"),
            "verdict": summary.get("verdict"), "reason": summary.get("reason"), "error": s.error,
-           "n_samples": summary.get("n_samples")}
+           "n_samples": summary.get("n_samples"), "reused": bool(s.reused)}
     for key in TABLE_STATISTICS:
         value = summary.get(key)
         row[key] = None if value is None else float(value)

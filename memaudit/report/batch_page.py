@@ -88,7 +88,8 @@ def batch_index_html(frame, settings: dict, rule: dict) -> str:
         ci = (f"[{_number(r.get('mean_entropy_lo'))}, {_number(r.get('mean_entropy_hi'))}]"
               if r["status"] == "scanned" else "")
         rows.append((r["checkpoint"], "" if _isna(r["step"]) else int(r["step"]),
-                     r["verdict"] or r["status"], r["reason"] or r["error"] or "",
+                     r["verdict"] or r["status"],
+                     (r["reason"] or r["error"] or "") + (" · reused report" if r.get("reused") is True else ""),
                      _number(r.get("mean_entropy")), ci, _number(r.get("entropy_ratio"), "{:.1%}"),
                      _number(r.get("basin_return_rate"), "{:.1%}"), _number(r.get("duplicate_rate"), "{:.1%}")))
     parts.append("<h2>Checkpoints</h2>")

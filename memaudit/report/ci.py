@@ -15,7 +15,7 @@ JUnit mapping of the memorization gate (the test case "memorization gate"):
 
 A scan over several checkpoints (memaudit.experiments.batch) gets one suite with one test case per
 checkpoint (`junit_xml_many`; a checkpoint that failed is an <error type="load_failed"> or
-"runtime_failure") and one Markdown table (`batch_markdown`).
+"runtime_failure", "usage_error") and one Markdown table (`batch_markdown`).
 
 No timestamps or durations are written unless the summary carries `timings` (the `--json`
 document does, summary.json does not), so the same summary gives the same bytes.
@@ -55,6 +55,7 @@ KEY_STATISTICS: tuple[tuple[str, str, str, str], ...] = (
 
 # ------------------------------------------------------------------------------------ writing
 from ..io import atomic_write_bytes  # noqa: E402
+from ..exit_codes import EXIT_LOAD, EXIT_USAGE  # noqa: E402
 
 
 def load_summary(path_or_dir: str | Path) -> dict:
@@ -232,13 +233,15 @@ def junit_xml_many(entries: list[dict], inconclusive: str = "error") -> bytes:
     tally = {"failure": 0, "error": 0, "skipped": 0}
     for entry in entries:
         if entry.get("error") is not None:
-            kind = "load_failed" if entry.get("exit_code") == 4 else "runtime_failure"
+            kind = {EXIT_LOAD: "load_failed", EXIT_USAGE: "usage_error"}.get(entry.get("exit_code"), "runtime_failure")
             case = ET.SubElement(suite, "testcase", {"classname": f"memaudit.scan.{_classname(entry['checkpoint'])}",
                                                      "name": str(entry["checkpoint"])})
             ET.SubElement(case, "error", {"type": kind, "message": _xml_text(entry["error"])})
             tally["error"] += 1
             continue
         outcome = gate_outcome(entry, inconclusive)
+        if entry.get("reused"):
+            entry = {**entry, "explanation": f"(reused report of an earlier run) {entry.get('explanation', '')}"}
         case = add_gate_case(suite, entry, outcome, name=checkpoint_name(entry))
         add_properties(case, summary_properties(entry), first=True)
         tally[outcome] = tally.get(outcome, 0) + 1
@@ -340,6 +343,7 @@ def batch_markdown(entries: list[dict]) -> str:
             lines.append(f"| 🛑 | {name} | {step} | failed | {_md(e['error'])} | |")
             continue
         verdict = str(e.get("verdict", "inconclusive"))
+        reused = " (reused report)" if e.get("reused") else ""
         lines.append(f"| {VERDICT_ICONS.get(verdict, '⚠️')} | {name} | {step} | {_md(verdict)} | "
-                     f"{_md(e.get('reason', ''))} | {fmt_value(e.get('mean_entropy'))} |")
+                     f"{_md(e.get('reason', ''))}{reused} | {fmt_value(e.get('mean_entropy'))} |")
     return "\n".join(lines) + "\n"

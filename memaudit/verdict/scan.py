@@ -87,6 +87,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import UsageError
+from ..exit_codes import FAIL_ON, GATE_CODES, gate_exit_code  # noqa: F401 - the one exit-code map (re-exported)
 
 CALIBRATION_DIR = Path(__file__).parent.parent / "calibration"
 CALIBRATED_RULE = CALIBRATION_DIR / "rule.json"  # written by `memaudit calibrate`; preferred when present
@@ -500,31 +501,6 @@ def load_rule(rule: "Rule | str | Path | dict | None" = None) -> Rule:
         blob = json.dumps(rule, sort_keys=True).encode()
         return Rule.from_dict(rule, sha256=hashlib.sha256(blob).hexdigest())
     return Rule.load(rule)
-
-
-GATE_CODES = {"generalizing": 0, "memorizing": 1, "inconclusive": 3}
-FAIL_ON = ("memorizing", "inconclusive")
-
-
-def gate_exit_code(verdict: str, fail_on: str = "memorizing", exit_zero: bool = False) -> int:
-    """Exit code of a *completed* scan (errors have their own codes 2/4/5 and never reach here).
-
-    fail_on="memorizing" (default): the code is the verdict's own: generalizing 0 (gate passed),
-        memorizing 1 (gate failed), inconclusive 3 (not a pass; a pipeline can tolerate it
-        explicitly, e.g. `|| [ $? -eq 3 ]`).
-    fail_on="inconclusive": inconclusive also fails the gate and exits 1 like memorizing, for
-        pipelines that read 1 as "policy failure" and any other non-zero code as "tool problem".
-    exit_zero=True: 0 whatever the verdict (report-only runs); it overrides fail_on.
-    """
-    if fail_on not in FAIL_ON:
-        raise ValueError(f"fail_on must be one of {', '.join(FAIL_ON)} (got {fail_on!r})")
-    if verdict not in GATE_CODES:
-        raise ValueError(f"unknown verdict {verdict!r}")
-    if exit_zero:
-        return 0
-    if verdict == "inconclusive" and fail_on == "inconclusive":
-        return 1
-    return GATE_CODES[verdict]
 
 
 def list_rules() -> list[Path]:
