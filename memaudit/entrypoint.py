@@ -83,9 +83,12 @@ def main() -> None:
     if sys.stderr is not None and not isinstance(sys.stderr, TolerantStream):
         sys.stderr = TolerantStream(sys.stderr)
     if not sys.warnoptions:
+        import os
         import warnings
 
         warnings.simplefilter("ignore")
+        # third-party lines on stderr (tokenizers' fork notice, Ray's start-up banner) are not ours
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         from . import cli
 

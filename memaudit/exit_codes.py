@@ -64,7 +64,7 @@ def code_of(e: BaseException) -> tuple[str, int]:
     if isinstance(e, RecursionError):
         return "runtime failure: input nested too deeply (RecursionError)", EXIT_RUNTIME
     if isinstance(e, OSError) and e.errno == 36:   # ENAMETOOLONG: a path the user gave
-        return f"usage: a path is too long: {one_line(str(e.filename or ''))[:200]}", EXIT_USAGE
+        return f"path too long for the file system: {one_line(str(e.filename or ''))[:200]}…", EXIT_USAGE
     return f"runtime failure: {type(e).__name__}: {text}".rstrip(": "), EXIT_RUNTIME
 
 

@@ -328,7 +328,10 @@ def write_file_set(files: dict[str | Path, bytes]) -> dict:
         for directory, journal in journals.items():
             _write_new(journal.with_suffix(".json.tmp"), plan_of(directory, planned))
         for (key, target), (tmp, _, old) in zip(targets, planned):
-            _write_new(tmp, files[key])
+            try:
+                _write_new(tmp, files[key])
+            except OSError as e:   # name the file the user knows (e.g. "File too large: …/samples.parquet")
+                raise OSError(e.errno, e.strerror or str(e), str(target)) from None
             backup = None
             if target.exists():
                 backup = old

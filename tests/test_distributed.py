@@ -145,26 +145,32 @@ def test_the_overall_exit_code_is_the_most_severe(tmp_path):
     assert code(mem, inc, exit_zero=True) == 0 and code(mem, entry(failure=4), exit_zero=True) == 4
 
 
-def test_a_finished_checkpoint_is_not_scanned_again(training_run, tmp_path):
+def test_a_finished_checkpoint_is_not_scanned_again(training_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMAUDIT_CACHE", str(tmp_path / "cache"))   # the resume ledger lives there
     checkpoints = [str(training_run / f"checkpoint-{s}") for s in (100, 200)]
     out = tmp_path / "out"
-    first = scan_many(checkpoints, FAST_SCAN, out=out, show_progress=False)
+    first = scan_many(checkpoints, FAST_SCAN, out=out, show_progress=False, resume=True)
     assert [s.reused for s in first.scans] == [False, False]
-    before = tree_bytes(out)
+    assert [s.reused for s in scan_many(checkpoints, FAST_SCAN, out=tmp_path / "o2", show_progress=False).scans] \
+        == [False, False]                                           # reuse is opt-in
+    before = {k: v for k, v in tree_bytes(out).items() if "/" in k}
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
-    again = scan_many(checkpoints, FAST_SCAN, out=out, show_progress=False)
+    again = scan_many(checkpoints, FAST_SCAN, out=out, show_progress=False, resume=True)
     assert [s.reused for s in again.scans] == [True, True]
-    assert tree_bytes(out) == before                                # the resumed run writes the same table and page
+    assert {k: v for k, v in tree_bytes(out).items() if "/" in k} == before   # the reports are untouched
+    assert list(pd.read_parquet(out / "scans.parquet")["reused"]) == [True, True]
     assert all(p.stat().st_mtime_ns == m for p, m in mtimes.items() if p.parent != out)
 
     # Other settings, or other weights in a checkpoint, are scanned again.
-    other_seed = scan_many(checkpoints, ScanSettings(samples=16, steps=4, seed=1), out=out, show_progress=False)
+    other_seed = scan_many(checkpoints, ScanSettings(samples=16, steps=4, seed=1), out=out, show_progress=False,
+                           resume=True)
     assert [s.reused for s in other_seed.scans] == [False, False]
     moved = tmp_path / "moved"
     shutil.copytree(training_run / "checkpoint-200", moved / "checkpoint-200")
-    scan_many([str(moved / "checkpoint-200")], FAST_SCAN, out=tmp_path / "m", show_progress=False)
+    scan_many([str(moved / "checkpoint-200")], FAST_SCAN, out=tmp_path / "m", show_progress=False, resume=True)
     tiny_checkpoint(moved / "checkpoint-200", seed=7)               # retrained in place: new file hashes
-    rescanned = scan_many([str(moved / "checkpoint-200")], FAST_SCAN, out=tmp_path / "m", show_progress=False)
+    rescanned = scan_many([str(moved / "checkpoint-200")], FAST_SCAN, out=tmp_path / "m", show_progress=False,
+                          resume=True)
     assert [s.reused for s in rescanned.scans] == [False]
 
 

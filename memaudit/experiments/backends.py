@@ -146,7 +146,10 @@ class RayBackend(TaskBackend):
         """Initialise Ray unless it already is; → whether this call started it."""
         if self.ray.is_initialized():
             return False
-        kwargs = {"include_dashboard": False, "log_to_driver": False}
+        import logging
+
+        # Ray's own lines ("Started a local Ray instance", worker logs) never reach stderr: the one-line contract
+        kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
         try:
             self.ray.init(address=self.address, **kwargs)   # "local": a new instance on this machine
         except (ConnectionError, RuntimeError, ValueError) as e:

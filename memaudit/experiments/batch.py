@@ -134,15 +134,17 @@ def training_step(checkpoint: str) -> int | None:
 
 
 # ------------------------------------------------------------------------------------ one task
-def scan_task(checkpoint: str, settings_dict: dict, weights: str | None, device: str, rule) -> dict:
+def scan_task(checkpoint: str, settings_dict: dict, weights: str | None, device: str, rule,
+              execution: dict | None = None) -> dict:
     """One checkpoint, where the backend runs it: scan it and render its report as bytes.
+    execution: --batch-size and --max-memory (not in the report's settings; they never change a result).
     → {"files": {name: bytes}, "summary": the summary document, "timings": seconds}."""
     from ..probe import ScanSettings
     from ..probe import scan as run_scan
     from ..report import render_report
     from ..report.tables import summary_document
 
-    settings = ScanSettings(**{**settings_dict, "t_profile": tuple(settings_dict["t_profile"])})
+    settings = ScanSettings(**{**settings_dict, **(execution or {}), "t_profile": tuple(settings_dict["t_profile"])})
     result = run_scan(checkpoint, settings=settings, weights=weights, device=device, rule=rule,
                       show_progress=False)
     return {"files": render_report(result), "summary": summary_document(result), "timings": result.timings}
@@ -229,6 +231,7 @@ def scan_many(checkpoints: Sequence[str], settings=None, out: str | Path | None 
     resolved = (settings or ScanSettings()).resolve(rule, device)
     resolved.validate()
     settings_dict, rule_description = resolved.to_dict(), rule.describe()
+    execution = {"batch_size": resolved.batch_size, "max_memory": resolved.max_memory}
     checkpoints = list(dict.fromkeys(checkpoints))
     slugs = checkpoint_slugs(checkpoints)
     out = None if out is None else Path(out)
@@ -244,7 +247,7 @@ def scan_many(checkpoints: Sequence[str], settings=None, out: str | Path | None 
             scans[c].summary, scans[c].reused = previous, True
         else:
             tasks.append(Task(key=c, function=scan_task,
-                              args=(c, settings_dict, weights, device, rule),
+                              args=(c, settings_dict, weights, device, rule, execution),
                               num_gpus=1 if device.startswith("cuda") else 0))
     backend = backend or LocalBackend()
 

@@ -67,6 +67,14 @@ def _isna(value) -> bool:
         return True
 
 
+def _reason(r) -> str:
+    """The reason (or error) cell, marked when the report was reused from an earlier run."""
+    text = r["reason"] or r["error"] or ""
+    reused = r.get("reused")
+    return text if not (isinstance(reused, (bool, int)) or hasattr(reused, "dtype")) or not reused \
+        else f"{text} · reused report"
+
+
 def batch_index_html(frame, settings: dict, rule: dict) -> str:
     """The page of a scan over several checkpoints."""
     counts = {v: int((frame["verdict"] == v).sum()) for v in VERDICT_COLORS}
@@ -88,8 +96,7 @@ def batch_index_html(frame, settings: dict, rule: dict) -> str:
         ci = (f"[{_number(r.get('mean_entropy_lo'))}, {_number(r.get('mean_entropy_hi'))}]"
               if r["status"] == "scanned" else "")
         rows.append((r["checkpoint"], "" if _isna(r["step"]) else int(r["step"]),
-                     r["verdict"] or r["status"],
-                     (r["reason"] or r["error"] or "") + (" · reused report" if r.get("reused") is True else ""),
+                     r["verdict"] or r["status"], _reason(r),
                      _number(r.get("mean_entropy")), ci, _number(r.get("entropy_ratio"), "{:.1%}"),
                      _number(r.get("basin_return_rate"), "{:.1%}"), _number(r.get("duplicate_rate"), "{:.1%}")))
     parts.append("<h2>Checkpoints</h2>")
