@@ -27,7 +27,7 @@ Could not check, never 0: 2 usage, 4 load failure/unsupported, 5 runtime.
 
 --json prints exactly one JSON document on stdout (the summary; nothing on failure); the table, logs and progress go to stderr. --out DIR writes samples.parquet, tokens.parquet, summary.json and report.html, byte-identical for the same checkpoint, settings and seed.
 
-Several checkpoints (or a glob, --from-list, --ray): one report each in --out DIR/<checkpoint>/, DIR/scans.parquet (one row per checkpoint) and DIR/index.html; with --resume, a checkpoint already scanned with the same settings, rule and files is not scanned again. Exit code: the most severe over all checkpoints, 5 > 4 > 1 > 3 > 0; --json prints one document with the list, --junit one test case per checkpoint."""
+Several checkpoints (or a glob, --from-list, --ray): one report each in --out DIR/<checkpoint>/, DIR/scans.parquet (one row per checkpoint) and DIR/index.html; with --resume, a checkpoint already scanned with the same settings, rule and files is not scanned again. Exit code: the most severe over all checkpoints, 5 > 4 > 2 > 1 > 3 > 0; --json prints one document with the list, --junit one test case per checkpoint."""
 
 
 S = ScanSettings   # the CLI's defaults are the settings' defaults
