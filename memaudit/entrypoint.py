@@ -89,6 +89,7 @@ def main() -> None:
         warnings.simplefilter("ignore")
         # third-party lines on stderr (tokenizers' fork notice, Ray's start-up banner) are not ours
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     try:
         from . import cli
 

@@ -123,6 +123,26 @@ def test_a_killed_worker_is_retried_then_reported(ray_cluster, tmp_path):
     assert not lost.ok and lost.exit_code == 5 and "worker lost" in lost.error and lost.attempts == 2
 
 
+def raise_kind(kind: str) -> str:
+    """A task that fails with one kind of failure (issue 24/26: one exit-code table everywhere)."""
+    from memaudit.adapters import LoadError
+    from memaudit.budget import BudgetError
+    from memaudit.denoiser import NonFiniteOutput
+
+    raise {"usage": BudgetError("--batch-size 4096 cannot fit"), "load": LoadError("bad weights"),
+           "nonfinite": NonFiniteOutput("NaN"), "memory": MemoryError(), "other": ValueError("x")}[kind]
+
+
+FAILURE_CODES = {"usage": 2, "load": 4, "nonfinite": 5, "memory": 5, "other": 5}
+
+
+def test_each_failure_kind_has_the_single_scan_code_on_ray(ray_cluster):
+    tasks = [Task(kind, raise_kind, (kind,)) for kind in FAILURE_CODES]
+    for backend in (LocalBackend(), RayBackend()):
+        outcomes = backend.run(tasks)
+        assert {k: o.exit_code for k, o in outcomes.items()} == FAILURE_CODES, backend.name
+
+
 def test_gpu_tasks_on_a_cluster_without_gpus_are_a_usage_error(ray_cluster):
     from memaudit.experiments.backends import BackendError
 
