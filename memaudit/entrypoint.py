@@ -14,11 +14,12 @@ import signal
 import sys
 
 _held: list[int] = []
-try:   # as early as the console script allows: Ctrl-C or SIGTERM from here on is held, never a traceback
-    signal.signal(signal.SIGINT, lambda signum, frame: _held.append(signum))
-    signal.signal(signal.SIGTERM, lambda signum, frame: _held.append(signum))
-except ValueError:   # imported outside the main thread
-    pass
+if sys.argv and sys.argv[0].replace("\\", "/").rsplit("/", 1)[-1] in ("memaudit", "memaudit.exe", "__main__.py"):
+    try:   # as early as the console script allows: Ctrl-C or SIGTERM from here on is held, never a traceback
+        signal.signal(signal.SIGINT, lambda signum, frame: _held.append(signum))
+        signal.signal(signal.SIGTERM, lambda signum, frame: _held.append(signum))
+    except ValueError:   # imported outside the main thread
+        pass
 
 from .exit_codes import EXIT_INTERRUPTED, EXIT_RUNTIME, one_line  # noqa: E402 - after the handlers
 

@@ -2,7 +2,7 @@
 
 Each measuring module names its own subclass (ScanError, RecoveryError, SweepError, RuleError,
 CalibrationError, DataError, TrainError), so messages stay specific while the command layer maps
-one base class to one exit code (memaudit.cli.errors.exit_code_for).
+one base class to one exit code (memaudit.exit_codes.code_of).
 """
 
 

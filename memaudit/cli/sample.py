@@ -4,8 +4,8 @@ from __future__ import annotations
 import typer
 
 from .errors import cli_errors
-from .options import SAMPLES_MAX, STEPS_MAX, Checkpoint, Device, JsonOutput, ScheduleSpec, Seed, TimeInput, TokenizerName, TrustRemoteCode, \
-    Weights, load_options, print_json, require_stdout, resolve_device, write_out
+from .options import SAMPLES_MAX, STEPS_MAX, Checkpoint, Device, JsonOutput, ScheduleSpec, Seed, TimeInput, \
+    TokenizerName, TrustRemoteCode, Weights, load_options, print_json, require_stdout, resolve_device, write_out
 
 
 @cli_errors

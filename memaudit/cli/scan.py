@@ -12,8 +12,8 @@ from ..probe import ScanSettings
 from ..progress import console
 from .errors import UsageError, cli_errors
 from .options import TRAIN_SOURCES, BatchSize, Checkpoints, Device, ExitZero, JsonOutput, MaxMemory, Precision, \
-    N_TRAIN_MAX, SAMPLES_MAX, STEPS_MAX, RayAddress, Samples, ScheduleSpec, Seed, TimeInput, TokenizerName, TrustRemoteCode, Weights, check_output_targets, \
-    load_options, print_json, require_stdout, resolve_device, write_report_set
+    N_TRAIN_MAX, SAMPLES_MAX, STEPS_MAX, RayAddress, Samples, ScheduleSpec, Seed, TimeInput, TokenizerName, \
+    TrustRemoteCode, Weights, check_output_targets, load_options, print_json, require_stdout, resolve_device, write_report_set
 
 HELP = """Probe a checkpoint without training data: sample from it, measure the conditional entropy of its predictions, give a verdict (memorizing / generalizing / inconclusive) and exit with a gate code.
 

@@ -16,7 +16,8 @@ def scan_checkpoints(arguments: list[str], from_list: Optional[Path], ray: Optio
                      out: Optional[Path], json_output: bool, fail_on: str, exit_zero: bool, weights: Optional[str],
                      device: str, rule: Optional[Path], junit: Optional[Path], summary_md: Optional[Path],
                      resume: bool = False) -> None:
-    """Scan every checkpoint and exit with the most severe code over them (memaudit.exit_codes.most_severe: 5 > 4 > 2 > 1 > 3 > 0)."""
+    """Scan every checkpoint and exit with the most severe code over them
+    (memaudit.exit_codes.most_severe: 5 > 4 > 2 > 1 > 3 > 0)."""
     from ..experiments.backends import make_backend
     from ..experiments.batch import INDEX_NAME, TABLE_NAME, checkpoint_slugs, expand_checkpoints, scan_many
     from ..report import REPORT_FILES

@@ -228,7 +228,7 @@ def junit_xml(summary: dict, inconclusive: str = "error") -> bytes:
 def junit_xml_many(entries: list[dict], inconclusive: str = "error") -> bytes:
     """The JUnit XML document of a scan over several checkpoints: one test case per checkpoint,
     named by it. entries: the checkpoints' summary documents, or {"checkpoint", "error",
-    "exit_code"} for one that failed (an <error> of type load_failed or runtime_failure)."""
+    "exit_code"} for one that failed (an <error> of type load_failed, usage_error or runtime_failure)."""
     suite = ET.Element("testsuite", {"name": SUITE_NAME, "tests": str(len(entries))})
     tally = {"failure": 0, "error": 0, "skipped": 0}
     for entry in entries:
