@@ -33,14 +33,9 @@ class TolerantStream:
         self._stream = stream
 
     def _drop(self) -> None:
-        import os
+        from .io import point_at_devnull
 
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)
-            os.close(devnull)
-        except OSError:
-            pass
+        point_at_devnull(2)
 
     def write(self, text):
         try:

@@ -93,6 +93,17 @@ def json_bytes(document: Any) -> bytes:
     return (json_text(document) + "\n").encode()
 
 
+def point_at_devnull(fd: int) -> None:
+    """Make file descriptor fd (1 stdout, 2 stderr) write to /dev/null: after a failed write, so
+    that nothing later (the interpreter's final flush included) fails on it again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    except OSError:
+        pass
+
+
 def write_stdout(text: str) -> None:
     """Write to stdout or raise OSError: a closed or broken stdout is a failure, never silent."""
     stream = sys.stdout

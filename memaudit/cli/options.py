@@ -158,12 +158,9 @@ def print_json(document: dict) -> None:
 
 def _silence_stdout() -> None:
     """After a failed write, point stdout at /dev/null so the interpreter's final flush stays quiet."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.close(devnull)
-    except OSError:
-        pass
+    from ..io import point_at_devnull
+
+    point_at_devnull(1)
     sys.stdout = open(os.devnull, "w")
 
 
