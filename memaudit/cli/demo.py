@@ -8,7 +8,7 @@ import typer
 
 from ..progress import console
 from .errors import EXIT_RUNTIME, cli_errors, fail
-from .options import Device, JsonOutput, Samples, Seed, check_out_dir, print_json, require_stdout, resolve_device
+from .options import STEPS_MAX, Device, JsonOutput, Samples, Seed, check_out_dir, print_json, require_stdout, resolve_device
 
 
 @cli_errors
@@ -16,7 +16,7 @@ def demo(
     out: Optional[Path] = typer.Option(None, "--out", help="Write both scan reports here (DIR/memorizing, "
                                        "DIR/generalizing)."),
     samples: Samples = 256,
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Sampler steps (default: the scan's)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, max=STEPS_MAX, help="Sampler steps (default: the scan's)."),
     seed: Seed = 0,
     device: Device = "auto",
     json_output: JsonOutput = False,

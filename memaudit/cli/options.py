@@ -19,6 +19,8 @@ SEED_MAX = 2**32 - 1
 SAMPLES_MAX = 1_000_000
 STEPS_MAX = 1_000_000
 N_TRAIN_MAX = 10**12
+SEQ_LEN_MAX = 1 << 16
+VOCAB_MAX = 1 << 22
 DATA_SOURCES = "synthetic | docs | stdlib | templates | records | code | PATH (.txt, .jsonl, .parquet)"
 PRESET_NAMES = "nano, micro, tiny, small, medium"
 TRAIN_SOURCES = ("auto (native checkpoints: the model's own training subset) | .txt/.jsonl/.parquet (tokenized "
@@ -81,19 +83,19 @@ DataSeed = Annotated[int, typer.Option("--data-seed", min=0, max=SEED_MAX,
                                        help="Seed of the corpus (Markov chain / block permutation).")]
 Data = Annotated[str, typer.Option("--data", help=DATA_SOURCES)]
 Preset = Annotated[str, typer.Option("--preset", help=f"Model preset: {PRESET_NAMES}.")]
-SeqLen = Annotated[Optional[int], typer.Option("--seq-len", min=1, help="Default: 32 synthetic, 64 text.")]
-VocabSize = Annotated[Optional[int], typer.Option("--vocab-size", min=2,
+SeqLen = Annotated[Optional[int], typer.Option("--seq-len", min=1, max=SEQ_LEN_MAX, help="Default: 32 synthetic, 64 text.")]
+VocabSize = Annotated[Optional[int], typer.Option("--vocab-size", min=2, max=VOCAB_MAX,
                                                   help="BPE vocabulary for text (default 512); symbols of the "
                                                   "synthetic chain (default 32).")]
 ExitZero = Annotated[bool, typer.Option("--exit-zero", help="Exit 0 for any completed run (errors still fail).")]
-Workers = Annotated[int, typer.Option("--workers", min=1, help="Points trained in parallel processes "
+Workers = Annotated[int, typer.Option("--workers", min=1, max=1024, help="Points trained in parallel processes "
                                       "(single-threaded each on CPU).")]
 Deadline = Annotated[Optional[float], typer.Option("--deadline", help="Wall-clock budget in seconds of the training "
                                                    "phase; points still training then are evaluated as they are "
                                                    "(marked truncated).")]
-ScanSteps = Annotated[Optional[int], typer.Option("--scan-steps", min=1, help="Scan sampler steps (default: the scan's).")]
-RecoverN = Annotated[int, typer.Option("--recover-n", min=1, help="Recovery examples per split.")]
-StepsPerUnit = Annotated[int, typer.Option("--steps-per-unit", min=1, help="Reverse steps per unit of time: t0=0.25 "
+ScanSteps = Annotated[Optional[int], typer.Option("--scan-steps", min=1, max=STEPS_MAX, help="Scan sampler steps (default: the scan's).")]
+RecoverN = Annotated[int, typer.Option("--recover-n", min=1, max=SAMPLES_MAX, help="Recovery examples per split.")]
+StepsPerUnit = Annotated[int, typer.Option("--steps-per-unit", min=1, max=STEPS_MAX, help="Reverse steps per unit of time: t0=0.25 "
                                            "runs 0.25·this (reference: 1000).")]
 Samples = Annotated[int, typer.Option("--samples", min=1, max=SAMPLES_MAX, help="Number of generated samples per scan "
                                       "(the rule needs a minimum); with adaptive sampling, the most it draws.")]

@@ -10,7 +10,7 @@ from ..progress import console
 from ..recovery import RecoverySettings
 from ..exit_codes import GATE_CODES
 from .errors import EXIT_INCONCLUSIVE, EXIT_OK, cli_errors
-from .options import TRAIN_SOURCES, BatchSize, Checkpoint, Device, ExitZero, JsonOutput, Precision, ScheduleSpec, Seed, \
+from .options import SAMPLES_MAX, TRAIN_SOURCES, BatchSize, Checkpoint, Device, ExitZero, JsonOutput, Precision, ScheduleSpec, Seed, \
     StepsPerUnit, TimeInput, TokenizerName, TrustRemoteCode, Weights, check_out_dir, load_options, print_json, \
     require_stdout, resolve_device, write_report_set
 
@@ -25,7 +25,7 @@ def recover(
     test_data: str = typer.Option("auto", "--test", help="auto (held-out blocks of the model's corpus) | file"),
     t0: str = typer.Option(",".join(f"{t:g}" for t in R.t0), "--t0",
                            help="Corruption levels (≈ fraction of replaced tokens)."),
-    n: int = typer.Option(R.n, "--n", min=1, help="Examples per split (at most)."),
+    n: int = typer.Option(R.n, "--n", min=1, max=SAMPLES_MAX, help="Examples per split (at most)."),
     steps_per_unit: StepsPerUnit = R.steps_per_unit,
     seed: Seed = R.seed,
     batch_size: BatchSize = "auto",

@@ -8,7 +8,7 @@ import typer
 from ..experiments import SweepSettings
 from ..progress import console
 from .errors import EXIT_RUNTIME, cli_errors, emit_error
-from .options import Data, DataSeed, Deadline, Device, JsonOutput, Preset, RayAddress, RecoverN, Samples, ScanSteps, \
+from .options import SAMPLES_MAX, Data, DataSeed, Deadline, Device, JsonOutput, Preset, RayAddress, RecoverN, Samples, ScanSteps, \
     Seed, SeqLen, StepsPerUnit, VocabSize, Weights, Workers, print_json, require_stdout, resolve_device
 
 S = SweepSettings   # the CLI's defaults are the settings' defaults
@@ -29,7 +29,7 @@ def sweep(
     steps_scale: float = typer.Option(S.steps_scale, "--steps-scale", help="Multiply every point's training steps."),
     steps_cap: int = typer.Option(S.steps_cap, "--steps-cap", min=1,
                                   help="Largest number of steps of the auto schedule."),
-    batch_size: int = typer.Option(S.batch_size, "--batch-size", min=1),
+    batch_size: int = typer.Option(S.batch_size, "--batch-size", min=1, max=SAMPLES_MAX),
     lr: float = typer.Option(S.lr, "--lr"),
     warmup: int = typer.Option(S.warmup, "--warmup", min=0),
     ema_decay: float = typer.Option(S.ema_decay, "--ema-decay"),

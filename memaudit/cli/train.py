@@ -7,7 +7,7 @@ import typer
 
 from ..progress import console
 from .errors import EXIT_INTERRUPTED, UsageError, cli_errors
-from .options import Data, DataSeed, Device, JsonOutput, Preset, SeqLen, VocabSize, print_json, require_stdout, \
+from .options import N_TRAIN_MAX, SAMPLES_MAX, Data, DataSeed, Device, JsonOutput, Preset, SeqLen, VocabSize, print_json, require_stdout, \
     resolve_device
 from .options import Seed as SeedOption
 
@@ -16,10 +16,10 @@ from .options import Seed as SeedOption
 def train(
     out: Path = typer.Option(..., "--out", help="Checkpoint directory to write."),
     data: Data = "synthetic",
-    n_train: int = typer.Option(32, "--n-train", min=1, help="Training-set size in sequences (nested subsets)."),
+    n_train: int = typer.Option(32, "--n-train", min=1, max=N_TRAIN_MAX, help="Training-set size in sequences (nested subsets)."),
     preset: Preset = "nano",
-    steps: int = typer.Option(2000, "--steps", min=1, help="Optimizer steps."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    steps: int = typer.Option(2000, "--steps", min=1, max=10**9, help="Optimizer steps."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, max=SAMPLES_MAX),
     lr: float = typer.Option(1e-3, "--lr"),
     warmup: int = typer.Option(100, "--warmup", min=0),
     ema_decay: float = typer.Option(0.999, "--ema-decay"),
