@@ -8,7 +8,8 @@ the calibration of the scan's rule on sweeps. One concept per module:
     sweep.py         sweep(): run (or resume) a sweep and write its outputs
     calibration.py   `memaudit calibrate`: the plan, the calibration table, the run and its outputs
     backends.py      where tasks run: LocalBackend (this process) and RayBackend (a Ray cluster)
-    batch.py         scan_many(): many checkpoints as tasks, scans.parquet, index.html, resumption
+    batch.py         scan_many(): many checkpoints as tasks, scans.parquet, index.html
+    resume.py        --resume: this user's ledger outside --out, the only thing that lets a report be reused
 
 The figures and index.html pages are memaudit.report.sweep_page; the rule fitting is
 memaudit.verdict.fit.
