@@ -33,6 +33,7 @@ from . import __version__
 from . import diffusion as D
 from .adapters import as_denoiser
 from .denoiser import PRECISIONS, Denoiser, at_precision
+from .labels import checkpoint_label
 from .progress import progress_bar
 from .provenance import model_provenance, software_versions  # noqa: F401  (re-exported)
 from .sampling import GRIDS, SampleStreams, batches, generate, reverse_process
@@ -278,13 +279,6 @@ class ScanResult:
 
         return tokens_table(self).to_pandas()
 
-
-
-def checkpoint_label(model: dict) -> str | None:
-    """The hub id (with its revision) of a hub checkpoint, else its local path."""
-    if model.get("hub_id"):
-        return model["hub_id"] + (f"@{model['revision']}" if model.get("revision") else "")
-    return model.get("checkpoint")
 
 
 # --------------------------------------------------------------------------------- measurement

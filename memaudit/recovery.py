@@ -45,6 +45,7 @@ from . import diffusion as D
 from .adapters import as_denoiser
 from .denoiser import PRECISIONS, Denoiser, at_precision
 from .io import finite_json, json_text
+from .labels import checkpoint_label
 from .provenance import model_provenance, software_versions
 from .progress import progress_bar
 from .sampling import SampleStreams, batches, infill, reverse_process
@@ -275,7 +276,7 @@ class RecoveryResult:
         """The one JSON document of `memaudit recover --json` (non-finite numbers become null)."""
         doc = {"verdict": self.verdict, "reason": self.reason, "explanation": self.explanation,
                "summaries": self.summaries, "gaps": self.gaps, "data": self.data,
-               "checkpoint": self.model.get("checkpoint") or self.model.get("hub_id"),
+               "checkpoint": checkpoint_label(self.model),
                "model": self.model, "settings": self.settings.to_dict(), "memaudit_version": __version__}
         if self.patterns:
             doc["patterns"] = self.patterns

@@ -29,6 +29,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterable
 
+from ..labels import IN_MEMORY, checkpoint_label
+
 GATE_NAME = "memorization gate"
 SUITE_NAME = "memaudit scan"
 VERDICT_ICONS = {"generalizing": "✅", "memorizing": "❌", "inconclusive": "⚠️"}
@@ -108,8 +110,10 @@ def key_statistics(summary: dict) -> list[dict]:
 
 
 def checkpoint_name(summary: dict) -> str:
-    model = summary.get("model") or {}
-    return str(summary.get("checkpoint") or model.get("checkpoint") or model.get("hub_id") or "(in-memory model)")
+    """The checkpoint's label as its scan or recovery recorded it (labels.checkpoint_label; a scan
+    over several checkpoints records the argument as given), else derived the same way from the
+    model provenance."""
+    return str(summary.get("checkpoint") or checkpoint_label(summary.get("model")) or IN_MEMORY)
 
 
 def domain_line(summary: dict) -> str:
