@@ -20,7 +20,6 @@ and never reach a report file).
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -348,11 +347,6 @@ def basin_agreement(denoiser: Denoiser, tokens: torch.Tensor, t0: float = BASIN_
     return torch.cat(out)
 
 
-def fixed_points(denoiser: Denoiser, tokens: torch.Tensor, **kw) -> torch.Tensor:
-    """Whether each clean sequence is returned unchanged by the greedy reverse dynamics. → [N] bool."""
-    return fixed_point_distance(denoiser, tokens, **kw) == 0
-
-
 def find_duplicates(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(is_duplicate [N] bool, duplicate_of [N] int64): a sample is a duplicate when it equals an
     earlier sample; duplicate_of names the first one (−1 otherwise)."""
@@ -576,8 +570,3 @@ def join_rounds(rounds: list[dict], near_fraction: float) -> dict:
             "fp_dist": torch.cat([r["fp_dist"] for r in rounds]).numpy(),
             "basin": torch.cat([r["basin"] for r in rounds]).numpy(),
             "duplicate_of": find_duplicates(tokens)[1], "near_earlier": near_copies(tokens, near_fraction)}
-
-
-
-def environment() -> dict:
-    return {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__}

@@ -189,7 +189,7 @@ def test_recovery_report(tmp_path):
 
 
 def test_in_memory_render_matches_the_files(memorizing_dir, memorizing_html):
-    """render_scan_html(result) (for report.py's writer) gives the bytes write_scan_html builds
+    """render_scan_html(result) (for report/files.py's writer) gives the bytes write_scan_html builds
     from the files on disk."""
     from memaudit.report import render_scan_html
     from report_fixtures import fake_scan_result

@@ -265,14 +265,14 @@ def shape_error(source: str, name: str, got: tuple, want: tuple, vocab_size: int
 
 
 def check_before_build(arch: DDiTConfig, shapes: dict, source: str, dtypes: dict | None = None,
-                       already_loaded: int = 0, to_load: int = 0) -> None:
+                       to_load: int = 0) -> None:
     """Everything that can be checked before DDiT(arch) allocates: the config's own ranges, that the
     weights have exactly the tensors and shapes the config implies (so a 1 KB config cannot declare
     a model larger than its weight file), real floating-point dtypes, and that the model plus one
     batch-1 forward pass fit in the memory available.
 
     shapes: name → shape (a tuple, or a tensor); dtypes: name → dtype name, when known.
-    already_loaded / to_load: bytes of weights already in memory / still to be read.
+    to_load: bytes of weights still to be read.
     """
     try:
         arch.validate()

@@ -840,15 +840,6 @@ def iter_inert(obj: Any, max_depth: int = 8):
             stack.extend((v, depth + 1) for v in cur)
 
 
-def zip_member_names(path: Path) -> list[str]:
-    """Names inside a torch zip archive (cheap; used for detection)."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            return z.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return []
-
-
 def pickle_bytes(path: Path, limit: int = 64 << 20) -> bytes | None:
     """The raw data.pkl of a torch zip archive, for cheap detection (no unpickling)."""
     try:

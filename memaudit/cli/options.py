@@ -223,9 +223,3 @@ def write_report_set(files: dict) -> None:
     except OSError as e:
         raise OutputError(f"could not write the report ({e.strerror or e}: {e.filename or ''}); "
                           f"the previous report files are unchanged") from None
-
-
-def parse_floats(text: str, what: str) -> tuple[float, ...]:
-    from ..experiments import parse_float_list
-
-    return parse_float_list(text, what)

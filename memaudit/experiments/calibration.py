@@ -53,8 +53,6 @@ T_EVAL_CANDIDATES = (1e-5, 0.01, 0.05, 0.1, 0.25)
 
 
 # ------------------------------------------------------------------------------- the calibration table
-TABLE_COLUMNS = ("data", "preset", "n_train", "steps", "truncated", "final_loss", "vocab_size", "seq_len",
-                 "label", "recovery_verdict", "recovery_reason")
 
 
 def table_rows(points: dict[int, dict], data: str, preset: str) -> list[dict]:

@@ -2,10 +2,12 @@
 
     tables.py          samples.parquet / tokens.parquet / summary.json bytes, provenance metadata
     files.py           REPORT_FILES, render_report, write_report, write_files (one set, all or nothing)
-    html.py            the one HTML kit: page shell, CSS, tables, figures, verdict palette, tokens
+    html.py            the HTML kit: page shell, CSS, tables, figures, verdict palette, tokens
+    batch_page.py      index.html of a scan over several checkpoints
     scan_page.py       report.html of a scan
     recovery_page.py   report.html of `memaudit recover`
-    sweep_page.py      a sweep's figures and index.html (also the calibration's index.html)
+    sweep_page.py      a sweep's figures and index.html (also the calibration's index.html), with its
+                       own page shell and pyplot figures (only the palette and PNG writer are the kit's)
     ci.py              JUnit XML and the Markdown job summary
 
 Data flows one way: result objects (memaudit.probe.ScanResult, memaudit.recovery.RecoveryResult)

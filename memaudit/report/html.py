@@ -1,16 +1,17 @@
-"""The HTML kit every memaudit page is built with (scan report, recovery report, sweep and
-calibration indexes): page shell and CSS, escaped tables, deterministic embedded figures, the
-verdict palette, and token rendering shared by the pages.
+"""The HTML kit of the scan, recovery and batch pages: page shell and CSS, escaped tables,
+deterministic embedded figures, the verdict palette, and token rendering shared by the pages. The
+sweep and calibration indexes (sweep_page.py) take only its palette and figure_png; they keep
+their own page shell and pyplot figures.
 
 `write_scan_html(out_dir)` reads what a scan wrote into its --out directory (summary.json,
 samples.parquet, tokens.parquet) and writes `report.html` next to them. The page is
 self-contained: inline CSS, figures embedded as base64 PNG data URIs, no script, no network.
 
-`render_scan_html(result)` gives the same bytes from an in-memory ScanResult (report.py's
+`render_scan_html(result)` gives the same bytes from an in-memory ScanResult (report/files.py's
 REPORT_FILES uses it, so report.html is written atomically with the other files);
 `write_recovery_html(out_dir)` / `render_recovery_html(result)` do the same for `memaudit recover`.
 
-Reusable pieces for other pages (the sweep's index.html, …):
+Reusable pieces for other pages (the batch index.html, …):
 
     figure_data_uri(fig)      a matplotlib Figure → "data:image/png;base64,…" (deterministic)
     new_figure(w, h)          a Figure on the Agg canvas (no pyplot, no global state)

@@ -473,7 +473,6 @@ DEFAULT_EVIDENCE = {"min_colliding_pairs": 3, "near_copy_fraction": 0.25, "min_n
                     "basin_t": 0.5, "basin_return_min": 0.5, "basin_return_max": 0.25,
                     "position_information_max": 0.1, "position_information_p_max": 0.01,
                     "position_information_p_settle": 0.05, "position_clear_min_samples": 128}
-LAYOUTS = ("auto", "stream", "aligned")   # how a model's training sequences were cut (scan --layout)
 
 
 def _count(x) -> str:

@@ -64,10 +64,6 @@ class Stopping:
         return doc
 
 
-def is_definite(verdict: str) -> bool:
-    return verdict in ("memorizing", "generalizing")
-
-
 def stops(decision) -> bool:
     """Whether the scan stops at an early look with this decision (Decision.settled)."""
     return bool(decision.settled)
