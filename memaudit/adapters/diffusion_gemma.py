@@ -137,11 +137,22 @@ def estimate_bytes(config, n_parameters: int, dtype: torch.dtype, prompt_len: in
     text = config.text_config
     canvas = int(config.canvas_length)
     tokens = prompt_len + canvas
+
+    def field(name: str, default: int = 0) -> int:  # per-layer attributes vary: the largest layer's
+        values = []
+        with contextlib.suppress(Exception):
+            values.append(text.to_dict().get(name))
+        with contextlib.suppress(Exception):
+            layers = text.per_layer_config
+            values += [getattr(layers[i], name, None) for i in range(int(text.num_hidden_layers))]
+        values = [int(v) for v in values if isinstance(v, int) and not isinstance(v, bool)]
+        return max(values) if values else default
+
     weights = n_parameters * torch.empty((), dtype=dtype).element_size()
-    kv = 2 * text.num_hidden_layers * text.num_key_value_heads * max(text.head_dim, 1) * tokens * 4
-    hidden = HIDDEN_TENSORS * tokens * max(text.hidden_size, text.moe_intermediate_size or 0,
-                                            text.intermediate_size) * 4
-    vocab = VOCAB_TENSORS * canvas * text.vocab_size * 4
+    kv = 2 * field("num_hidden_layers", 1) * field("num_key_value_heads", 1) * field("head_dim", 1) * tokens * 4
+    hidden = HIDDEN_TENSORS * tokens * max(field("hidden_size", 1), field("moe_intermediate_size"),
+                                            field("intermediate_size")) * 4
+    vocab = VOCAB_TENSORS * canvas * field("vocab_size", 1) * 4
     per_canvas = kv + hidden + vocab
     return {"weights": weights, "per_canvas": per_canvas, "total": weights + batch * per_canvas}
 
@@ -236,6 +247,27 @@ class DiffusionGemmaDenoiser(Denoiser):
                 "output_classes": text.vocab_size, "time_conditioning": False,
                 "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch.")}
 
+    def family_details(self) -> dict:
+        """What `inspect` shows beyond the common fields."""
+        est = self.provenance.get("memory_estimate") or {}
+        gen = self.generation
+        return {"canvas length": f"{self.seq_len} tokens (block diffusion; the canvas is what a scan samples)",
+                "prompt template": ("chat template (tokenizer_config / chat_template.jinja): default prompt is its "
+                                    "empty user turn") if self.chat_template else
+                                   f"none: default prompt is the BOS token ({self.bos_token_id})",
+                "experts": f"{self.architecture()['num_experts']} (top {self.architecture()['top_k_experts']} per token)",
+                "parameters (text / vision)": f"{self.provenance.get('n_parameters_text', 0):,} / "
+                                               f"{self.provenance.get('n_parameters_vision', 0):,} (vision never called)",
+                "weight dtype": self.provenance.get("weight_dtype", "?"),
+                "memory estimate": f"{est.get('weights', 0) / 2**30:.3f} GiB weights + "
+                                   f"{est.get('per_canvas', 0) / 2**30:.3f} GiB per canvas",
+                "sampler": (f"the family's own entropy-bound sampler: {gen.get('max_denoising_steps')} steps, "
+                            f"entropy bound {gen.get('entropy_bound')}, temperature {gen.get('t_max')}→{gen.get('t_min')}, "
+                            f"uniform re-noising of rejected tokens"),
+                "self-conditioning": {"self": "probe: the model's own first pass on the same canvas fed back",
+                                      "none": "probe: none (zeros)"}[self.self_conditioning],
+                "verdict": "inconclusive (outside_domain) until references of this family validate the rule"}
+
     def describe(self) -> dict:
         out = super().describe()
         out.update({"time_free": True, "prompt_conditioned": True, "self_conditioning": self.self_conditioning,
@@ -312,9 +344,11 @@ class DiffusionGemmaAdapter(Adapter):
         except Exception as e:  # noqa: BLE001 - a config transformers rejects is a load error, one line
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise LoadError(f"{source}: config.json is not a valid DiffusionGemmaConfig ({first})") from None
+        n_text, n_vision = count_parameters(config, model_cls)
+        named = DTYPES.get(str(cfg.get("dtype") or cfg.get("torch_dtype") or "bfloat16"), torch.bfloat16)
+        check_budget(estimate_bytes(config, n_text + n_vision, named), max_memory, source, device)
         files, named_by = weight_files(path)
         dtype = stored_dtype(files, cfg)
-        n_text, n_vision = count_parameters(config, model_cls)
         estimate = estimate_bytes(config, n_text + n_vision, dtype)
         check_budget(estimate, max_memory, source, device)
         try:
@@ -346,7 +380,7 @@ class DiffusionGemmaAdapter(Adapter):
             "checkpoint": str(path.resolve()), "files": files_hashes, "format": "hf-diffusion_gemma",
             "codebase": "transformers", "algorithm": "block diffusion (entropy-bound sampler)",
             "diffusion": "uniform (block diffusion, time-free, prompt-conditioned)",
-            "ema_available": False, "weights_default": "raw",
+            "ema_available": False, "weights_default": "raw", "modeling_code": "transformers",
             "tokenizer_source": "tokenizer.json" if tokenizer is not None else "none",
             "n_parameters_text": n_text, "n_parameters_vision": n_vision,
             "memory_estimate": {k: int(v) for k, v in estimate.items()},

@@ -1,0 +1,156 @@
+"""DiffusionGemma (issue 27): loading through transformers' own classes, the memory refusal, bad
+directories, the time-free / prompt-conditioned Denoiser, the family's own sampler and the scan.
+
+These tests need transformers with models/diffusion_gemma (the `test` extra pins it). They fail,
+never skip, when it is missing: a skipped family test would hide the family's loss.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from memaudit.adapters.diffusion_gemma import MIN_TRANSFORMERS
+
+
+def _require_family():
+    try:
+        from transformers.models.diffusion_gemma import DiffusionGemmaForBlockDiffusion  # noqa: F401
+    except ImportError as e:  # fail loudly: the family's tests must not skip silently
+        pytest.fail(f"transformers >= {MIN_TRANSFORMERS} with DiffusionGemma is required for these tests "
+                    f"(pip install -e '.[test]'): {e}")
+
+
+VOCAB, CANVAS = 128, 16
+
+
+def build_tiny(folder, dtype=torch.float32, shard: str | None = None, seed: int = 0, tokenizer: bool = False):
+    """A tiny DiffusionGemma saved by transformers' own save_pretrained."""
+    _require_family()
+    from transformers import (DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion, DiffusionGemmaTextConfig,
+                              Gemma4VisionConfig)
+
+    vision = Gemma4VisionConfig(hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=1,
+                                num_key_value_heads=1, head_dim=8, position_embedding_size=16)
+    text = DiffusionGemmaTextConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                    num_attention_heads=2, num_key_value_heads=1, head_dim=16, global_head_dim=16,
+                                    num_experts=4, top_k_experts=2, moe_intermediate_size=32, sliding_window=8,
+                                    max_position_embeddings=128, layer_types=["sliding_attention", "full_attention"])
+    config = DiffusionGemmaConfig(text_config=text, vision_config=vision, canvas_length=CANVAS)
+    torch.manual_seed(seed)
+    model = DiffusionGemmaForBlockDiffusion(config).eval().to(dtype)
+    kwargs = {"max_shard_size": "40KB"} if shard else {}
+    model.save_pretrained(str(folder), **kwargs)
+    if tokenizer:
+        from tokenizers import Tokenizer, models, pre_tokenizers
+
+        vocab = {f"w{i}": i for i in range(VOCAB)}
+        tok = Tokenizer(models.WordLevel(vocab, unk_token="w3"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        tok.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny(tmp_path_factory.mktemp("dg") / "fp32")
+
+
+@pytest.fixture(scope="module")
+def tiny_sharded_bf16(tmp_path_factory):
+    return build_tiny(tmp_path_factory.mktemp("dg") / "bf16", dtype=torch.bfloat16, shard="yes")
+
+
+def reference_log_probs(folder, prompt, canvas, dtype, sc=False):
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    model = DiffusionGemmaForBlockDiffusion.from_pretrained(str(folder), dtype=dtype).eval()
+    with torch.no_grad():
+        logits = model(input_ids=prompt, decoder_input_ids=canvas).logits
+        if sc:
+            logits = model(input_ids=prompt, decoder_input_ids=canvas, self_conditioning_logits=logits).logits
+    return torch.log_softmax(logits.float(), -1)
+
+
+@pytest.mark.parametrize("which", ["tiny", "tiny_sharded_bf16"])
+def test_log_probs_equal_transformers_forward(which, request):
+    import memaudit
+
+    folder = request.getfixturevalue(which)
+    dtype = torch.float32 if which == "tiny" else torch.bfloat16
+    denoiser = memaudit.load(folder)
+    assert denoiser.family == "diffusion_gemma" and denoiser.time_free and denoiser.prompt_conditioned
+    assert denoiser.vocab_size == VOCAB and denoiser.seq_len == CANVAS
+    assert denoiser.architecture()["dtype"] == str(dtype)[6:]
+    prompt = torch.tensor([[2, 5, 6, 7]])
+    denoiser = denoiser.with_prompt(prompt[0].tolist())
+    canvas = torch.randint(0, VOCAB, (3, CANVAS), generator=torch.Generator().manual_seed(1))
+    for mode, sc in (("none", False), ("self", True)):
+        denoiser.self_conditioning = mode
+        ours = denoiser(canvas, torch.full((3,), 0.3))
+        assert ours.dtype == torch.float32 and ours.shape == (3, CANVAS, VOCAB)
+        ref = reference_log_probs(folder, prompt.expand(3, -1), canvas, dtype, sc=sc)
+        assert (ours - ref).abs().max().item() <= 1e-5
+        # time-free: t is ignored
+        assert torch.equal(ours, denoiser(canvas, torch.zeros(3)))
+
+
+def test_real_size_config_refused_before_weights(tmp_path):
+    from memaudit.adapters import LoadError, load
+
+    _require_family()
+    text = dict(model_type="diffusion_gemma_text", vocab_size=262144, hidden_size=2816, intermediate_size=2112,
+                num_hidden_layers=30, num_attention_heads=16, num_key_value_heads=8, head_dim=256,
+                global_head_dim=512, num_global_key_value_heads=2, num_experts=128, top_k_experts=8,
+                moe_intermediate_size=704, sliding_window=1024, max_position_embeddings=262144)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "diffusion_gemma", "canvas_length": 256,
+                                                      "dtype": "bfloat16", "text_config": text}))
+    with pytest.raises(LoadError) as e:       # no weight file exists: refused on the estimate alone
+        load(tmp_path, max_memory=24 * 2**30)
+    msg = str(e.value)
+    assert "needs about" in msg and "GiB of weights" in msg and "24.00 GiB" in msg and "\n" not in msg
+    weights_gib = float(msg.split("(")[1].split(" GiB of weights")[0])
+    assert 40 < weights_gib < 60          # ≈ 25 B parameters in bf16
+
+
+def test_bad_directories_end_in_one_line(tiny, tmp_path):
+    from memaudit.adapters import LoadError, load
+
+    sharded = tmp_path / "sharded"
+    build_tiny(sharded, shard="yes")
+    index = sharded / "model.safetensors.index.json"
+    shard = sorted(p for p in os.listdir(sharded) if p.startswith("model-"))[0]
+    os.remove(sharded / shard)
+    with pytest.raises(LoadError, match="weight shard missing"):
+        load(sharded)
+    index.write_text("{not json")
+    with pytest.raises(LoadError, match="not valid JSON"):
+        load(sharded)
+    index.write_text(json.dumps({"metadata": {}}))
+    with pytest.raises(LoadError, match="broken shard index"):
+        load(sharded)
+    vision_only = tmp_path / "vision"
+    vision_only.mkdir()
+    cfg = json.loads((tiny / "config.json").read_text())
+    cfg.pop("text_config")
+    (vision_only / "config.json").write_text(json.dumps(cfg))
+    shutil.copy(tiny / "model.safetensors", vision_only / "model.safetensors")
+    with pytest.raises(LoadError, match="no text_config") as e:
+        load(vision_only)
+    assert "\n" not in str(e.value)
+
+
+def test_old_or_missing_transformers_is_exit_4(tiny, monkeypatch):
+    import sys
+
+    from memaudit.adapters import LoadError, load
+
+    monkeypatch.setitem(sys.modules, "transformers.models.diffusion_gemma", None)   # an older transformers
+    with pytest.raises(LoadError, match=f"needs transformers >= {MIN_TRANSFORMERS}"):
+        load(tiny)
+    monkeypatch.setitem(sys.modules, "transformers", None)                         # none at all
+    with pytest.raises(LoadError, match="not installed"):
+        load(tiny)
