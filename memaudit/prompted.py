@@ -1,0 +1,157 @@
+"""What the probe does differently for families outside the rule's calibration, and for
+prompt-conditioned denoisers (DiffusionGemma): the family gate of the verdict, and the prompts.
+
+The family gate. The scan rule (memaudit.verdict) was fitted on DDiT families (Duo, UDLM, SEDD,
+memaudit's references). A denoiser whose `calibration_family` is not None belongs to another family;
+its verdict is definite only once references of that family (trained by memaudit's trainer with the
+family's objective) have validated the rule on it, recorded in the rule's domain as
+`"families": [...]`. Until then the scan says `inconclusive (outside_domain)`, keeps every statistic,
+and its explanation states what the DDiT rule would have said — evidence, never the verdict.
+
+Prompts. A prompt-conditioned denoiser carries its prompt (`with_prompt`); the probe, recovery and
+sampler call it as any other. `resolve_prompts` turns `--prompt TEXT` / `--prompts FILE` (one per
+line, or .jsonl records with "prompt" / "messages") into token ids; with neither, the chat
+template's empty user turn when the tokenizer has one, else the BOS token.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import UsageError
+
+
+class PromptError(UsageError):
+    """Prompts that cannot be read or tokenized (exit 2)."""
+
+
+def family_gate(rule, denoiser, decision, domain: dict):
+    """(decision, domain) for a denoiser of a family the rule has not validated: inconclusive,
+    reason outside_domain, with the DDiT rule's reading kept in the explanation."""
+    from .verdict.scan import Decision
+
+    family = getattr(denoiser, "calibration_family", None)
+    validated = [str(f) for f in (rule.domain.get("families") or [])]
+    if family is None or family in validated:
+        return decision, domain
+    what = (f"family {family} (the rule is validated on DDiT families"
+            + (f" and {', '.join(validated)}" if validated else "") + ")")
+    domain = {**domain, "inside": False, "outside": [*domain.get("outside", []), what], "family": family}
+    explanation = (f"the rule's thresholds were fitted on DDiT models; no {family} references have validated "
+                   f"them, so no definite verdict. The DDiT rule would read: {decision.verdict} "
+                   f"({decision.reason}): {decision.explanation}")
+    return Decision("inconclusive", "outside_domain", explanation, settled=True), domain
+
+
+def _chat_prompt(denoiser, text: str) -> list[int] | None:
+    """The chat template's user turn with `text`, rendered with transformers' tokenizer, or None."""
+    template = getattr(denoiser, "chat_template", None)
+    if not template or denoiser.tokenizer is None:
+        return None
+    try:
+        from jinja2 import Template
+    except ImportError:
+        return None
+    try:
+        rendered = Template(template).render(messages=[{"role": "user", "content": text}],
+                                             add_generation_prompt=True, bos_token="")
+    except Exception:  # noqa: BLE001 - a template we cannot render: fall back to BOS
+        return None
+    ids = denoiser.tokenizer.encode(rendered, add_special_tokens=False).ids
+    bos = getattr(denoiser, "bos_token_id", None)
+    return ([bos] if bos is not None else []) + list(ids)
+
+
+def encode_prompt(denoiser, text: str) -> list[int]:
+    """Token ids of one prompt: 'ids:1,2,3' as given; text through the chat template when there is
+    one, else through the tokenizer after BOS."""
+    if text.startswith("ids:"):
+        try:
+            ids = [int(v) for v in text[4:].replace(" ", "").split(",") if v != ""]
+        except ValueError:
+            raise PromptError(f"--prompt {text!r:.60}: 'ids:' takes comma-separated token ids") from None
+        if not ids or not all(0 <= i < denoiser.vocab_size for i in ids):
+            raise PromptError(f"--prompt {text!r:.60}: token ids must lie in [0, {denoiser.vocab_size})")
+        return ids
+    chat = _chat_prompt(denoiser, text)
+    if chat is not None:
+        return chat
+    if denoiser.tokenizer is None:
+        raise PromptError("this checkpoint has no tokenizer: give prompts as token ids ('ids:2,17,5') or "
+                          "pass --tokenizer")
+    bos = getattr(denoiser, "bos_token_id", None)
+    return ([bos] if bos is not None else []) + list(denoiser.tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+def read_prompt_file(path: str | Path) -> list[str]:
+    """Prompts from a file: one per line, or JSON lines with 'prompt' (or the user turns of 'messages')."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise PromptError(f"--prompts {path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    prompts = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if path.suffix == ".jsonl":
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise PromptError(f"--prompts {path}:{n}: not JSON ({e.msg})") from None
+            prompt = prompt_of(record)
+            if prompt is None:
+                raise PromptError(f"--prompts {path}:{n}: no 'prompt' or user turn in 'messages'")
+            prompts.append(prompt)
+        else:
+            prompts.append(line)
+    if not prompts:
+        raise PromptError(f"--prompts {path}: no prompts")
+    return prompts
+
+
+def prompt_of(record) -> str | None:
+    """The prompt of a prompt/response or chat record."""
+    if not isinstance(record, dict):
+        return None
+    if isinstance(record.get("prompt"), str):
+        return record["prompt"]
+    messages = record.get("messages")
+    if isinstance(messages, list):
+        users = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        if users and isinstance(users[-1], str):
+            return users[-1]
+    return None
+
+
+def resolve_prompts(denoiser, prompt: str | None = None, prompts_file: str | None = None):
+    """The denoiser conditioned on its prompts, and a description for the report. Only for
+    prompt-conditioned denoisers; others are returned as they are (a prompt given to one is an error)."""
+    if not getattr(denoiser, "prompt_conditioned", False):
+        if prompt is not None or prompts_file is not None:
+            raise PromptError(f"--prompt / --prompts apply to prompt-conditioned families; this is a "
+                              f"{denoiser.family} checkpoint, which generates unconditionally")
+        return denoiser
+    if prompt is not None and prompts_file is not None:
+        raise PromptError("give --prompt or --prompts, not both")
+    if prompts_file is not None:
+        texts = read_prompt_file(prompts_file)
+        source = f"--prompts {Path(prompts_file).name}"
+    elif prompt is not None:
+        texts, source = [prompt], "--prompt"
+    else:
+        texts, source = None, "default"
+    if texts is None:
+        chat = _chat_prompt(denoiser, "")
+        if chat is not None:
+            ids_list, texts, source = [chat], [""], "chat template, empty user turn"
+        else:
+            bos = getattr(denoiser, "bos_token_id", None)
+            ids_list, texts, source = [[bos if bos is not None else 2]], ["<bos>"], "BOS token (no chat template)"
+    else:
+        ids_list = [encode_prompt(denoiser, t) for t in texts]
+    run = denoiser.with_prompt(ids_list[0])
+    run.prompts = tuple(tuple(p) for p in ids_list)
+    run.prompt_texts = tuple(texts)
+    run.prompt_source = source
+    return run
