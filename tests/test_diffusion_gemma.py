@@ -154,3 +154,82 @@ def test_old_or_missing_transformers_is_exit_4(tiny, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)                         # none at all
     with pytest.raises(LoadError, match="not installed"):
         load(tiny)
+
+
+# ------------------------------------------------------------------ the family's sampler and the scan
+def test_acceptance_matches_the_family_sampler():
+    """memaudit's entropy-bound acceptance picks the tokens transformers' EntropyBoundSampler picks."""
+    _require_family()
+    from transformers.models.diffusion_gemma.generation_diffusion_gemma import (EntropyBoundSampler,
+                                                                                 EntropyBoundSamplerConfig)
+
+    from memaudit.block_sampling import accept_mask
+    from memaudit.diffusion import entropy
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, CANVAS, VOCAB, generator=g) * torch.linspace(0.5, 12, CANVAS)[None, :, None]
+    for bound in (0.1, 1.0, 5.0):
+        sampler = EntropyBoundSampler(EntropyBoundSamplerConfig(entropy_bound=bound), CANVAS, VOCAB, 8)
+        canvas = torch.zeros(4, CANVAS, dtype=torch.long)
+        accepted = sampler.accept_canvas(canvas, torch.ones_like(canvas), logits, 1)
+        assert torch.equal(accept_mask(entropy(torch.log_softmax(logits, -1)), bound), accepted.bool())
+
+
+def test_family_sampler_is_batch_independent_and_honours_fixed_positions(tiny):
+    import memaudit
+    from memaudit.sampling import SampleStreams, generate, reverse_process
+
+    denoiser = memaudit.load(tiny)
+    denoiser.generation = {**denoiser.generation, "max_denoising_steps": 6}
+    a = generate(denoiser, 4, seed=3, batch_size=4)
+    b = generate(denoiser, 4, seed=3, batch_size=3)
+    assert torch.equal(a, b) and a.shape == (4, CANVAS)
+    keep = torch.zeros_like(a, dtype=torch.bool)
+    keep[:, :5] = True
+    x = torch.randint(0, VOCAB, a.shape, generator=torch.Generator().manual_seed(0))
+    out = reverse_process(denoiser, x, 0.5, 4, streams=SampleStreams(0, ("t",), range(4)), fixed=keep)
+    assert torch.equal(out[:, :5].cpu(), x[:, :5])
+    # greedy (no streams) is deterministic
+    assert torch.equal(reverse_process(denoiser, x, 0.25, 3), reverse_process(denoiser, x, 0.25, 3))
+
+
+def test_scan_cli_is_outside_domain_with_prompts_and_sft_evidence(tiny, tmp_path):
+    from typer.testing import CliRunner
+
+    from memaudit.cli import app
+
+    train = tmp_path / "sft.jsonl"
+    train.write_text("".join(json.dumps({"prompt_ids": [2, 10 + i], "response_ids": [20 + i] * 4 + [1]}) + "\n"
+                             for i in range(2)))
+    held = tmp_path / "held.jsonl"
+    held.write_text(json.dumps({"prompt_ids": [2, 50], "response_ids": [60] * 4 + [1]}) + "\n")
+    gen = json.loads((tiny / "generation_config.json").read_text())
+    (tiny / "generation_config.json").write_text(json.dumps({**gen, "max_denoising_steps": 6}))
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["scan", str(tiny), "--samples", "8", "--min-samples", "8", "--no-adaptive",
+                                      "--prompt", "ids:2,9,9", "--train", str(train), "--test", str(held),
+                                      "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 3, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["verdict"] == "inconclusive" and summary["reason"] == "outside_domain"
+    assert "DDiT rule would read" in summary["explanation"]
+    assert any("family diffusion_gemma" in o for o in summary["domain"]["outside"])
+    assert summary["model"]["prompts"] == [[2, 9, 9]] and summary["model"]["prompt_source"] == "--prompt"
+    assert summary["model"]["sampler"]["name"] == "entropy-bound"
+    sft = summary["sft_evidence"]
+    assert sft["train"]["records"] == 2 and sft["test"]["records"] == 1
+    assert "beside the verdict" in sft["label"]
+    assert (out / "samples.parquet").exists() and (out / "tokens.parquet").exists()
+
+
+def test_prompt_errors_are_usage_errors(tiny):
+    import memaudit
+    from memaudit.prompted import PromptError, resolve_prompts
+
+    denoiser = memaudit.load(tiny)
+    with pytest.raises(PromptError, match="no tokenizer"):
+        resolve_prompts(denoiser, "hello")
+    with pytest.raises(PromptError, match="token ids must lie"):
+        resolve_prompts(denoiser, f"ids:2,{VOCAB}")
+    run = resolve_prompts(denoiser)
+    assert run.prompt_ids == (2,) and run.prompt_source.startswith("BOS")
