@@ -7,7 +7,7 @@ response pair the canvas is the response, an EOS, and padding to the canvas leng
 t ~ U(0, 1) is drawn per example and each canvas token is independently replaced, with probability t,
 by a token drawn uniformly from the vocabulary. The network reads the prompt (encoder) and the
 corrupted canvas (decoder) and is trained with the cross-entropy of the clean canvas x0 at every
-canvas position. Self-conditioning: for a random half of the examples, a first pass without
+canvas position. Self-conditioning: for half of the examples of each (randomly drawn) batch, a first pass without
 gradient produces logits that are fed back as the decoder's self-conditioning input of the trained
 pass (the other half gets none, as at the first denoising step).
 
@@ -55,16 +55,21 @@ def vocabulary() -> list[str]:
 
 def qa_pairs(n: int, seed: int) -> list[dict]:
     """n distinct seeded (prompt, response) pairs of the grammar. A prompt names a topic and a time
-    ("tell me about the river at dawn"); the response is one sentence about that topic."""
+    ("tell me about the river at dawn"); the response is one sentence about that topic (one of
+    8 × 8 × 8 per prompt). The 96 prompts come in seeded order; past 96 pairs they come round again
+    with new responses, so a large set teaches the grammar rather than one answer per prompt."""
     rng = random.Random(seed)
     prompts = [(topic, when) for topic in TOPICS for when in TIMES]
     rng.shuffle(prompts)
-    if n > len(prompts):
-        raise BlockTrainError(f"the qa grammar has {len(prompts)} distinct prompts; --n-train {n} is too many")
-    pairs = []
-    for topic, when in prompts[:n]:
+    pairs, seen = [], set()
+    while len(pairs) < n:
+        topic, when = prompts[len(pairs) % len(prompts)]
+        prompt = f"tell me about the {topic} {when}"
         response = f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} the {rng.choice(ADJECTIVES)} {topic} {when} ."
-        pairs.append({"prompt": f"tell me about the {topic} {when}", "response": response})
+        if (prompt, response) in seen:
+            continue
+        seen.add((prompt, response))
+        pairs.append({"prompt": prompt, "response": response})
     return pairs
 
 
@@ -148,13 +153,17 @@ def train_reference(cfg: BlockTrainConfig, out: str | Path, log=None) -> dict:
         t = torch.rand(cfg.batch_size, 1, generator=g)
         replace = torch.rand(x0.shape, generator=g) < t
         xt = torch.where(replace, torch.randint(0, vocab, x0.shape, generator=g), x0)
-        sc_mask = torch.rand(cfg.batch_size, generator=g) < cfg.self_conditioning
-        sc = None
-        if bool(sc_mask.any()):
+        # self-conditioning on the first `k` examples (the batch is already in random order): their
+        # first pass, without gradient, is fed back; the rest get none (as at the first step)
+        k = int(round(cfg.self_conditioning * cfg.batch_size))
+        parts = []
+        if k > 0:
             with torch.no_grad():
-                sc = model(input_ids=p, decoder_input_ids=xt).logits.detach()
-        logits = model(input_ids=p, decoder_input_ids=xt, self_conditioning_logits=sc,
-                       self_conditioning_mask=sc_mask if sc is not None else None).logits
+                sc = model(input_ids=p[:k], decoder_input_ids=xt[:k]).logits.detach()
+            parts.append(model(input_ids=p[:k], decoder_input_ids=xt[:k], self_conditioning_logits=sc).logits)
+        if k < cfg.batch_size:
+            parts.append(model(input_ids=p[k:], decoder_input_ids=xt[k:]).logits)
+        logits = torch.cat(parts)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab).float(), x0.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()

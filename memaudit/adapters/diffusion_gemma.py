@@ -38,8 +38,9 @@ from ..denoiser import Denoiser
 from ..diffusion import LogLinearSchedule, log_softmax_
 from . import Adapter, LoadError, file_sha256, read_json, regular_file
 
-# The first transformers release with models/diffusion_gemma (checked against the PyPI wheels).
-MIN_TRANSFORMERS = "5.25.0"
+# The first transformers release with models/diffusion_gemma (PyPI wheels: absent in 5.10.4, present in
+# 5.11.0 with the forward signature used here: input_ids, decoder_input_ids, self_conditioning_logits).
+MIN_TRANSFORMERS = "5.11.0"
 MODEL_TYPES = ("diffusion_gemma",)
 INSTALL_HINT = f"pip install 'memaudit[hub]' (transformers >= {MIN_TRANSFORMERS})"
 # transformers' generation defaults (DiffusionGemmaGenerationConfig._get_default_generation_params),
