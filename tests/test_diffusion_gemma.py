@@ -233,3 +233,22 @@ def test_prompt_errors_are_usage_errors(tiny):
         resolve_prompts(denoiser, f"ids:2,{VOCAB}")
     run = resolve_prompts(denoiser)
     assert run.prompt_ids == (2,) and run.prompt_source.startswith("BOS")
+
+
+def test_train_cli_writes_a_loadable_family_reference(tmp_path):
+    from typer.testing import CliRunner
+
+    import memaudit
+    from memaudit.cli import app
+
+    out = tmp_path / "ref"
+    result = CliRunner().invoke(app, ["train", "--family", "diffusion_gemma", "--out", str(out), "--n-train", "2",
+                                      "--n-test", "2", "--steps", "2", "--batch-size", "4"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    denoiser = memaudit.load(out)
+    assert denoiser.family == "diffusion_gemma" and denoiser.tokenizer is not None
+    train = [json.loads(line) for line in (out / "sft_train.jsonl").read_text().splitlines()]
+    assert len(train) == 2 and {"prompt", "response"} <= set(train[0])
+    from memaudit.prompted import encode_prompt
+
+    assert encode_prompt(denoiser, train[0]["prompt"])[0] == 2     # BOS + the prompt's words
