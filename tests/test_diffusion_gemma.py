@@ -116,6 +116,16 @@ def test_real_size_config_refused_before_weights(tmp_path):
     assert 40 < weights_gib < 60          # ≈ 25 B parameters in bf16
 
 
+def test_max_memory_refuses_a_small_model_too(tiny):
+    from typer.testing import CliRunner
+
+    from memaudit.cli import app
+
+    result = CliRunner().invoke(app, ["scan", str(tiny), "--max-memory", "100KB", "--samples", "8"])
+    assert result.exit_code == 4
+    assert "more than --max-memory" in result.output and "refusing before reading any weight" in result.output
+
+
 def test_bad_directories_end_in_one_line(tiny, tmp_path):
     from memaudit.adapters import LoadError, load
 

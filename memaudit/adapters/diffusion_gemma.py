@@ -159,7 +159,10 @@ def estimate_bytes(config, n_parameters: int, dtype: torch.dtype, prompt_len: in
 
 
 def _gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
 
 
 def check_budget(estimate: dict, max_memory: int | None, source: str, device: str | None = None) -> None:
