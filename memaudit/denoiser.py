@@ -76,8 +76,9 @@ class Denoiser:
     # family): prompt_conditioned — the network reads a prompt the denoiser carries (its x0
     # prediction is conditional on it); calibration_family — the family whose references must
     # validate the scan rule before a verdict is definite (None: the DDiT families the rule was fitted
-    # on); own_sampler — the family generates with its own sampler (`sample` / `restore`) instead
-    # of the uniform posterior's ancestral steps.
+    # on); own_sampler — the family generates with its own sampler (memaudit.block_sampling, which
+    # needs `raw_logits(canvas, self_conditioning_logits)`, `generation` and `sampler_steps(n)`)
+    # instead of the uniform posterior's ancestral steps.
     prompt_conditioned = False
     calibration_family = None
     own_sampler = False

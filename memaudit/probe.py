@@ -480,6 +480,8 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     from .prompted import family_gate, resolve_prompts
 
     denoiser = resolve_prompts(denoiser, prompt, prompts_file)
+    if getattr(denoiser, "own_sampler", False):   # the family's sampler runs its own number of steps
+        settings = replace(settings, steps=denoiser.sampler_steps(settings.steps))
     settings = settings.resolve(rule, denoiser.device)
     settings.validate()
     denoiser = at_precision(denoiser, settings.precision)

@@ -83,28 +83,36 @@ def encode_prompt(denoiser, text: str) -> list[int]:
     return ([bos] if bos is not None else []) + list(denoiser.tokenizer.encode(text, add_special_tokens=False).ids)
 
 
-def read_prompt_file(path: str | Path) -> list[str]:
-    """Prompts from a file: one per line, or JSON lines with 'prompt' (or the user turns of 'messages')."""
+def text_lines(path: str | Path, flag: str, error=None):
+    """(line number, text) of the non-blank lines of a UTF-8 file; `error` (an exception class,
+    default PromptError) names `flag` when it cannot be read. With a .jsonl file each text is parsed
+    to a JSON value."""
+    error = error or PromptError
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise PromptError(f"--prompts {path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
-    prompts = []
+        raise error(f"{flag} {path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        if path.suffix == ".jsonl":
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PromptError(f"--prompts {path}:{n}: not JSON ({e.msg})") from None
-            prompt = prompt_of(record)
-            if prompt is None:
-                raise PromptError(f"--prompts {path}:{n}: no 'prompt' or user turn in 'messages'")
-            prompts.append(prompt)
-        else:
-            prompts.append(line)
+        if path.suffix != ".jsonl":
+            yield n, line
+            continue
+        try:
+            yield n, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise error(f"{flag} {path}:{n}: not a JSON line ({e.msg})") from None
+
+
+def read_prompt_file(path: str | Path) -> list[str]:
+    """Prompts from a file: one per line, or JSON lines with 'prompt' (or the user turns of 'messages')."""
+    prompts = []
+    for n, value in text_lines(path, "--prompts"):
+        prompt = value if isinstance(value, str) and Path(path).suffix != ".jsonl" else prompt_of(value)
+        if prompt is None:
+            raise PromptError(f"--prompts {path}:{n}: no 'prompt' or user turn in 'messages'")
+        prompts.append(prompt)
     if not prompts:
         raise PromptError(f"--prompts {path}: no prompts")
     return prompts

@@ -16,7 +16,6 @@ response shows here). Reported beside the data-free verdict, labelled; it never 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -50,19 +49,12 @@ def _response_of(record: dict):
 
 
 def read_file(path, split: str) -> list[dict]:
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise SFTDataError(f"--{split} {path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    from .prompted import text_lines
+
+    if Path(path).suffix != ".jsonl":
+        raise SFTDataError(f"--{split} {path}: prompt → response records are JSON lines (.jsonl)")
     records = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SFTDataError(f"--{split} {path}:{n}: not a JSON line ({e.msg})") from None
+    for n, record in text_lines(path, f"--{split}", SFTDataError):
         if not isinstance(record, dict):
             raise SFTDataError(f"--{split} {path}:{n}: expected a JSON object")
         prompt = record["prompt_ids"] if isinstance(record.get("prompt_ids"), list) else prompt_of(record)

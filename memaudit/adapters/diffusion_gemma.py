@@ -37,6 +37,7 @@ import torch
 from ..denoiser import Denoiser
 from ..diffusion import LogLinearSchedule, log_softmax_
 from . import Adapter, LoadError, file_sha256, read_json, regular_file
+from .common import folder_config
 
 # The first transformers release with models/diffusion_gemma (PyPI wheels: absent in 5.10.4, present in
 # 5.11.0 with the forward signature used here: input_ids, decoder_input_ids, self_conditioning_logits).
@@ -80,19 +81,11 @@ def weight_files(folder: Path) -> tuple[list[Path], Path]:
         regular_file(single, "weights")
         return [single], single
     if os.path.lexists(index):
-        weight_map = read_json(index).get("weight_map")
-        if not isinstance(weight_map, dict) or not weight_map or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
-            raise LoadError(f"{index}: broken shard index (no weight_map of tensor name to shard file)")
-        shards = []
-        for shard in sorted(set(weight_map.values())):
-            path = folder / shard
-            if path.parent != folder or shard in ("", ".", ".."):
-                raise LoadError(f"{index}: shard {shard!r:.60} outside the model folder")
-            if not os.path.lexists(path):
-                raise LoadError(f"{folder}: weight shard missing ({shard}, named by {index.name})")
+        from .hf import index_shards
+
+        shards = index_shards(folder, index)
+        for path in shards:
             regular_file(path, "weight shard")
-            shards.append(path)
         return shards, index
     if os.path.lexists(folder / "pytorch_model.bin"):
         raise LoadError(f"{folder}: DiffusionGemma weights are read from safetensors only; pytorch_model.bin "
@@ -208,6 +201,10 @@ class DiffusionGemmaDenoiser(Denoiser):
     own_sampler = True
     calibration_family = "diffusion_gemma"
 
+    def sampler_steps(self, requested: int) -> int:
+        """The steps the family's sampler runs from a random canvas: the model's generation config."""
+        return int(self.generation.get("max_denoising_steps", requested))
+
     def with_prompt(self, prompt_ids) -> "DiffusionGemmaDenoiser":
         """A shallow copy conditioned on another prompt (token ids)."""
         import copy
@@ -315,11 +312,8 @@ class DiffusionGemmaAdapter(Adapter):
     takes_memory_budget = True
 
     def detect(self, path: Path) -> bool:
-        if not path.is_dir() or not (path / "config.json").is_file():
-            return False
-        try:
-            cfg = read_json(path / "config.json")
-        except LoadError:
+        cfg = folder_config(path)
+        if cfg is None:
             return False
         archs = cfg.get("architectures") if isinstance(cfg.get("architectures"), list) else []
         return str(cfg.get("model_type", "")).lower() in MODEL_TYPES + ("diffusion_gemma_text",) or any(
