@@ -582,7 +582,18 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
 
 def probe_round(denoiser: Denoiser, settings: ScanSettings, t_values: list[float], first: int, n: int,
                 batch_size: int, p_dtype: torch.dtype, task, timings: dict) -> dict:
-    """Samples first … first + n − 1 and everything the scan measures on them (CPU tensors)."""
+    """Samples first … first + n − 1 and everything the scan measures on them (CPU tensors). A
+    prompt-conditioned denoiser with several prompts measures each run of samples under its own
+    prompt (memaudit.prompted.prompt_runs)."""
+    from .prompted import prompt_runs
+
+    runs = prompt_runs(denoiser, first, n, settings.min_samples)
+    if len(runs) > 1:
+        parts = [probe_round(run, settings, t_values, start, count, batch_size, p_dtype, task, timings)
+                 for run, start, count in runs]
+        return {key: torch.cat([part[key] for part in parts], dim=1 if key in ("entropy", "top1") else 0)
+                for key in parts[0]}
+    denoiser = runs[0][0]
     t0 = time.perf_counter()
     tokens = generate(denoiser, n, steps=settings.steps, grid=settings.grid, seed=settings.seed,
                       batch_size=batch_size, final=settings.final, posterior_dtype=p_dtype, first=first, task=task)

@@ -9,7 +9,10 @@ family's objective) have validated the rule on it, recorded in the rule's domain
 and its explanation states what the DDiT rule would have said — evidence, never the verdict.
 
 Prompts. A prompt-conditioned denoiser carries its prompt (`with_prompt`); the probe, recovery and
-sampler call it as any other. `resolve_prompts` turns `--prompt TEXT` / `--prompts FILE` (one per
+sampler call it as any other. With several prompts the data-free probe spreads its samples over the
+first MAX_PROBE_PROMPTS of them in blocks (`prompt_runs`): sample i is drawn and measured under prompt
+(i // block) mod P, block = ⌈min_samples / P⌉, so every look of an adaptive scan covers every prompt
+and a sample's prompt does not depend on the batch size. `resolve_prompts` turns `--prompt TEXT` / `--prompts FILE` (one per
 line, or .jsonl records with "prompt" / "messages") into token ids; with neither, the chat
 template's empty user turn when the tokenizer has one, else the BOS token.
 """
@@ -19,6 +22,9 @@ import json
 from pathlib import Path
 
 from .errors import UsageError
+
+
+MAX_PROBE_PROMPTS = 8
 
 
 class PromptError(UsageError):
@@ -143,7 +149,7 @@ def resolve_prompts(denoiser, prompt: str | None = None, prompts_file: str | Non
     if prompt is not None and prompts_file is not None:
         raise PromptError("give --prompt or --prompts, not both")
     if prompts_file is not None:
-        texts = read_prompt_file(prompts_file)
+        texts = list(dict.fromkeys(read_prompt_file(prompts_file)))   # each distinct prompt once, in order
         source = f"--prompts {Path(prompts_file).name}"
     elif prompt is not None:
         texts, source = [prompt], "--prompt"
@@ -163,3 +169,21 @@ def resolve_prompts(denoiser, prompt: str | None = None, prompts_file: str | Non
     run.prompt_texts = tuple(texts)
     run.prompt_source = source
     return run
+
+
+def prompt_runs(denoiser, first: int, n: int, min_samples: int) -> list[tuple]:
+    """[(denoiser under one prompt, first sample, count)] covering samples first … first + n − 1;
+    one run of the denoiser as it is unless it carries several prompts."""
+    prompts = tuple(getattr(denoiser, "prompts", ()) or ())[:MAX_PROBE_PROMPTS]
+    if len(prompts) < 2 or n < 1:
+        return [(denoiser, first, n)]
+    block = max(1, -(-int(min_samples) // len(prompts)))
+    runs: list[tuple] = []
+    i = first
+    while i < first + n:
+        k = (i // block) % len(prompts)
+        stop = min(first + n, (i // block + 1) * block)
+        runs.append((denoiser.with_prompt(prompts[k]), i, stop - i))
+        i = stop
+    return runs
+

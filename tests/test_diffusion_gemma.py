@@ -262,3 +262,16 @@ def test_train_cli_writes_a_loadable_family_reference(tmp_path):
     from memaudit.prompted import encode_prompt
 
     assert encode_prompt(denoiser, train[0]["prompt"])[0] == 2     # BOS + the prompt's words
+
+
+def test_several_prompts_are_spread_over_the_samples_in_blocks(tiny):
+    import memaudit
+    from memaudit.prompted import prompt_runs, resolve_prompts
+
+    run = resolve_prompts(memaudit.load(tiny), prompt=None)
+    run.prompts = ((2, 5), (2, 6), (2, 7))
+    runs = prompt_runs(run, 0, 14, min_samples=8)          # block ⌈8 / 3⌉ = 3
+    assert [(r.prompt_ids, start, count) for r, start, count in runs] == [
+        ((2, 5), 0, 3), ((2, 6), 3, 3), ((2, 7), 6, 3), ((2, 5), 9, 3), ((2, 6), 12, 2)]
+    later = prompt_runs(run, 10, 4, min_samples=8)         # a later look: the same prompt per sample
+    assert [(r.prompt_ids, start, count) for r, start, count in later] == [((2, 5), 10, 2), ((2, 6), 12, 2)]
