@@ -54,13 +54,14 @@ def _chat_prompt(denoiser, text: str) -> list[int] | None:
     template = getattr(denoiser, "chat_template", None)
     if not template or denoiser.tokenizer is None:
         return None
-    try:
-        from jinja2 import Template
+    try:   # the checkpoint's template is rendered in jinja2's sandbox: it cannot reach Python objects
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
     except ImportError:
         return None
     try:
-        rendered = Template(template).render(messages=[{"role": "user", "content": text}],
-                                             add_generation_prompt=True, bos_token="")
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        rendered = env.from_string(template).render(messages=[{"role": "user", "content": text}],
+                                                    add_generation_prompt=True, bos_token="", eos_token="")
     except Exception:  # noqa: BLE001 - a template we cannot render: fall back to BOS
         return None
     ids = denoiser.tokenizer.encode(rendered, add_special_tokens=False).ids
@@ -161,7 +162,8 @@ def resolve_prompts(denoiser, prompt: str | None = None, prompts_file: str | Non
             ids_list, texts, source = [chat], [""], "chat template, empty user turn"
         else:
             bos = getattr(denoiser, "bos_token_id", None)
-            ids_list, texts, source = [[bos if bos is not None else 2]], ["<bos>"], "BOS token (no chat template)"
+            why = "chat template not rendered" if getattr(denoiser, "chat_template", None) else "no chat template"
+            ids_list, texts, source = [[bos if bos is not None else 2]], ["<bos>"], f"BOS token ({why})"
     else:
         ids_list = [encode_prompt(denoiser, t) for t in texts]
     run = denoiser.with_prompt(ids_list[0])

@@ -275,3 +275,21 @@ def test_several_prompts_are_spread_over_the_samples_in_blocks(tiny):
         ((2, 5), 0, 3), ((2, 6), 3, 3), ((2, 7), 6, 3), ((2, 5), 9, 3), ((2, 6), 12, 2)]
     later = prompt_runs(run, 10, 4, min_samples=8)         # a later look: the same prompt per sample
     assert [(r.prompt_ids, start, count) for r, start, count in later] == [((2, 5), 10, 2), ((2, 6), 12, 2)]
+
+
+def test_default_prompt_is_the_chat_templates_empty_user_turn(tmp_path):
+    import memaudit
+    from memaudit.prompted import resolve_prompts
+
+    folder = build_tiny(tmp_path / "chat", tokenizer=True)
+    template = "{{ bos_token }}{% for m in messages %}w10 {{ m['content'] }} w11{% endfor %}" \
+               "{% if add_generation_prompt %} w12{% endif %}"
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    denoiser = memaudit.load(folder)
+    run = resolve_prompts(denoiser)
+    assert run.prompt_source == "chat template, empty user turn"
+    assert run.prompt_ids == (2, 10, 11, 12)            # BOS, the empty turn, the generation prompt
+    assert resolve_prompts(denoiser, "w40 w41").prompt_ids == (2, 10, 40, 41, 11, 12)
+    # a template that reaches for Python objects is not rendered (jinja2's sandbox): BOS instead
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": template + "{{ ''.__class__.__mro__ }}"}))
+    assert resolve_prompts(memaudit.load(folder)).prompt_source == "BOS token (chat template not rendered)"
