@@ -27,6 +27,8 @@ def describe_denoiser(denoiser, checkpoint: str, adapter_family: str, requested_
         "t": "raw diffusion time t",
         "none": "none (time conditioning off: the network gets sigma = 0)",
     }.get(denoiser.time_input, denoiser.time_input)
+    if getattr(denoiser, "own_sampler", False):
+        time_desc = "none: the network takes no diffusion time (a time-free family); t only sets re-noising"
     return {
         "checkpoint": checkpoint,
         "resolved_path": prov.get("checkpoint"),
