@@ -293,3 +293,17 @@ def test_default_prompt_is_the_chat_templates_empty_user_turn(tmp_path):
     # a template that reaches for Python objects is not rendered (jinja2's sandbox): BOS instead
     (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": template + "{{ ''.__class__.__mro__ }}"}))
     assert resolve_prompts(memaudit.load(folder)).prompt_source == "BOS token (chat template not rendered)"
+
+
+def test_inspect_shows_the_family(tiny_sharded_bf16):
+    from typer.testing import CliRunner
+
+    from memaudit.cli import app
+
+    result = CliRunner().invoke(app, ["inspect", str(tiny_sharded_bf16), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    assert doc["family"] == "diffusion_gemma" and doc["modeling_code"] == "transformers"
+    assert doc["architecture"]["num_experts"] == 4 and doc["architecture"]["dtype"] == "bfloat16"
+    assert doc["seq_len"] == CANVAS and "memory estimate" in doc["family_details"]
+    assert doc["family_details"]["verdict"].startswith("inconclusive (outside_domain)")
