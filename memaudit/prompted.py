@@ -125,18 +125,24 @@ def read_prompt_file(path: str | Path) -> list[str]:
     return prompts
 
 
-def prompt_of(record) -> str | None:
-    """The prompt of a prompt/response or chat record."""
+def field_or_turn(record, fields: tuple, role: str):
+    """The first of `fields` a record holds as a string (or a list of token ids), else the text of the
+    last `role` turn of its chat `messages`; None when it has neither."""
     if not isinstance(record, dict):
         return None
-    if isinstance(record.get("prompt"), str):
-        return record["prompt"]
+    for name in fields:
+        if isinstance(record.get(name), (str, list)):
+            return record[name]
     messages = record.get("messages")
-    if isinstance(messages, list):
-        users = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-        if users and isinstance(users[-1], str):
-            return users[-1]
-    return None
+    turns = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == role] \
+        if isinstance(messages, list) else []
+    return turns[-1] if turns and isinstance(turns[-1], str) else None
+
+
+def prompt_of(record) -> str | None:
+    """The prompt of a prompt/response or chat record."""
+    found = field_or_turn(record, ("prompt",), "user")
+    return found if isinstance(found, str) else None
 
 
 def resolve_prompts(denoiser, prompt: str | None = None, prompts_file: str | None = None):

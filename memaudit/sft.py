@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .errors import UsageError
-from .prompted import encode_prompt, prompt_of
+from .prompted import encode_prompt, field_or_turn
 
 MAX_RECORDS = 64
 SAMPLES_PER_PROMPT = 2
@@ -34,18 +34,7 @@ class SFTDataError(UsageError):
 
 
 def _response_of(record: dict):
-    if isinstance(record.get("response_ids"), list):
-        return record["response_ids"]
-    if isinstance(record.get("response"), str):
-        return record["response"]
-    if isinstance(record.get("completion"), str):
-        return record["completion"]
-    messages = record.get("messages")
-    if isinstance(messages, list):
-        answers = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "assistant"]
-        if answers and isinstance(answers[-1], str):
-            return answers[-1]
-    return None
+    return field_or_turn(record, ("response_ids", "response", "completion"), "assistant")
 
 
 def read_file(path, split: str) -> list[dict]:
@@ -57,7 +46,7 @@ def read_file(path, split: str) -> list[dict]:
     for n, record in text_lines(path, f"--{split}", SFTDataError):
         if not isinstance(record, dict):
             raise SFTDataError(f"--{split} {path}:{n}: expected a JSON object")
-        prompt = record["prompt_ids"] if isinstance(record.get("prompt_ids"), list) else prompt_of(record)
+        prompt = field_or_turn(record, ("prompt_ids", "prompt"), "user")
         response = _response_of(record)
         if prompt is None or response is None:
             raise SFTDataError(f"--{split} {path}:{n}: needs prompt/response, messages (user + assistant) or "
