@@ -72,8 +72,25 @@ class Denoiser:
     config: dict = field(default_factory=dict)       # the checkpoint's own config, for reports
     precision: str = "float32"
 
+    # Declared by a family (class attributes; the probe, recovery and sampler read them, never the
+    # family): prompt_conditioned — the network reads a prompt the denoiser carries (its x0
+    # prediction is conditional on it); calibration_family — the family whose references must
+    # validate the scan rule before a verdict is definite (None: the DDiT families the rule was fitted
+    # on); own_sampler — the family generates with its own sampler (memaudit.block_sampling, which
+    # needs `raw_logits(canvas, self_conditioning_logits)`, `generation` and `sampler_steps(n)`)
+    # instead of the uniform posterior's ancestral steps.
+    prompt_conditioned = False
+    calibration_family = None
+    own_sampler = False
+
     def __post_init__(self):
         self.model.eval()
+
+    @property
+    def time_free(self) -> bool:
+        """The network takes no diffusion time: `t` in a call is ignored by it (a DDiT loaded with
+        time conditioning off, GIDD's largest uniform models, DiffusionGemma)."""
+        return self.time_input == "none"
 
     @property
     def training(self) -> dict | None:

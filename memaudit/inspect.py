@@ -27,6 +27,8 @@ def describe_denoiser(denoiser, checkpoint: str, adapter_family: str, requested_
         "t": "raw diffusion time t",
         "none": "none (time conditioning off: the network gets sigma = 0)",
     }.get(denoiser.time_input, denoiser.time_input)
+    if getattr(denoiser, "own_sampler", False):
+        time_desc = "none: the network takes no diffusion time (a time-free family); t only sets re-noising"
     return {
         "checkpoint": checkpoint,
         "resolved_path": prov.get("checkpoint"),
@@ -59,6 +61,7 @@ def describe_denoiser(denoiser, checkpoint: str, adapter_family: str, requested_
         "files": prov.get("files", {}),
         "hub": {k: prov[k] for k in ("hub_id", "revision") if k in prov} or None,
         "notes": list(prov.get("notes", [])),
+        **({"family_details": denoiser.family_details()} if hasattr(denoiser, "family_details") else {}),
     }
 
 
@@ -71,9 +74,13 @@ def format_summary(doc: dict) -> list[tuple[str, str]]:
         ("family", f"{doc['family']}  ({doc['diffusion']}; adapter: {doc['adapter']})"),
         ("architecture", f"DDiT {a['n_blocks']} blocks × {a['hidden_size']} hidden, {a['n_heads']} heads, "
                          f"cond {a['cond_dim']}, mlp ×{a['mlp_ratio']}" if "n_blocks" in a
+                         else f"{a.get('class')}, {a['n_layers']} layers × {a['hidden_size']} hidden, "
+                              f"{a['n_heads']} heads, MoE {a['num_experts']} experts (top {a['top_k_experts']}), "
+                              f"{a['dtype']}" if "num_experts" in a
                          else f"{a.get('class')} (the checkpoint's own modeling code)"),
         ("modeling code", "the checkpoint's own (executed: --trust-remote-code)"
-         if doc["modeling_code"] == "checkpoint" else "memaudit's (native loader)"),
+         if doc["modeling_code"] == "checkpoint" else "transformers' own classes (no remote code)"
+         if doc["modeling_code"] == "transformers" else "memaudit's (native loader)"),
         ("parameters", f"{doc['n_parameters']:,}"),
         ("vocabulary", f"{doc['vocab_size']}" + (f" (network outputs {a['output_classes']}, "
                                                   f"slice to {doc['output_vocab_slice']})"
@@ -88,6 +95,7 @@ def format_summary(doc: dict) -> list[tuple[str, str]]:
         ("schedule", ", ".join(f"{k}={v}" for k, v in doc["schedule"].items())),
         ("output", doc["output"]),
     ]
+    rows += [(label, str(value)) for label, value in (doc.get("family_details") or {}).items()]
     if doc.get("hub"):
         rows.append(("hub", f"{doc['hub'].get('hub_id')} @ {doc['hub'].get('revision')}"))
     for note in doc["notes"]:

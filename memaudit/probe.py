@@ -198,6 +198,7 @@ class ScanResult:
     timings: dict = field(default_factory=dict)   # seconds; never written to report files
     decode: Any = field(default=None, repr=False)  # ids → text (the model's tokenizer), for report.html
     training: Any = None   # memaudit.extraction.TrainingEvidence with --train: beside the verdict, never deciding it
+    responses: Any = None  # prompt-conditioned families with --train: memaudit.sft evidence (a dict), beside the verdict
 
     # -- convenience accessors ----------------------------------------------------------------
     def __getattr__(self, name):
@@ -242,6 +243,7 @@ class ScanResult:
             "reason": self.reason,
             "units": "nats",
             **({"training_data": self.training.provenance()} if self.training is not None else {}),
+            **({"sft_evidence": self.responses} if self.responses is not None else {}),
         }
 
     def summary(self, include_timings: bool = False) -> dict:
@@ -262,6 +264,8 @@ class ScanResult:
         }
         if self.training is not None:
             doc["training_data"] = self.training.summary()
+        if self.responses is not None:
+            doc["sft_evidence"] = self.responses
         if include_timings:
             doc["timings"] = self.timings
         return doc
@@ -426,7 +430,8 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
          bootstrap_resamples: int | None = None, grid: str | None = None, adaptive: bool = True,
          settings: ScanSettings | None = None, tokenizer: str | None = None, trust_remote_code: bool = False,
          time_input: str | None = None, schedule: str | None = None, train_data=None,
-         precision: str = "auto") -> ScanResult:
+         precision: str = "auto", prompt: str | None = None, prompts_file: str | None = None,
+         test_data=None) -> ScanResult:
     """Probe a checkpoint (path, hub id or Denoiser) without training data and classify its regime.
 
     settings: a ScanSettings with everything the scan does (the keyword arguments are a shorthand
@@ -440,6 +445,10 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     train_data: optional training data ('auto', a file or token ids, as `recover`'s train): the
     samples are matched against it and the entropy gap measured (memaudit.extraction), reported
     beside the verdict in `result.training`; the verdict never reads it.
+    prompt / prompts_file: the prompts of a prompt-conditioned family (memaudit.prompted); for one,
+    train_data / test_data are prompt→response records (.jsonl) and the evidence is whether the
+    model's own sampler reproduces the training responses (memaudit.sft, `result.responses`).
+    A family the rule has not validated gets `inconclusive (outside_domain)` (prompted.family_gate).
     """
     from .budget import plan_batch
     from .verdict import Evidence, load_rule, sequential
@@ -454,7 +463,13 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                                 fixed_point_steps=fixed_point_steps, bootstrap_resamples=bootstrap_resamples,
                                 adaptive=adaptive, precision=precision)
     denoiser = as_denoiser(checkpoint_or_denoiser, weights, device, tokenizer=tokenizer,
-                           trust_remote_code=trust_remote_code, time_input=time_input, schedule=schedule)
+                           trust_remote_code=trust_remote_code, time_input=time_input, schedule=schedule,
+                           max_memory=settings.max_memory)
+    from .prompted import family_gate, resolve_prompts
+
+    denoiser = resolve_prompts(denoiser, prompt, prompts_file)
+    if getattr(denoiser, "own_sampler", False):   # the family's sampler runs its own number of steps
+        settings = replace(settings, steps=denoiser.sampler_steps(settings.steps))
     settings = settings.resolve(rule, denoiser.device)
     settings.validate()
     denoiser = at_precision(denoiser, settings.precision)
@@ -465,7 +480,14 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     model = model_provenance(denoiser)
     planned = sequential.looks(settings.min_samples, settings.samples) if settings.adaptive else [settings.samples]
     near_fraction = float(rule.evidence["near_copy_fraction"])
-    training_docs = None
+    training_docs = sft_records = None
+    if getattr(denoiser, "prompt_conditioned", False) and (train_data is not None or test_data is not None):
+        from .sft import read_records
+
+        sft_records = read_records(train_data, test_data)   # read (and reject bad data) before any sampling
+        train_data = None
+    elif test_data is not None:
+        raise ScanError("--test applies to prompt-conditioned families (prompt → response records)")
     if train_data is not None:   # read (and reject bad data) before any sampling
         from .extraction import read_training_documents
 
@@ -524,6 +546,15 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                                                    n_parameters=model.get("n_parameters")))
     else:
         decision = rule.decide(evidence)
+    domain = rule.domain_check(evidence)
+    decision, domain = family_gate(rule, denoiser, decision, domain)
+    responses = None
+    if sft_records is not None:
+        from .sft import response_evidence
+
+        t0 = time.perf_counter()
+        responses = response_evidence(denoiser, sft_records, seed=settings.seed, batch_size=batch.batch_size)
+        timings["sft_evidence_s"] = time.perf_counter() - t0
     stop = sequential.stopping(settings.adaptive, planned, n_used, decision.verdict)
     texts = [denoiser.decode(row) for row in tokens_np] if denoiser.tokenizer is not None else [None] * len(tokens_np)
     timings["total_s"] = time.perf_counter() - started
@@ -532,13 +563,25 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                       entropy=entropy, top1_prob=top1, texts=texts, is_duplicate=dup_of >= 0, duplicate_of=dup_of,
                       is_fixed_point=fp_dist == 0, fixed_point_distance=fp_dist, basin_agreement=basin,
                       near_copies_earlier=near_earlier, stats=stats, stopping=stop.describe(),
-                      domain=rule.domain_check(evidence), timings=timings,
-                      decode=denoiser.decode if denoiser.tokenizer is not None else None, training=training)
+                      domain=domain, timings=timings,
+                      decode=denoiser.decode if denoiser.tokenizer is not None else None, training=training,
+                      responses=responses)
 
 
 def probe_round(denoiser: Denoiser, settings: ScanSettings, t_values: list[float], first: int, n: int,
                 batch_size: int, p_dtype: torch.dtype, task, timings: dict) -> dict:
-    """Samples first … first + n − 1 and everything the scan measures on them (CPU tensors)."""
+    """Samples first … first + n − 1 and everything the scan measures on them (CPU tensors). A
+    prompt-conditioned denoiser with several prompts measures each run of samples under its own
+    prompt (memaudit.prompted.prompt_runs)."""
+    from .prompted import prompt_runs
+
+    runs = prompt_runs(denoiser, first, n, settings.min_samples)
+    if len(runs) > 1:
+        parts = [probe_round(run, settings, t_values, start, count, batch_size, p_dtype, task, timings)
+                 for run, start, count in runs]
+        return {key: torch.cat([part[key] for part in parts], dim=1 if key in ("entropy", "top1") else 0)
+                for key in parts[0]}
+    denoiser = runs[0][0]
     t0 = time.perf_counter()
     tokens = generate(denoiser, n, steps=settings.steps, grid=settings.grid, seed=settings.seed,
                       batch_size=batch_size, final=settings.final, posterior_dtype=p_dtype, first=first, task=task)

@@ -467,7 +467,7 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
             min_corrupted_tokens: float = RECOVERY_RULE.min_corrupted_tokens,
             settings: RecoverySettings | None = None, pattern=(), tokenizer: str | None = None,
             trust_remote_code: bool = False, time_input: str | None = None,
-            schedule: str | None = None, precision: str = "auto") -> RecoveryResult:
+            schedule: str | None = None, precision: str = "auto", prompt: str | None = None) -> RecoveryResult:
     """Token recovery of training vs held-out examples (the regime's ground truth).
 
     checkpoint_or_denoiser: path, hub id or Denoiser. train/test: 'auto', a file, or token ids
@@ -479,6 +479,8 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
     is the corruption protocol the verdict always uses. Added to settings.patterns.
     tokenizer, trust_remote_code, time_input, schedule: how a path or hub id is loaded (memaudit.load).
     precision: the network's (auto: bfloat16 on a CUDA GPU, float32 elsewhere).
+    prompt: the prompt of a prompt-conditioned family (memaudit.prompted; default its chat template's
+    empty user turn, else BOS); the examples are canvases recovered under it.
     """
     import time
 
@@ -498,6 +500,9 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
     settings = replace(settings, patterns=tuple(dict.fromkeys(p for p in specs if p != "uniform")))
     denoiser = as_denoiser(checkpoint_or_denoiser, weights, device, tokenizer=tokenizer,
                            trust_remote_code=trust_remote_code, time_input=time_input, schedule=schedule)
+    from .prompted import resolve_prompts
+
+    denoiser = resolve_prompts(denoiser, prompt)
     settings = replace(settings, device=str(denoiser.device))
     settings.validate()
     denoiser = at_precision(denoiser, settings.precision)

@@ -87,7 +87,13 @@ def reverse_process(denoiser: Denoiser, x_t: torch.Tensor, t_start: float, steps
     posterior_dtype (float64 by default, as in the reference); x̂ stays float32.
     fixed: an optional bool mask [B, L]; those positions are held at their tokens in x_t after
     every step and in the result (conditioning by clamping: prefix/suffix prompts, infilling).
+    A denoiser that declares `own_sampler` (a block-diffusion family) runs its family's sampler
+    instead (memaudit.block_sampling.restore), with the same streams, fixed mask and greedy mode.
     """
+    if getattr(denoiser, "own_sampler", False):   # a family with its own sampler (memaudit.block_sampling)
+        from .block_sampling import restore
+
+        return restore(denoiser, x_t, t_start, steps, streams=streams, fixed=fixed, on_step=on_step)
     schedule = denoiser.schedule
     times = time_grid(t_start, steps, kind=grid)
     x = x_t.to(denoiser.device)

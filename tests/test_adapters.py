@@ -864,7 +864,7 @@ def test_sedd_absorb_and_hf_mdlm_and_pure_mask_gidd_refused(tmp_path):
 def test_registry_lists_the_builtin_families_in_detection_order():
     from memaudit.adapters import BUILTIN_ADAPTERS, REGISTRY
 
-    assert list(BUILTIN_ADAPTERS) == ["memaudit", "duo/udlm/uni-d2 .ckpt", "sedd (uniform graph)",
+    assert list(BUILTIN_ADAPTERS) == ["memaudit", "duo/udlm/uni-d2 .ckpt", "sedd (uniform graph)", "diffusion_gemma",
                                       "remote code (--trust-remote-code)", "hf (udlm, duo, gidd dit)"]
     loaded = REGISTRY.load_all()
     assert [a.family for a in loaded] == list(BUILTIN_ADAPTERS)  # the table's names are the classes' own

@@ -56,6 +56,7 @@ BUILTIN_ADAPTERS: dict[str, str] = {
     "memaudit": "memaudit.adapters.native:NativeAdapter",
     "duo/udlm/uni-d2 .ckpt": "memaudit.adapters.lightning:LightningAdapter",
     "sedd (uniform graph)": "memaudit.adapters.sedd:SEDDAdapter",
+    "diffusion_gemma": "memaudit.adapters.diffusion_gemma:DiffusionGemmaAdapter",
     "remote code (--trust-remote-code)": "memaudit.adapters.remote:RemoteCodeAdapter",
     "hf (udlm, duo, gidd dit)": "memaudit.adapters.hf:HFAdapter",
 }
@@ -263,7 +264,7 @@ def detect(path: Path) -> Adapter:
 
 def load(path_or_id: str | Path, weights: str | None = None, trust_remote_code: bool = False,
          device: str | None = None, tokenizer: str | None = None, time_input: str | None = None,
-         schedule: str | None = None) -> Denoiser:
+         schedule: str | None = None, max_memory: int | None = None) -> Denoiser:
     """Load any supported checkpoint as a Denoiser.
 
     weights: 'ema' (default where the checkpoint has EMA weights), 'raw', or None for the default.
@@ -272,6 +273,8 @@ def load(path_or_id: str | Path, weights: str | None = None, trust_remote_code: 
     trust_remote_code=True; then a family memaudit does not load natively is loaded through its own
     modeling code, fed `time_input` ('sigma' | 't' | 'none') under `schedule` ('loglinear[:EPS]')
     where its config does not say. The provenance says which way it was loaded (`modeling_code`).
+    max_memory: bytes the run may use; a family that estimates its memory before reading weights
+    (`takes_memory_budget`) refuses a model that does not fit it (else the memory available).
     """
     from ..errors import UsageError
     from .tokenizer_sources import attach_tokenizer
@@ -289,8 +292,11 @@ def load(path_or_id: str | Path, weights: str | None = None, trust_remote_code: 
             raise UsageError(f"--time-input and --schedule apply only to a checkpoint loaded through its own "
                              f"modeling code; {path} is a {adapter.family} checkpoint, which memaudit loads natively "
                              f"and whose time input and schedule it reads itself")
-        denoiser = adapter.load(path, weights, trust_remote_code)
-        denoiser.provenance["modeling_code"] = "memaudit"
+        if getattr(adapter, "takes_memory_budget", False):
+            denoiser = adapter.load(path, weights, trust_remote_code, max_memory=max_memory, device=device)
+        else:
+            denoiser = adapter.load(path, weights, trust_remote_code)
+        denoiser.provenance.setdefault("modeling_code", "memaudit")
     denoiser.provenance["adapter"] = adapter.family
     attach_tokenizer(denoiser, path, tokenizer, trust_remote_code)
     if device is not None:
@@ -304,7 +310,7 @@ def as_denoiser(checkpoint_or_denoiser, weights: str | None = None, device: str 
     `load_options` (tokenizer, trust_remote_code, time_input, schedule): what scan() and recover()
     accept."""
     if isinstance(checkpoint_or_denoiser, Denoiser):
-        if any(v not in (None, False) for v in load_options.values()):
+        if any(v not in (None, False) for k, v in load_options.items() if k != "max_memory"):
             raise ValueError("tokenizer / trust_remote_code / time_input / schedule apply to a checkpoint path "
                              "or hub id, not to a Denoiser already loaded")
         if device is not None:

@@ -38,6 +38,19 @@ def cfg_get(cfg: Any, dotted: str, default: Any = None) -> Any:
     return node
 
 
+def folder_config(path: Path) -> dict | None:
+    """The config.json object of a model folder, for detection; None when `path` is not a folder with
+    a readable JSON config."""
+    from . import LoadError, read_json
+
+    if not path.is_dir() or not (path / "config.json").is_file():
+        return None
+    try:
+        return read_json(path / "config.json")
+    except LoadError:
+        return None
+
+
 def as_bool(value: Any, what: str, source: str) -> bool:
     if isinstance(value, bool):
         return value

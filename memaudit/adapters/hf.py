@@ -38,6 +38,23 @@ from .common import (MASKED_REASON, arch_from_config, as_bool, as_float, build_m
 SUPPORTED_MODEL_TYPES = ("udlm", "duo", "dit")
 
 
+def index_shards(folder: Path, index: Path) -> list[Path]:
+    """The shard files a model.safetensors.index.json names, each checked to lie in `folder` and to
+    exist, before any is read; a broken index or a missing shard is a one-line LoadError."""
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
+        raise LoadError(f"{index}: broken shard index: no weight_map of tensor name to shard file name")
+    shards = []
+    for shard in sorted(set(weight_map.values())):
+        shard_path = folder / shard
+        if shard_path.parent != folder or shard in ("", ".", ".."):
+            raise LoadError(f"{index}: shard {shard!r:.60} outside the model folder")
+        if not os.path.lexists(shard_path):
+            raise LoadError(f"{folder}: weight shard missing ({shard})")
+        shards.append(shard_path)
+    return shards
+
+
 def load_hf_weights(folder: Path) -> tuple[dict, Path]:
     """State dict from model.safetensors (single or sharded) or pytorch_model.bin. → (state, file).
 
@@ -66,18 +83,7 @@ def load_hf_weights(folder: Path) -> tuple[dict, Path]:
     if os.path.lexists(single):
         return read_safetensors([single], single), single
     if os.path.lexists(index):
-        weight_map = read_json(index).get("weight_map")
-        if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
-            raise LoadError(f"{index}: no weight_map of tensor name to shard file name")
-        shards = []
-        for shard in sorted(set(weight_map.values())):
-            shard_path = folder / shard
-            if shard_path.parent != folder or shard in ("", ".", ".."):
-                raise LoadError(f"{index}: shard {shard!r:.60} outside the model folder")
-            if not os.path.lexists(shard_path):
-                raise LoadError(f"{folder}: weight shard missing ({shard})")
-            shards.append(shard_path)
-        return read_safetensors(shards, index), index
+        return read_safetensors(index_shards(folder, index), index), index
     if os.path.lexists(binary):
         size = regular_file(binary).st_size
         check_memory(size, "reading the weight file", str(binary))

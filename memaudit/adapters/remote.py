@@ -158,11 +158,10 @@ class RemoteCodeAdapter(Adapter):
     runs_checkpoint_code = True
 
     def detect(self, path: Path) -> bool:
-        if not path.is_dir() or not (path / "config.json").is_file():
-            return False
-        try:
-            cfg = read_json(path / "config.json")
-        except LoadError:
+        from .common import folder_config
+
+        cfg = folder_config(path)
+        if cfg is None:
             return False
         return (isinstance(cfg.get("auto_map"), dict) and bool(cfg["auto_map"])
                 and str(cfg.get("model_type") or "").lower() not in NATIVE_MODEL_TYPES

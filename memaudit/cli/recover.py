@@ -45,6 +45,8 @@ def recover(
                                 "positions clamped) | span:F (regenerate one random contiguous span of fraction F). "
                                 "Exact completion of train vs test per pattern, beside the verdict (never changes "
                                 "it or the exit code)."),
+    prompt: str = typer.Option(None, "--prompt", help="Prompt of a prompt-conditioned family (DiffusionGemma; "
+                               "'ids:2,17' for token ids). Default: the chat template's empty user turn, else BOS."),
 ):
     """Token recovery of training vs held-out examples: the ground truth of the regime.
 
@@ -62,7 +64,7 @@ def recover(
                                 precision=precision)
     settings.validate()
     result = run_recovery(checkpoint, train=train_data, test=test_data, settings=settings, weights=weights,
-                          device=resolve_device(device),
+                          device=resolve_device(device), prompt=prompt,
                           **load_options(tokenizer, trust_remote_code, time_input, schedule))
     if out is not None:
         from ..report import recovery_files

@@ -21,6 +21,8 @@ def sample(
     schedule: ScheduleSpec = None,
     device: Device = "auto",
     json_output: JsonOutput = False,
+    prompt: str = typer.Option(None, "--prompt", help="Prompt of a prompt-conditioned family (DiffusionGemma; "
+                               "'ids:2,17' for token ids). Default: the chat template's empty user turn, else BOS."),
 ):
     """Generate sequences from noise with the model's own reverse process and print them."""
     from ..adapters import load
@@ -29,6 +31,9 @@ def sample(
     require_stdout()
     denoiser = load(checkpoint, weights=weights, device=resolve_device(device),
                     **load_options(tokenizer, trust_remote_code, time_input, schedule))
+    from ..prompted import resolve_prompts
+
+    denoiser = resolve_prompts(denoiser, prompt)
     tokens = generate(denoiser, n, steps=steps, seed=seed)
     rows = [{"tokens": row.tolist(), "text": denoiser.decode(row)} for row in tokens]
     if json_output:

@@ -91,6 +91,13 @@ def scan(
                                 "when this user's record of it (outside --out) shows the checkpoint, settings, rule "
                                 "and every report file unchanged; marked reused in every output "
                                 "(docs/formats.md, Safety model)."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="Prompt of a prompt-conditioned family "
+                                         "(DiffusionGemma); 'ids:2,17' gives token ids. Default: the chat "
+                                         "template's empty user turn, else BOS."),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="File of prompts (one per line, or .jsonl "
+                                           "with prompt / messages) for a prompt-conditioned family."),
+    test_data: Optional[Path] = typer.Option(None, "--test", help="Prompt-conditioned families: held-out "
+                                             "prompt → response records (.jsonl), compared with --train."),
 ):
     from ..probe import scan as run_scan
     from ..report import REPORT_FILES, render_report
@@ -136,7 +143,9 @@ def scan(
     targets = ([out / name for name in REPORT_FILES] if out is not None else []) + [p for p in (junit, summary_md) if p]
     check_output_targets(targets)
     result = run_scan(checkpoint, settings=settings, weights=weights, device=resolve_device(device),
-                      rule=load_rule(rule), train_data=train_data,
+                      rule=load_rule(rule), train_data=train_data, prompt=prompt,
+                      prompts_file=None if prompts is None else str(prompts),
+                      test_data=None if test_data is None else str(test_data),
                       **load_options(tokenizer, trust_remote_code, time_input, schedule))
     summary = result.summary(include_timings=True)
     files = {out / name: data for name, data in render_report(result).items()} if out is not None else {}
@@ -153,6 +162,10 @@ def scan(
     print_scan_summary(result, out)
     if result.training is not None:
         print_training_evidence(result.training)
+    if result.responses is not None:
+        from ..sft import print_response_evidence
+
+        print_response_evidence(result.responses)
     if json_output:
         print_json(summary)
     raise typer.Exit(gate_exit_code(result.verdict, fail_on=fail_on, exit_zero=exit_zero))

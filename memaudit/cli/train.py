@@ -31,6 +31,10 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the checkpoint in --out."),
     device: Device = "auto",
     json_output: JsonOutput = False,
+    family: str = typer.Option("ddit", "--family", help="ddit (the UDLM NELBO, default) | diffusion_gemma: a tiny "
+                               "DiffusionGemma-architecture reference with the family's objective on the built-in "
+                               "grammar Q&A pairs (--data, --preset, --seq-len, --vocab-size do not apply)."),
+    n_test: int = typer.Option(8, "--n-test", min=0, help="diffusion_gemma: held-out pairs written beside the model."),
 ):
     """Train a reference uniform-state diffusion model (UDLM NELBO) on built-in or user data."""
     from rich.markup import escape
@@ -41,6 +45,20 @@ def train(
 
     if json_output:
         require_stdout()
+    if family not in ("ddit", "diffusion_gemma"):
+        raise UsageError(f"--family must be ddit or diffusion_gemma (got {family!r})")
+    if family == "diffusion_gemma":
+        from ..train_block import BlockTrainConfig, train_reference
+
+        block = BlockTrainConfig(n_train=n_train, n_test=n_test, steps=steps, batch_size=batch_size, lr=lr,
+                                 seed=seed, data_seed=data_seed)
+        summary = train_reference(block, out, log=lambda line: console.print(line, highlight=False))
+        if json_output:
+            print_json(summary)
+        console.print(f"trained DiffusionGemma reference: {steps} steps, loss {summary['final_loss']:.4f} (CE of x0), "
+                      f"{summary['seconds']:.1f} s → {escape(str(out))} (sft_train.jsonl / sft_test.jsonl beside it)",
+                      highlight=False)
+        return
     cfg = TrainConfig(data=data, n_train=n_train, preset=preset, steps=steps, batch_size=batch_size, lr=lr,
                       warmup=warmup, ema_decay=ema_decay, seed=seed, data_seed=data_seed, seq_len=seq_len,
                       vocab_size=vocab_size, checkpoint_every=checkpoint_every, device=resolve_device(device))
