@@ -45,7 +45,7 @@ from . import diffusion as D
 from .adapters import as_denoiser
 from .denoiser import PRECISIONS, Denoiser, at_precision
 from .io import finite_json, json_text
-from .provenance import model_provenance, software_versions
+from .provenance import SCHEMA_VERSION, model_provenance, software_versions
 from .progress import progress_bar
 from .sampling import SampleStreams, batches, infill, reverse_process
 from .stats import bootstrap_gap_ci, bootstrap_mean_ci, derive_seed, nan_mean, proportion
@@ -276,7 +276,8 @@ class RecoveryResult:
         doc = {"verdict": self.verdict, "reason": self.reason, "explanation": self.explanation,
                "summaries": self.summaries, "gaps": self.gaps, "data": self.data,
                "checkpoint": self.model.get("checkpoint") or self.model.get("hub_id"),
-               "model": self.model, "settings": self.settings.to_dict(), "memaudit_version": __version__}
+               "model": self.model, "settings": self.settings.to_dict(), "memaudit_version": __version__,
+               "schema_version": SCHEMA_VERSION}
         if self.patterns:
             doc["patterns"] = self.patterns
             doc["pattern_gaps"] = self.pattern_gaps

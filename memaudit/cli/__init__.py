@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from . import calibrate, demo, inspect, recover, sample, scan, sweep, train, validate
+from . import calibrate, demo, inspect, recover, sample, scan, sweep, train, validate, verify
 from .errors import (EXIT_INCONCLUSIVE, EXIT_INTERRUPTED, EXIT_LOAD, EXIT_MEMORIZING, EXIT_OK,  # noqa: F401
                      EXIT_RUNTIME, EXIT_USAGE, MemauditGroup, OutputError, UsageError, cli_errors, emit_error, fail)
 from .options import print_json  # noqa: F401
@@ -28,6 +28,7 @@ app.command("calibrate")(calibrate.calibrate)
 app.command("validate")(validate.validate)
 app.command("scan", help=scan.HELP)(scan.scan)
 app.command("demo")(demo.demo)
+app.command("verify")(verify.verify)
 
 
 def preload() -> None:

@@ -335,7 +335,10 @@ def scans_parquet(result: BatchResult) -> bytes:
     from ..report.tables import METADATA_KEY, parquet_bytes
 
     table = pa.Table.from_pandas(result.table(), preserve_index=False)
-    meta = {"memaudit_version": __version__, "settings": result.settings, "rule": result.rule,
+    from ..provenance import SCHEMA_VERSION
+
+    meta = {"schema_version": SCHEMA_VERSION, "memaudit_version": __version__, "settings": result.settings,
+            "rule": result.rule,
             "units": "nats; rates are fractions", "n_checkpoints": len(result.scans)}
     table = table.replace_schema_metadata({METADATA_KEY: json_text(meta, compact=True, ensure_ascii=True).encode()})
     return parquet_bytes(table)
