@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -27,7 +28,13 @@ def train(
     data_seed: DataSeed = 0,
     seq_len: SeqLen = None,
     vocab_size: VocabSize = None,
-    checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=1),
+    save_every: Optional[int] = typer.Option(
+        None, "--save-every", min=1, show_default=False,
+        help="Every N steps (and at the end) also keep the checkpoint as OUT/checkpoint-N/ (config, weights, "
+             "tokenizer, training state): a series that `memaudit scan 'OUT/checkpoint-*' --out DIR` plots "
+             "against the training step."),
+    keep: Optional[int] = typer.Option(None, "--keep", min=1, show_default=False,
+                                       help="With --save-every: keep only the newest K checkpoint-N folders."),
     resume: bool = typer.Option(False, "--resume", help="Continue the checkpoint in --out."),
     device: Device = "auto",
     json_output: JsonOutput = False,
@@ -43,7 +50,9 @@ def train(
         require_stdout()
     cfg = TrainConfig(data=data, n_train=n_train, preset=preset, steps=steps, batch_size=batch_size, lr=lr,
                       warmup=warmup, ema_decay=ema_decay, seed=seed, data_seed=data_seed, seq_len=seq_len,
-                      vocab_size=vocab_size, checkpoint_every=checkpoint_every, device=resolve_device(device))
+                      vocab_size=vocab_size, save_every=save_every, keep=keep, device=resolve_device(device))
+    if keep is not None and save_every is None:
+        raise UsageError("--keep needs --save-every (it limits the checkpoint-N folders that writes)")
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     result = run_training(cfg, out, resume=resume)
