@@ -138,7 +138,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, show_prog
 
     model.train()
     try:
-        with progress_bar("training", total=cfg.steps, enabled=show_progress,
+        with progress_bar("training", total=cfg.steps, enabled=show_progress, unit="steps",
                           extra="loss {task.fields[loss]:.4f} · {task.fields[tok_s]:.0f} tok/s") as task:
             task.advance(step)
             while step < cfg.steps:

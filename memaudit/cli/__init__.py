@@ -18,6 +18,24 @@ from .options import print_json  # noqa: F401
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=MemauditGroup,
                   help="Tell whether a uniform-state diffusion language model memorizes or generalizes.")
 
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+        from ..io import write_stdout
+
+        write_stdout(f"memaudit {__version__}\n")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                      help="Print memaudit's version and exit.")) -> None:
+    """Tell whether a uniform-state diffusion language model memorizes or generalizes."""
+    from .. import heartbeat
+
+    heartbeat.enable()   # without a terminal, progress as plain lines on stderr (memaudit.heartbeat)
+
+
 # Registration order is the order of `memaudit --help` and docs/cli.md.
 app.command("train")(train.train)
 app.command("sample")(sample.sample)

@@ -250,7 +250,7 @@ class TaskView:
 
             from ..progress import console
 
-            self.live = Live(self.render(), console=console, refresh_per_second=2, transient=False)
+            self.live = Live(self.render(), console=console, refresh_per_second=2, transient=True)
             self.live.__enter__()
         return self
 
@@ -265,6 +265,11 @@ class TaskView:
     def running(self, key: str) -> None:
         self.status[key] = "running"
         self._refresh()
+        if self.live is None and self.enabled is False:
+            from .. import heartbeat
+
+            if heartbeat.active():   # a log: one line as each task starts, as one when it ends
+                heartbeat.write_line(f"[{time.perf_counter() - self.t0:7.1f}s] {heartbeat.one_line(key)}: running")
 
     def finished(self, outcome: TaskOutcome) -> None:
         self.status[outcome.key] = "done" if outcome.ok else "failed"

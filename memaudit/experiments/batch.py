@@ -139,8 +139,10 @@ def scan_task(checkpoint: str, settings_dict: dict, weights: str | None, device:
     from ..report.tables import summary_document
 
     settings = ScanSettings(**{**settings_dict, "t_profile": tuple(settings_dict["t_profile"])})
+    from ..progress import nested
+
     result = run_scan(checkpoint, settings=settings, weights=weights, device=device, rule=rule,
-                      show_progress=False)
+                      show_progress=nested())
     return {"files": render_report(result), "summary": summary_document(result), "timings": result.timings}
 
 
