@@ -112,7 +112,8 @@ def scan(
     if single and set("*?[") & set(checkpoints[0]):   # perhaps a glob: only then load the batch module
         from ..experiments.batch import is_glob
 
-        single = not is_glob(checkpoints[0])
+        # a glob, even one matching nothing (then a failed row, as docs/distributed.md says)
+        single = not is_glob(checkpoints[0]) and Path(checkpoints[0]).exists()
     if not single:
         from .scan_batch import scan_checkpoints
 
