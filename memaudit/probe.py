@@ -543,7 +543,8 @@ def decide_on(measured: dict, vocab_size: int, settings: ScanSettings, t_values:
     stats = summarize(measured["entropy"], measured["top1"], measured["duplicate_of"], measured["fp_dist"],
                       measured["basin"], vocab_size, at, t_values, measured["near_earlier"], near_fraction,
                       measured["tokens"])
-    return stats, rule.decide(Evidence.from_stats(stats, steps=settings.steps, n_parameters=n_parameters))
+    return stats, rule.decide(Evidence.from_stats(stats, steps=settings.steps, n_parameters=n_parameters,
+                                                  confidence=at.confidence))
 
 
 def judge(measured: dict, vocab_size: int, settings: ScanSettings, t_values: list[float], rule,

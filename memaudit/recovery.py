@@ -48,7 +48,7 @@ from .io import finite_json, json_text
 from .provenance import SCHEMA_VERSION, model_provenance, software_versions
 from .progress import progress_bar
 from .sampling import SampleStreams, batches, infill, reverse_process
-from .stats import bootstrap_gap_ci, bootstrap_mean_ci, derive_seed, nan_mean, proportion
+from .stats import bootstrap_gap_ci, bootstrap_mean_ci, derive_seed, difference_interval, nan_mean, proportion
 from .verdict.recovery import RECOVERY_RULE, RecoveryRule
 
 DEFAULT_T0 = (0.05, 0.1, 0.25, 0.5)
@@ -590,8 +590,8 @@ def pattern_completion(denoiser: Denoiser, examples: dict, settings: RecoverySet
         tr, te = exact["train"].astype(np.float64), exact["test"].astype(np.float64)
         gaps.append({"pattern": spec, "train": float(tr.mean()), "test": float(te.mean()),
                      "gap": float(tr.mean() - te.mean()),
-                     "gap_ci": list(bootstrap_gap_ci(tr, te, settings.bootstrap_resamples, settings.confidence,
-                                                     derive_seed(settings.seed, "pattern-gap", spec)))})
+                     "gap_ci": list(difference_interval(int(exact["train"].sum()), int(tr.size),
+                                                        int(exact["test"].sum()), int(te.size), settings.confidence))})
     return rows, gaps
 
 
