@@ -48,7 +48,7 @@ def test_help_renders_bracketed_text_literally(name):
     for b in bracketed:
         assert flat(b) in shown, f"{name} --help lost {b!r}"
     if name == "scan":
-        assert "memaudit[ray]" in shown and "org/name[@revision]" in shown
+        assert "memaudit-dlm[ray]" in shown and "org/name[@revision]" in shown
 
 
 @pytest.fixture(scope="module")

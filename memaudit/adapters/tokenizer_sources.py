@@ -53,7 +53,7 @@ def folder_tokenizer(folder: Path, trust_remote_code: bool):
         from transformers import AutoTokenizer
     except ImportError:
         raise LoadError(f"{folder}: reading a tokenizer folder needs transformers "
-                        f"(pip install 'memaudit[hub]')") from None
+                        f"(pip install 'memaudit-dlm[hub]')") from None
     attempts: list[dict] = []
     if (folder / "tokenizer_config.json").is_file() or (folder / "tokenizer.json").is_file():
         attempts.append({})

@@ -16,7 +16,7 @@ from .errors import (EXIT_INCONCLUSIVE, EXIT_INTERRUPTED, EXIT_LOAD, EXIT_MEMORI
 from .options import print_json  # noqa: F401
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=MemauditGroup,
-                  rich_markup_mode=None,   # help is printed literally: memaudit[ray], org/name[@revision]
+                  rich_markup_mode=None,   # help is printed literally: memaudit-dlm[ray], org/name[@revision]
                   help="Tell whether a uniform-state diffusion language model memorizes or generalizes.")
 
 def _print_version(value: bool) -> None:

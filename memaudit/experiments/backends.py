@@ -27,7 +27,7 @@ from ..errors import UsageError
 
 EXIT_LOAD = 4       # the CLI's exit codes (memaudit.cli.errors) of the two kinds of failed task
 EXIT_RUNTIME = 5
-RAY_INSTALL_HINT = "pip install 'memaudit[ray]'"
+RAY_INSTALL_HINT = "pip install 'memaudit-dlm[ray]'"
 DEFAULT_RETRIES = 2   # re-runs of a task whose worker or node was lost
 VIEW_PENDING_ROWS = 8
 
