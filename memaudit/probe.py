@@ -31,6 +31,7 @@ import torch
 from .errors import UsageError
 from . import __version__
 from . import diffusion as D
+from . import threads
 from .adapters import as_denoiser
 from .denoiser import PRECISIONS, Denoiser, at_precision
 from .progress import progress_bar
@@ -471,6 +472,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     settings = settings.resolve(rule, denoiser.device)
     settings.validate()
     denoiser = at_precision(denoiser, settings.precision)
+    threads.apply(threads.parameters_of(denoiser))   # the CLI's choice (memaudit.threads)
     settings = replace(settings, layout=resolve_layout(settings.layout, denoiser), precision=denoiser.precision)
     t_values = [settings.t_eval, *settings.t_profile]
     p_dtype = torch.float64 if settings.posterior_dtype == "float64" else torch.float32

@@ -42,6 +42,7 @@ import torch
 from .errors import UsageError
 from . import __version__
 from . import diffusion as D
+from . import threads
 from .adapters import as_denoiser
 from .denoiser import PRECISIONS, Denoiser, at_precision
 from .io import finite_json, json_text
@@ -498,6 +499,7 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
     settings = replace(settings, patterns=tuple(dict.fromkeys(p for p in specs if p != "uniform")))
     denoiser = as_denoiser(checkpoint_or_denoiser, weights, device, tokenizer=tokenizer,
                            trust_remote_code=trust_remote_code, time_input=time_input, schedule=schedule)
+    threads.apply(threads.parameters_of(denoiser))   # the CLI's choice (memaudit.threads)
     settings = replace(settings, device=str(denoiser.device))
     settings.validate()
     denoiser = at_precision(denoiser, settings.precision)

@@ -16,6 +16,7 @@ import torch
 from .errors import UsageError
 from . import __version__
 from . import diffusion as D
+from . import threads
 from .adapters.native import (checkpoint_files, is_checkpoint, load_state_into, load_tensors, load_trainer_state,
                               read_training_config, save_checkpoint)
 from .model import DDiT, preset_config
@@ -106,6 +107,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, show_prog
 
     torch.manual_seed(cfg.seed)
     model = DDiT(arch).to(device)
+    threads.apply(sum(p.numel() for p in model.parameters()))   # the CLI's choice (memaudit.threads)
     ema = {name: p.detach().clone() for name, p in model.named_parameters()}
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                   betas=(0.9, 0.98))

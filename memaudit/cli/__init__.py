@@ -32,9 +32,10 @@ def _print_version(value: bool) -> None:
 def main(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                       help="Print memaudit's version and exit.")) -> None:
     """Tell whether a uniform-state diffusion language model memorizes or generalizes."""
-    from .. import heartbeat
+    from .. import heartbeat, threads
 
     heartbeat.enable()   # without a terminal, progress as plain lines on stderr (memaudit.heartbeat)
+    threads.enable()     # torch threads chosen by the model's size unless --threads / MEMAUDIT_THREADS
 
 
 # Registration order is the order of `memaudit --help` and docs/cli.md.

@@ -11,6 +11,7 @@ import typer
 from ..probe import ScanSettings
 from ..progress import console
 from .errors import UsageError, cli_errors
+from .options import Threads
 from .options import TRAIN_SOURCES, BatchSize, Checkpoints, Device, ExitZero, JsonOutput, MaxMemory, Precision, \
     RayAddress, Samples, ScheduleSpec, Seed, TimeInput, TokenizerName, TrustRemoteCode, Weights, check_output_targets, \
     load_options, print_json, require_stdout, resolve_device, write_report_set
@@ -57,6 +58,7 @@ def scan(
     time_input: TimeInput = None,
     schedule: ScheduleSpec = None,
     device: Device = "auto",
+    threads: Threads = None,
     batch_size: BatchSize = "auto",
     max_memory: MaxMemory = None,
     adaptive: bool = typer.Option(S.adaptive, "--adaptive/--no-adaptive", help="Sample in rounds (looks at "
@@ -88,6 +90,9 @@ def scan(
                                              "file, one per line (# comments)."),
     ray: RayAddress = None,
 ):
+    from .. import threads as torch_threads
+
+    torch_threads.enable(threads)
     from ..probe import scan as run_scan
     from ..report import REPORT_FILES, render_report
     from ..verdict import FAIL_ON, gate_exit_code, load_rule

@@ -8,6 +8,7 @@ import typer
 
 from ..progress import console
 from .errors import EXIT_INTERRUPTED, UsageError, cli_errors
+from .options import Threads
 from .options import Data, DataSeed, Device, JsonOutput, Preset, SeqLen, VocabSize, print_json, require_stdout, \
     resolve_device
 from .options import Seed as SeedOption
@@ -37,9 +38,13 @@ def train(
                                        help="With --save-every: keep only the newest K checkpoint-N folders."),
     resume: bool = typer.Option(False, "--resume", help="Continue the checkpoint in --out."),
     device: Device = "auto",
+    threads: Threads = None,
     json_output: JsonOutput = False,
 ):
     """Train a reference uniform-state diffusion model (UDLM NELBO) on built-in or user data."""
+    from .. import threads as torch_threads
+
+    torch_threads.enable(threads)
     from rich.markup import escape
 
     from ..model import PRESETS
