@@ -124,6 +124,39 @@ def verify_report(report_dir: str | Path, rule_file: str | Path | None = None) -
 
 
 def _verify(d: Path, rule_file, checks: list[str]) -> None:
+    if d.is_dir() and (d / "scans.parquet").is_file() and not (d / "summary.json").is_file():
+        _verify_many(d, rule_file, checks)
+        return
+    _verify_one(d, rule_file, checks)
+
+
+def _verify_many(d: Path, rule_file, checks: list[str]) -> None:
+    """A multi-checkpoint folder: scans.parquet's schema version, then every scanned checkpoint's
+    report (as one report), and its row (verdict, reason, mean entropy) against that report."""
+    table, blob = _read_table(d / "scans.parquet")
+    version = blob.get("schema_version")
+    _check(version in READABLE_SCHEMAS, f"scans.parquet: schema_version {version!r} is not one this memaudit reads")
+    rows = table.to_pylist()
+    scanned = 0
+    for row in rows:
+        if row.get("status") != "scanned":
+            continue
+        slug = str(row.get("slug") or "")
+        _check(slug and "/" not in slug and slug not in (".", ".."), f"scans.parquet: bad slug {slug!r}")
+        inner: list[str] = []
+        try:
+            _verify_one(d / slug, rule_file, inner)
+        except Mismatch as e:
+            raise Mismatch(f"{slug}: {e}") from None
+        summary = _read_json(d / slug / "summary.json")
+        for key in ("verdict", "reason", "mean_entropy"):
+            _check(_same(row.get(key), summary.get(key)),
+                   f"scans.parquet: {slug} {key} is {row.get(key)!r}, its report says {summary.get(key)!r}")
+        scanned += 1
+    checks.append(f"scans.parquet schema {version}, {scanned} of {len(rows)} checkpoints' reports verified")
+
+
+def _verify_one(d: Path, rule_file, checks: list[str]) -> None:
     from .verdict.scan import Rule, RuleError, list_rules
 
     if not d.is_dir():

@@ -48,6 +48,14 @@ def test_train_series_then_trend_scan_with_no_manual_step(tmp_path, monkeypatch)
     assert (tmp_path / "audit" / "index.html").is_file()
     for slug in table["slug"]:
         assert runner.invoke(app, ["verify", f"audit/{slug}"]).exit_code == 0
+    result = runner.invoke(app, ["verify", "audit"])                   # the whole folder
+    assert result.exit_code == 0 and "2 of 2 checkpoints" in result.stderr, result.output
+    import shutil
+
+    shutil.copy(tmp_path / "audit" / table["slug"][0] / "tokens.parquet",
+                tmp_path / "audit" / table["slug"][1] / "tokens.parquet")
+    result = runner.invoke(app, ["verify", "audit"])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1 and table["slug"][1] in result.stderr
 
 
 def test_keep_needs_save_every(tmp_path):

@@ -13,7 +13,9 @@ from .options import JsonOutput, print_json, require_stdout
 @cli_errors
 def verify(
     report_dir: Annotated[Path, typer.Argument(help="A scan report folder (summary.json, samples.parquet, "
-                                                    "tokens.parquet).", show_default=False)],
+                                                    "tokens.parquet), or a multi-checkpoint scan's --out folder "
+                                                    "(scans.parquet; every report in it).",
+                                               show_default=False)],
     rule: Annotated[Optional[Path], typer.Option("--rule", help="Also require the report's rule to be this "
                                                                "rule file (same sha256 and thresholds).",
                                                  show_default=False)] = None,
