@@ -75,3 +75,20 @@ def test_ci_log_of_train_scan_series_and_recover(tmp_path):
     err = run("recover", f"{name}/checkpoint-4", "--train", "auto", "--test", "auto", "--n", "4", "--t0", "0.5",
               cwd=tmp_path, codes=(0, 1, 3))
     assert "memaudit: recovery done:" in err and "…" not in err
+
+
+def test_sweep_view_heartbeat_in_a_log(monkeypatch, capsys):
+    from memaudit.experiments.pool import SweepView
+    from memaudit.experiments.settings import SweepSettings
+
+    monkeypatch.setenv(heartbeat.INTERVAL_ENV, "0")
+    monkeypatch.delenv("MEMAUDIT_NO_PROGRESS", raising=False)
+    monkeypatch.setattr(heartbeat, "_enabled", True)
+    settings = SweepSettings(sizes=(8, 16))
+    with SweepView([(settings, {16})], enabled=False) as view:
+        view.phase(("synthetic", "nano", 8), "training", steps=100)
+        view.tick()
+    err = capsys.readouterr().err
+    assert "n_train=8" in err and "training" in err
+    beat = [line for line in err.splitlines() if line.startswith("memaudit: sweep")]
+    assert beat and "1/2 points finished" in beat[0] and "running: n_train=8 training" in beat[0]
