@@ -127,7 +127,76 @@ def _verify(d: Path, rule_file, checks: list[str]) -> None:
     if d.is_dir() and (d / "scans.parquet").is_file() and not (d / "summary.json").is_file():
         _verify_many(d, rule_file, checks)
         return
+    if d.is_dir() and (d / "recovery.parquet").is_file():
+        _verify_recovery(d, checks)
+        return
     _verify_one(d, rule_file, checks)
+
+
+def _verify_recovery(d: Path, checks: list[str]) -> None:
+    """A recovery report: schema, hash, metadata, then the per-example rows → the summaries' rates,
+    the train − test gaps and the verdict under the recorded thresholds. The rates are stored as
+    float32, so the recomputed means are compared to 1e-5 (the entropies are not recomputed)."""
+    from .recovery import RecoverySettings, gap_table
+
+    _check((d / "summary.json").is_file(), "summary.json: missing")
+    summary = _read_json(d / "summary.json")
+    version = summary.get("schema_version")
+    _check(version in READABLE_SCHEMAS, f"summary.json: schema_version {version!r} is not one this memaudit reads")
+    checks.append(f"schema {version}")
+    entry = (summary.get("report_files") or {}).get("recovery.parquet")
+    _check(isinstance(entry, dict), "summary.json: report_files has no entry for recovery.parquet")
+    data = (d / "recovery.parquet").read_bytes()
+    _check(entry.get("bytes") == len(data) and entry.get("sha256") == hashlib.sha256(data).hexdigest(),
+           "recovery.parquet: SHA-256 or size differs from summary.json report_files")
+    checks.append("file hash")
+    table, blob = _read_table(d / "recovery.parquet")
+    provenance = summary.get("provenance") or {}
+    _check(_same(blob, provenance), f"recovery.parquet: memaudit metadata differs from summary.json provenance at "
+                                    f"{_first_difference(blob, provenance)}")
+    for key in ("verdict", "reason", "settings", "model", "schema_version"):
+        _check(_same(summary.get(key), provenance.get(key)),
+               f"summary.json: {key} differs from recovery.parquet's memaudit metadata")
+    checks.append("metadata")
+    names = {f.name for f in fields(RecoverySettings)}
+    recorded = {k: v for k, v in (summary.get("settings") or {}).items() if k in names}   # less the derived ones
+    recorded["t0"] = tuple(recorded.get("t0", ()))
+    recorded["patterns"] = tuple(recorded.get("patterns", ()))
+    try:
+        settings = RecoverySettings(**recorded)
+    except (TypeError, ValueError) as e:
+        raise Mismatch(f"summary.json: settings unreadable ({e})") from None
+    cols = table.to_pydict()
+    rows = {"split": np.asarray(cols["split"]), "t0": np.asarray(cols["t0"], dtype=np.float64),
+            "recovery_rate": np.asarray(cols["recovery_rate"], dtype=np.float64),
+            "n_corrupted": np.asarray(cols["n_corrupted"], dtype=np.float64)}
+    corrupted = np.asarray([sum(a != b for a, b in zip(x, y)) for x, y in zip(cols["original_ids"],
+                                                                           cols["corrupted_ids"])])
+    _check(np.array_equal(corrupted, rows["n_corrupted"]), "recovery.parquet: n_corrupted differs from the token ids")
+    recovered = np.asarray([sum(a != b and a == c for a, b, c in zip(x, y, z)) for x, y, z in
+                            zip(cols["original_ids"], cols["corrupted_ids"], cols["restored_ids"])])
+    _check(np.array_equal(recovered, np.asarray(cols["n_recovered"])),
+           "recovery.parquet: n_recovered differs from the token ids")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(corrupted > 0, recovered / np.maximum(corrupted, 1), np.nan).astype(np.float32)
+    _check(np.array_equal(rate, np.asarray(cols["recovery_rate"], dtype=np.float32), equal_nan=True),
+           "recovery.parquet: recovery_rate differs from the token ids")
+    checks.append(f"{table.num_rows} rows")
+    for s in summary.get("summaries") or []:
+        sel = (rows["split"] == s["split"]) & np.isclose(rows["t0"], s["t0"])
+        _check(int(sel.sum()) == s.get("n"), f"summary.json: {s['split']} t0={s['t0']:g} n is {s.get('n')}, "
+                                             f"recovery.parquet has {int(sel.sum())} rows")
+        values = rows["recovery_rate"][sel]
+        mean = float(np.nanmean(values)) if (~np.isnan(values)).any() else math.nan
+        _check(_same(mean, s.get("recovery_rate"), rel=1e-5),
+               f"summary.json: {s['split']} t0={s['t0']:g} recovery_rate is {s.get('recovery_rate')!r}, "
+               f"recomputed {mean!r}")
+    gaps = gap_table(rows, settings)
+    _check(_same(gaps, summary.get("gaps"), rel=1e-5), "summary.json: gaps differ from the recomputed gaps")
+    decision = settings.rule.decide(summary.get("summaries") or [], gaps)
+    for key, value in (("verdict", decision.verdict), ("reason", decision.reason)):
+        _check(summary.get(key) == value, f"summary.json: {key} is {summary.get(key)!r}, recomputed {value!r}")
+    checks.append(f"gaps and verdict ({decision.verdict})")
 
 
 def _verify_many(d: Path, rule_file, checks: list[str]) -> None:

@@ -196,3 +196,24 @@ def test_recovery_summary_carries_schema_version(tmp_path):
     assert doc["schema_version"] == SCHEMA_VERSION and doc["provenance"]["schema_version"] == SCHEMA_VERSION
     assert doc["report_files"]["recovery.parquet"]["sha256"] == hashlib.sha256(
         (d / "recovery.parquet").read_bytes()).hexdigest()
+
+
+def test_recovery_report_verifies_and_tampering_fails(tmp_path):
+    from report_fixtures import fake_recovery_dir
+
+    d = fake_recovery_dir(tmp_path / "rec")
+    assert verify_report(d).ok, verify_report(d).message
+    assert cli(d).exit_code == 0
+    bad = copy(d, tmp_path / "bad")
+    doc = summary(bad)
+    doc["verdict"] = doc["provenance"]["verdict"] = "generalizing"
+    write_summary(bad, doc)
+    table = pq.read_table(bad / "recovery.parquet")
+    rewrite_table(bad / "recovery.parquet", table, doc["provenance"])
+    rehash(bad)
+    assert_fails(bad, "verdict", "recomputed 'memorizing'")
+    dropped = copy(d, tmp_path / "dropped")
+    rewrite_table(dropped / "recovery.parquet", table.slice(1))
+    assert_fails(dropped, "recovery.parquet")
+    rehash(dropped)
+    assert_fails(dropped, "n is")

@@ -14,14 +14,14 @@ from .options import JsonOutput, print_json, require_stdout
 def verify(
     report_dir: Annotated[Path, typer.Argument(help="A scan report folder (summary.json, samples.parquet, "
                                                     "tokens.parquet), or a multi-checkpoint scan's --out folder "
-                                                    "(scans.parquet; every report in it).",
+                                                    "(scans.parquet; every report in it), or a recovery report (recovery.parquet).",
                                                show_default=False)],
     rule: Annotated[Optional[Path], typer.Option("--rule", help="Also require the report's rule to be this "
                                                                "rule file (same sha256 and thresholds).",
                                                  show_default=False)] = None,
     json_output: JsonOutput = False,
 ):
-    """Recompute a scan report's statistics and verdict from its own files and check their hashes.
+    """Recompute a report's statistics and verdict from its own files and check their hashes.
 
     Exit 0 when the report is intact and its verdict reproduces under the rule it records; else
     exit 1 with one line naming the first mismatch. No model is loaded.
