@@ -120,6 +120,9 @@ def verify_report(report_dir: str | Path, rule_file: str | Path | None = None) -
         _verify(Path(report_dir), rule_file, checks)
     except Mismatch as e:
         return Verification(False, str(e), checks)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:   # a field of the wrong kind
+        where = checks[-1] if checks else "the start"
+        return Verification(False, f"malformed report (after {where}): {type(e).__name__}: {e}", checks)
     return Verification(True, f"verified: {', '.join(checks)}", checks)
 
 

@@ -217,3 +217,15 @@ def test_recovery_report_verifies_and_tampering_fails(tmp_path):
     assert_fails(dropped, "recovery.parquet")
     rehash(dropped)
     assert_fails(dropped, "n is")
+
+
+def test_malformed_fields_fail_with_one_line(reports, tmp_path):
+    d = copy(reports["fake"], tmp_path / "r")
+    doc = summary(d)
+    doc["settings"]["t_eval"] = "soon"
+    doc["provenance"]["settings"]["t_eval"] = "soon"
+    write_summary(d, doc)
+    for name in ("samples.parquet", "tokens.parquet"):
+        rewrite_table(d / name, pq.read_table(d / name), doc["provenance"])
+    rehash(d)
+    assert_fails(d, "malformed report")
