@@ -30,11 +30,12 @@ import torch
 from .errors import UsageError
 from . import __version__
 from . import diffusion as D
+from . import threads
 from .adapters import as_denoiser
 from .denoiser import PRECISIONS, Denoiser, at_precision
 from .labels import checkpoint_label
 from .progress import progress_bar
-from .provenance import model_provenance, software_versions  # noqa: F401  (re-exported)
+from .provenance import SCHEMA_VERSION, model_provenance, software_versions  # noqa: F401  (re-exported)
 from .sampling import GRIDS, SampleStreams, batches, generate, reverse_process
 from .stats import scan_statistics, training_set_comparison
 
@@ -261,6 +262,7 @@ class ScanResult:
             "settings": self.settings.to_dict(),
             "units": "nats",
             "memaudit_version": __version__,
+            "schema_version": SCHEMA_VERSION,
         }
         if self.training is not None:
             doc["training_data"] = self.training.summary()
@@ -451,7 +453,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     A family the rule has not validated gets `inconclusive (outside_domain)` (prompted.family_gate).
     """
     from .budget import plan_batch
-    from .verdict import Evidence, load_rule, sequential
+    from .verdict import load_rule, sequential
 
     started = time.perf_counter()
     rule = load_rule(rule)
@@ -473,6 +475,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     settings = settings.resolve(rule, denoiser.device)
     settings.validate()
     denoiser = at_precision(denoiser, settings.precision)
+    threads.apply(threads.parameters_of(denoiser))   # the CLI's choice (memaudit.threads)
     settings = replace(settings, layout=resolve_layout(settings.layout, denoiser), precision=denoiser.precision)
     t_values = [settings.t_eval, *settings.t_profile]
     p_dtype = torch.float64 if settings.posterior_dtype == "float64" else torch.float32
@@ -505,12 +508,8 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
             measured = join_rounds(rounds, near_fraction)
             if look == planned[-1]:
                 break
-            early = replace(settings, confidence=sequential.EARLY_CONFIDENCE)
-            stats = summarize(measured["entropy"], measured["top1"], measured["duplicate_of"], measured["fp_dist"],
-                              measured["basin"], denoiser.vocab_size, early, t_values,
-                              measured["near_earlier"], near_fraction, measured["tokens"])
-            decision = rule.decide(Evidence.from_stats(stats, steps=settings.steps,
-                                                       n_parameters=model.get("n_parameters")))
+            _, decision = decide_on(measured, denoiser.vocab_size, settings, t_values, rule,
+                                    model.get("n_parameters"), sequential.EARLY_CONFIDENCE)
             timings["looks"].append({"samples": look, "verdict": decision.verdict})
             if sequential.stops(decision):
                 break
@@ -519,12 +518,8 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     fp_dist, basin, dup_of = measured["fp_dist"], measured["basin"], measured["duplicate_of"]
     near_earlier = measured["near_earlier"]
     n_used = len(tokens_np)
-    stats = summarize(entropy, top1, dup_of, fp_dist, basin, denoiser.vocab_size, settings, t_values,
-                      near_earlier, near_fraction, tokens_np)
-    if settings.n_train is not None:
-        stats["n_train"] = settings.n_train
-        stats["n_train_comparison"] = training_set_comparison(stats, settings.n_train,
-                                                              int(rule.evidence["min_colliding_pairs"]))
+    stats, evidence, decision, stop = judge(measured, denoiser.vocab_size, settings, t_values, rule, planned,
+                                            model.get("n_parameters"))
     training = None
     if training_docs is not None:
         from .extraction import training_evidence
@@ -537,15 +532,6 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                                                              stream=stream, batch_size=batch.batch_size)[0].numpy(),
             seed=settings.seed, resamples=settings.bootstrap_resamples, confidence=settings.confidence)
         timings["training_evidence_s"] = time.perf_counter() - t0
-    evidence = Evidence.from_stats(stats, steps=settings.steps, n_parameters=model.get("n_parameters"))
-    if n_used < planned[-1]:
-        decision_settings = replace(settings, confidence=sequential.EARLY_CONFIDENCE)
-        early_stats = summarize(entropy, top1, dup_of, fp_dist, basin, denoiser.vocab_size, decision_settings,
-                                t_values, near_earlier, near_fraction, tokens_np)
-        decision = rule.decide(Evidence.from_stats(early_stats, steps=settings.steps,
-                                                   n_parameters=model.get("n_parameters")))
-    else:
-        decision = rule.decide(evidence)
     domain = rule.domain_check(evidence)
     decision, domain = family_gate(rule, denoiser, decision, domain)
     responses = None
@@ -566,6 +552,42 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                       domain=domain, timings=timings,
                       decode=denoiser.decode if denoiser.tokenizer is not None else None, training=training,
                       responses=responses)
+
+
+def decide_on(measured: dict, vocab_size: int, settings: ScanSettings, t_values: list[float], rule,
+              n_parameters: int | None, confidence: float | None = None) -> tuple[dict, Any]:
+    """(statistics, decision) of the rule on measured per-sample values (`join_rounds`' keys:
+    tokens, entropy, top1, fp_dist, basin, duplicate_of, near_earlier), with every interval at
+    `confidence` (None: the settings'). The one place a scan and `memaudit verify` judge."""
+    from .verdict import Evidence
+
+    at = settings if confidence is None else replace(settings, confidence=confidence)
+    near_fraction = float(rule.evidence["near_copy_fraction"])
+    stats = summarize(measured["entropy"], measured["top1"], measured["duplicate_of"], measured["fp_dist"],
+                      measured["basin"], vocab_size, at, t_values, measured["near_earlier"], near_fraction,
+                      measured["tokens"])
+    return stats, rule.decide(Evidence.from_stats(stats, steps=settings.steps, n_parameters=n_parameters,
+                                                  confidence=at.confidence))
+
+
+def judge(measured: dict, vocab_size: int, settings: ScanSettings, t_values: list[float], rule,
+          planned: list[int], n_parameters: int | None) -> tuple[dict, Any, Any, Any]:
+    """What a scan reports from all the samples it drew (`measured`, as `decide_on`) after the looks
+    `planned`: (statistics at the rule's confidence, their Evidence, the decision — at
+    EARLY_CONFIDENCE when the scan stopped before the last look — and the Stopping record)."""
+    from .verdict import Evidence, sequential
+
+    n_used = len(measured["tokens"])
+    stats, decision = decide_on(measured, vocab_size, settings, t_values, rule, n_parameters)
+    if settings.n_train is not None:
+        stats["n_train"] = settings.n_train
+        stats["n_train_comparison"] = training_set_comparison(stats, settings.n_train,
+                                                              int(rule.evidence["min_colliding_pairs"]))
+    evidence = Evidence.from_stats(stats, steps=settings.steps, n_parameters=n_parameters)
+    if n_used < planned[-1]:
+        _, decision = decide_on(measured, vocab_size, settings, t_values, rule, n_parameters,
+                                sequential.EARLY_CONFIDENCE)
+    return stats, evidence, decision, sequential.stopping(settings.adaptive, planned, n_used, decision.verdict)
 
 
 def probe_round(denoiser: Denoiser, settings: ScanSettings, t_values: list[float], first: int, n: int,

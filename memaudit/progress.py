@@ -10,13 +10,32 @@ import sys
 from contextlib import contextmanager
 
 from rich.console import Console
+
+from . import heartbeat
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None)
+# A log (stderr not a terminal) gets tables at their full width instead of Rich's 80 columns,
+# unless COLUMNS says otherwise; a terminal keeps its own width.
+LOG_WIDTH = 400
+
+
+def _log_width() -> int | None:
+    if sys.stderr is not None and sys.stderr.isatty() or os.environ.get("COLUMNS"):
+        return None
+    return LOG_WIDTH
+
+
+console = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None, width=_log_width())
 
 
 def interactive() -> bool:
     return sys.stderr.isatty() and not os.environ.get("MEMAUDIT_NO_PROGRESS")
+
+
+def nested() -> bool | None:
+    """show_progress for work nested under a live view (a sweep point, one of many scans): no bar
+    of its own on a terminal (False), heartbeat lines elsewhere when they are on (None)."""
+    return False if interactive() else None
 
 
 class _NullTask:
@@ -39,11 +58,19 @@ class _Task:
 
 
 @contextmanager
-def progress_bar(description: str, total: int | None, enabled: bool | None = None, extra: str = ""):
+def progress_bar(description: str, total: int | None, enabled: bool | None = None, extra: str = "",
+                 unit: str = ""):
     """Yields a task with .advance(n, **fields). `extra` is a Rich format string over task.fields,
-    e.g. "loss {task.fields[loss]:.3f}"."""
+    e.g. "loss {task.fields[loss]:.3f}". enabled=None: a bar on a terminal; elsewhere, when the CLI
+    turned them on (memaudit.heartbeat), plain heartbeat lines and a line when the stage ends
+    (`unit` names what is counted in their rate)."""
     if enabled is None:
         enabled = interactive()
+        if not enabled and heartbeat.active():
+            task = heartbeat.Heartbeat(description, total, unit=unit)
+            yield task
+            task.finish()
+            return
     if not enabled:
         yield _NullTask()
         return

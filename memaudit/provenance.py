@@ -18,7 +18,12 @@ def model_provenance(denoiser: Denoiser) -> dict:
     return finite_json(denoiser.describe(), default=str)
 
 
+# The version of the report files' layout (docs/report-schema.md, "Schema versions"): raised
+# whenever a file, column or field is added, removed or changes meaning. Reports without it are 1.
+SCHEMA_VERSION = 2
+
+
 def software_versions() -> dict:
-    """The versions every report's provenance records (memaudit, torch, numpy, Python)."""
-    return {"memaudit_version": __version__, "torch_version": torch.__version__, "numpy_version": np.__version__,
+    """The versions every report's provenance records (report schema, memaudit, torch, numpy, Python)."""
+    return {"schema_version": SCHEMA_VERSION, "memaudit_version": __version__, "torch_version": torch.__version__, "numpy_version": np.__version__,
             "python_version": platform.python_version()}

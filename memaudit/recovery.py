@@ -42,14 +42,15 @@ import torch
 from .errors import UsageError
 from . import __version__
 from . import diffusion as D
+from . import threads
 from .adapters import as_denoiser
 from .denoiser import PRECISIONS, Denoiser, at_precision
 from .io import finite_json, json_text
 from .labels import checkpoint_label
-from .provenance import model_provenance, software_versions
+from .provenance import SCHEMA_VERSION, model_provenance, software_versions
 from .progress import progress_bar
 from .sampling import SampleStreams, batches, infill, reverse_process
-from .stats import bootstrap_gap_ci, bootstrap_mean_ci, derive_seed, nan_mean, proportion
+from .stats import bootstrap_gap_ci, bootstrap_mean_ci, derive_seed, difference_interval, nan_mean, proportion
 from .verdict.recovery import RECOVERY_RULE, RecoveryRule
 
 DEFAULT_T0 = (0.05, 0.1, 0.25, 0.5)
@@ -277,7 +278,8 @@ class RecoveryResult:
         doc = {"verdict": self.verdict, "reason": self.reason, "explanation": self.explanation,
                "summaries": self.summaries, "gaps": self.gaps, "data": self.data,
                "checkpoint": checkpoint_label(self.model),
-               "model": self.model, "settings": self.settings.to_dict(), "memaudit_version": __version__}
+               "model": self.model, "settings": self.settings.to_dict(), "memaudit_version": __version__,
+               "schema_version": SCHEMA_VERSION}
         if self.patterns:
             doc["patterns"] = self.patterns
             doc["pattern_gaps"] = self.pattern_gaps
@@ -503,6 +505,7 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
     from .prompted import resolve_prompts
 
     denoiser = resolve_prompts(denoiser, prompt)
+    threads.apply(threads.parameters_of(denoiser))   # the CLI's choice (memaudit.threads)
     settings = replace(settings, device=str(denoiser.device))
     settings.validate()
     denoiser = at_precision(denoiser, settings.precision)
@@ -595,8 +598,8 @@ def pattern_completion(denoiser: Denoiser, examples: dict, settings: RecoverySet
         tr, te = exact["train"].astype(np.float64), exact["test"].astype(np.float64)
         gaps.append({"pattern": spec, "train": float(tr.mean()), "test": float(te.mean()),
                      "gap": float(tr.mean() - te.mean()),
-                     "gap_ci": list(bootstrap_gap_ci(tr, te, settings.bootstrap_resamples, settings.confidence,
-                                                     derive_seed(settings.seed, "pattern-gap", spec)))})
+                     "gap_ci": list(difference_interval(int(exact["train"].sum()), int(tr.size),
+                                                        int(exact["test"].sum()), int(te.size), settings.confidence))})
     return rows, gaps
 
 

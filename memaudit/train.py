@@ -16,6 +16,7 @@ import torch
 from .errors import UsageError
 from . import __version__
 from . import diffusion as D
+from . import threads
 from .adapters.native import (checkpoint_files, is_checkpoint, load_state_into, load_tensors, load_trainer_state,
                               read_training_config, save_checkpoint)
 from .model import DDiT, preset_config
@@ -42,13 +43,18 @@ class TrainConfig:
     data_seed: int = 0               # corpus: Markov chain / permutation of text blocks
     seq_len: int | None = None       # None: the corpus default (32 synthetic, 64 text)
     vocab_size: int | None = None    # text corpora: BPE vocabulary size (default 512)
-    checkpoint_every: int = 500
+    checkpoint_every: int = 500      # refresh the checkpoint in out_dir (for --resume) every this many steps
+    save_every: int | None = None    # also keep a copy as out_dir/checkpoint-<step>/ every this many steps
+    keep: int | None = None          # keep only the newest this many checkpoint-<step>/ folders (None: all)
     t_min: float = 1e-3              # smallest training time, as in Duo/UDLM
     device: str = "cpu"
 
     def validate(self) -> None:
         positive = {"n_train": self.n_train, "steps": self.steps, "batch_size": self.batch_size,
                     "checkpoint_every": self.checkpoint_every}
+        for name, value in (("save_every", self.save_every), ("keep", self.keep)):
+            if value is not None:
+                positive[name] = value
         for name, value in positive.items():
             if value < 1:
                 raise TrainError(f"--{name.replace('_', '-')} must be ≥ 1 (got {value})")
@@ -101,6 +107,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, show_prog
 
     torch.manual_seed(cfg.seed)
     model = DDiT(arch).to(device)
+    threads.apply(sum(p.numel() for p in model.parameters()))   # the CLI's choice (memaudit.threads)
     ema = {name: p.detach().clone() for name, p in model.named_parameters()}
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                   betas=(0.9, 0.98))
@@ -133,7 +140,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, show_prog
 
     model.train()
     try:
-        with progress_bar("training", total=cfg.steps, enabled=show_progress,
+        with progress_bar("training", total=cfg.steps, enabled=show_progress, unit="steps",
                           extra="loss {task.fields[loss]:.4f} · {task.fields[tok_s]:.0f} tok/s") as task:
             task.advance(step)
             while step < cfg.steps:
@@ -157,14 +164,53 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, show_prog
                 losses.append(loss.item())
                 task.advance(1, loss=_recent_mean(losses),
                              tok_s=_throughput(step - start_step, tokens_per_step, start))
-                if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                if cfg.save_every is not None and step % cfg.save_every == 0 and step < cfg.steps:
+                    checkpoint()
+                    save_series_checkpoint(out_dir, step, cfg.keep)
+                elif step % cfg.checkpoint_every == 0 and step < cfg.steps:
                     checkpoint()
     except KeyboardInterrupt:
         interrupted = True
     checkpoint()
+    if cfg.save_every is not None and not interrupted:
+        save_series_checkpoint(out_dir, step, cfg.keep)
     return TrainResult(out_dir=out_dir, steps_done=step, final_loss=_recent_mean(losses),
                        tokens_per_second=_throughput(step - start_step, tokens_per_step, start),
                        wall_seconds=time.perf_counter() - start, interrupted=interrupted, losses=losses)
+
+
+SERIES_PREFIX = "checkpoint-"
+
+
+def series_checkpoints(out_dir: str | Path) -> list[Path]:
+    """The checkpoint-<step>/ folders of a training run, by step."""
+    found = [(int(p.name[len(SERIES_PREFIX):]), p) for p in Path(out_dir).glob(SERIES_PREFIX + "*")
+             if p.is_dir() and p.name[len(SERIES_PREFIX):].isdigit()]
+    return [p for _, p in sorted(found)]
+
+
+def save_series_checkpoint(out_dir: Path, step: int, keep: int | None = None) -> Path:
+    """Copy the complete checkpoint just written to out_dir (config, weights, EMA, tokenizer,
+    trainer state) into out_dir/checkpoint-<step>/, atomically (a staging folder renamed into
+    place), then drop the oldest series folders beyond `keep`. Each folder is a checkpoint that
+    `scan` reads and `train --resume --out` continues."""
+    import os
+    import shutil
+
+    target = out_dir / f"{SERIES_PREFIX}{step}"
+    staging = out_dir / f".{SERIES_PREFIX}{step}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    for path in checkpoint_files(out_dir).values():
+        if path.is_file():
+            shutil.copy2(path, staging / path.name)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
+    if keep is not None:
+        for old in series_checkpoints(out_dir)[:-keep]:
+            shutil.rmtree(old)
+    return target
 
 
 def _restore(out_dir: Path, model, ema, optimizer, generator, cfg: TrainConfig) -> int:

@@ -36,6 +36,7 @@ def fake_scan_result(n: int = 40, length: int = 24, vocab: int = 64, seed: int =
                      texts: bool = True, scale: float = 1.0):
     from memaudit.probe import ScanResult, ScanSettings, find_duplicates, near_copies, summarize
     from memaudit.verdict import Evidence, load_rule
+    from memaudit.verdict.sequential import stopping
 
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, vocab, size=(n, length)).astype(np.int64)
@@ -49,12 +50,12 @@ def fake_scan_result(n: int = 40, length: int = 24, vocab: int = 64, seed: int =
     fp_distance = np.where(rng.random(n) < 0.5, 0.0, rng.random(n) * 0.5).astype(np.float32)
     rule = load_rule(TEST_RULE)
     settings = ScanSettings(samples=n, steps=8, seed=seed, t_eval=rule.t_eval, tau=rule.tau, bootstrap_resamples=200,
-                            confidence=rule.confidence)
+                            confidence=rule.confidence, adaptive=False).resolve(rule, "cpu")
     basin = (rng.random(n) * 0.9).astype(np.float32)          # near-zero samples are attractors
     basin[:k] = 1.0
     near = near_copies(tokens, rule.evidence["near_copy_fraction"])
     stats = summarize(entropy, top1, dup_of, fp_distance, basin, vocab, settings, [settings.t_eval], near,
-                      rule.evidence["near_copy_fraction"])
+                      rule.evidence["near_copy_fraction"], tokens)
     evidence = Evidence.from_stats(stats, steps=settings.steps, n_parameters=1234)
     decision = rule.decide(evidence)
     text_list = [(HOSTILE_TEXT + " " + toy_decode(row)) if texts else None for row in tokens]
@@ -65,7 +66,8 @@ def fake_scan_result(n: int = 40, length: int = 24, vocab: int = 64, seed: int =
                       settings=settings, rule=rule, model=model, tokens=tokens, t_values=[settings.t_eval],
                       entropy=entropy, top1_prob=top1, texts=text_list, is_duplicate=is_dup, duplicate_of=dup_of,
                       is_fixed_point=fp_distance == 0, fixed_point_distance=fp_distance, basin_agreement=basin,
-                      near_copies_earlier=near, stats=stats, domain=rule.domain_check(evidence))
+                      near_copies_earlier=near, stats=stats, domain=rule.domain_check(evidence),
+                      stopping=stopping(False, [n], n, decision.verdict).describe())
 
 
 def fake_scan_dir(out: Path, **kwargs) -> Path:

@@ -260,7 +260,7 @@ def test_ray_without_the_extra_is_a_usage_error_with_the_install_hint(training_r
     for args in (["scan", *checkpoints, "--ray"], ["sweep", "--out", str(tmp_path / "s"), "--ray", "auto"]):
         result = runner.invoke(app, args)
         assert result.exit_code == 2, result.output
-        assert "pip install 'memaudit[ray]'" in result.output and "Traceback" not in result.output
+        assert "pip install 'memaudit-dlm[ray]'" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "s" / "sweep.parquet").exists()
 
 

@@ -43,7 +43,7 @@ from .common import folder_config
 # 5.11.0 with the forward signature used here: input_ids, decoder_input_ids, self_conditioning_logits).
 MIN_TRANSFORMERS = "5.11.0"
 MODEL_TYPES = ("diffusion_gemma",)
-INSTALL_HINT = f"pip install 'memaudit[hub]' (transformers >= {MIN_TRANSFORMERS})"
+INSTALL_HINT = f"pip install 'memaudit-dlm[hub]' (transformers >= {MIN_TRANSFORMERS})"
 # transformers' generation defaults (DiffusionGemmaGenerationConfig._get_default_generation_params),
 # used where generation_config.json does not set a value.
 GENERATION_DEFAULTS = {"max_denoising_steps": 48, "entropy_bound": 0.1, "t_min": 0.4, "t_max": 0.8,

@@ -50,7 +50,7 @@ def download(name: str, patterns: list[str], what: str, pattern: re.Pattern = HU
         import huggingface_hub
     except ImportError:
         raise LoadError(f"no such file or directory: {name} (to resolve it as a hub id, "
-                        f"pip install 'memaudit[hub]')") from None
+                        f"pip install 'memaudit-dlm[hub]')") from None
     repo_id, _, revision = name.partition("@")
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 

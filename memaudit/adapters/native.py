@@ -71,6 +71,9 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
+# provenance key of a declared tokenizer that could not be loaded: raised by attach_tokenizer unless
+# --tokenizer names another (never written to a report)
+DEFERRED_TOKENIZER_ERROR = "_tokenizer_error"
 TRAINER_STATE_FILE = "trainer_state.pt"
 TIMING_FILE = "training_timing.json"
 
@@ -398,19 +401,26 @@ class NativeAdapter(Adapter):
         except ValueError as e:
             raise LoadError(f"{config_file}: {e}") from None
         load_state_into(model, load_tensors(weight_file), str(weight_file))
-        tokenizer = None
+        tokenizer, tokenizer_error = None, None
         if tokenizer_file is not None:
-            tokenizer = load_tokenizer(tokenizer_file)
-            tok_vocab = tokenizer.get_vocab_size()
-            if tok_vocab != arch.vocab_size:
-                raise LoadError(f"{path}: vocabulary mismatch: tokenizer has {tok_vocab} tokens, "
-                                f"model has {arch.vocab_size}")
+            # A declared tokenizer that is missing, unreadable or of another vocabulary fails the
+            # load only when --tokenizer does not name one (tokenizer_sources.attach_tokenizer).
+            try:
+                tokenizer = load_tokenizer(tokenizer_file)
+                tok_vocab = tokenizer.get_vocab_size()
+                if tok_vocab != arch.vocab_size:
+                    raise LoadError(f"{path}: vocabulary mismatch: tokenizer has {tok_vocab} tokens, "
+                                    f"model has {arch.vocab_size}")
+            except LoadError as e:
+                tokenizer, tokenizer_error = None, str(e)
         provenance = {
             "checkpoint": str(path.resolve()),
             "files": {weight_file.name: file_sha256(weight_file),
                       "config.json": file_sha256(config_file)},
             "training_layout": "stream",   # memaudit's trainer cuts blocks from one token stream
         }
+        if tokenizer_error is not None:
+            provenance[DEFERRED_TOKENIZER_ERROR] = tokenizer_error
         return Denoiser(model=model, schedule=schedule, vocab_size=arch.vocab_size, seq_len=arch.seq_len,
                         tokenizer=tokenizer, family=self.family, weights=weights, time_input="sigma",
                         provenance=provenance, config=config)

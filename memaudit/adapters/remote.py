@@ -195,7 +195,7 @@ class RemoteCodeAdapter(Adapter):
             import transformers
         except ImportError:
             raise LoadError(f"{source}: loading a checkpoint's own modeling code needs transformers "
-                            f"(pip install 'memaudit[hub]')") from None
+                            f"(pip install 'memaudit-dlm[hub]')") from None
         try:
             with quiet_transformers():
                 model = getattr(transformers, kind).from_pretrained(str(path), trust_remote_code=True,

@@ -53,7 +53,7 @@ def folder_tokenizer(folder: Path, trust_remote_code: bool):
         from transformers import AutoTokenizer
     except ImportError:
         raise LoadError(f"{folder}: reading a tokenizer folder needs transformers "
-                        f"(pip install 'memaudit[hub]')") from None
+                        f"(pip install 'memaudit-dlm[hub]')") from None
     attempts: list[dict] = []
     if (folder / "tokenizer_config.json").is_file() or (folder / "tokenizer.json").is_file():
         attempts.append({})
@@ -124,9 +124,15 @@ def attach_tokenizer(denoiser, checkpoint: Path, requested: str | None, trust_re
     source = str(checkpoint)
     record: dict | None = None
     tok = None
+    declared_error = prov.pop("_tokenizer_error", None)   # adapters.native.DEFERRED_TOKENIZER_ERROR
+    if declared_error is not None and not requested:
+        raise LoadError(declared_error)
     if requested:
         tok, record = load_named(requested, trust_remote_code)
         record["found_by"] = "--tokenizer"
+        if declared_error is not None:
+            prov.setdefault("notes", []).append(f"the checkpoint's own tokenizer could not be used ({declared_error}); "
+                                                "--tokenizer replaced it")
     elif denoiser.tokenizer is not None:
         own = checkpoint / "tokenizer.json" if checkpoint.is_dir() else None
         record = ({"kind": "file", "path": str(own.resolve()), "found_by": "the checkpoint's own tokenizer.json"}

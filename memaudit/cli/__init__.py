@@ -10,13 +10,33 @@ from __future__ import annotations
 
 import typer
 
-from . import calibrate, demo, inspect, recover, sample, scan, sweep, train, validate
+from . import calibrate, demo, inspect, recover, sample, scan, sweep, train, validate, verify
 from .errors import (EXIT_INCONCLUSIVE, EXIT_INTERRUPTED, EXIT_LOAD, EXIT_MEMORIZING, EXIT_OK,  # noqa: F401
                      EXIT_RUNTIME, EXIT_USAGE, MemauditGroup, OutputError, UsageError, cli_errors, emit_error, fail)
 from .options import print_json  # noqa: F401
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=MemauditGroup,
+                  rich_markup_mode=None,   # help is printed literally: memaudit-dlm[ray], org/name[@revision]
                   help="Tell whether a uniform-state diffusion language model memorizes or generalizes.")
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+        from ..io import write_stdout
+
+        write_stdout(f"memaudit {__version__}\n")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                      help="Print memaudit's version and exit.")) -> None:
+    """Tell whether a uniform-state diffusion language model memorizes or generalizes."""
+    from .. import heartbeat, threads
+
+    heartbeat.enable()   # without a terminal, progress as plain lines on stderr (memaudit.heartbeat)
+    threads.enable()     # torch threads chosen by the model's size unless --threads / MEMAUDIT_THREADS
+
 
 # Registration order is the order of `memaudit --help` and docs/cli.md.
 app.command("train")(train.train)
@@ -28,6 +48,7 @@ app.command("calibrate")(calibrate.calibrate)
 app.command("validate")(validate.validate)
 app.command("scan", help=scan.HELP)(scan.scan)
 app.command("demo")(demo.demo)
+app.command("verify")(verify.verify)
 
 
 def preload() -> None:

@@ -1,7 +1,11 @@
 """`memaudit inspect`: what a checkpoint is and what a scan would use."""
 from __future__ import annotations
 
-from ..progress import console
+import os
+import sys
+
+from rich.console import Console
+
 from .errors import cli_errors
 from .options import Checkpoint, JsonOutput, ScheduleSpec, TimeInput, TokenizerName, TrustRemoteCode, Weights, \
     load_options, print_json, require_stdout
@@ -17,7 +21,7 @@ def inspect(
     schedule: ScheduleSpec = None,
     json_output: JsonOutput = False,
 ):
-    """Show a checkpoint's family, architecture, vocabulary, tokenizer, EMA and what a scan would use."""
+    """Show a checkpoint's family, architecture, vocabulary, tokenizer, EMA and what a scan would use (on stdout)."""
     from rich.markup import escape
 
     from ..inspect import format_summary, inspect_checkpoint
@@ -29,6 +33,8 @@ def inspect(
     if json_output:
         print_json(doc)
         return
+    # The description is the command's output: stdout (`> file`, `| grep`), never cut to a width.
+    out = Console(file=sys.stdout, no_color=bool(os.environ.get("NO_COLOR")) or None, soft_wrap=True)
     width = max(len(label) for label, _ in format_summary(doc))
     for label, value in format_summary(doc):
-        console.print(f"[bold]{label:<{width}}[/]  {escape(value)}", highlight=False, soft_wrap=True)
+        out.print(f"[bold]{escape(label):<{width}}[/]  {escape(value)}", highlight=False, soft_wrap=True)

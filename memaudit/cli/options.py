@@ -59,8 +59,12 @@ Checkpoints = Annotated[Optional[list[str]], typer.Argument(
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
 RayAddress = Annotated[Optional[str], typer.Option(
     "--ray", metavar="[ADDRESS]",
-    help="Run the tasks on Ray (extra memaudit[ray]): --ray alone starts a local Ray instance; --ray auto or "
+    help="Run the tasks on Ray (extra memaudit-dlm[ray]): --ray alone starts a local Ray instance; --ray auto or "
     "--ray ray://HOST:PORT joins a cluster (docs/distributed.md).")]
+Threads = Annotated[Optional[int], typer.Option(
+    "--threads", min=1, show_default=False,
+    help="CPU threads for torch. Default: 1 for models under 2 M parameters (faster: docs/performance.md), "
+         "else torch's default; OMP_NUM_THREADS or MEMAUDIT_THREADS, when set, are respected.")]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (nothing on failure).")]
 Weights = Annotated[Optional[str], typer.Option("--weights", callback=_check_weights,
                                                 help="ema | raw (default: ema when present).")]

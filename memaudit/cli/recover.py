@@ -11,6 +11,7 @@ from ..recovery import RecoverySettings
 from ..exit_codes import GATE_CODES
 from .errors import EXIT_INCONCLUSIVE, EXIT_OK, cli_errors
 from .options import SAMPLES_MAX, TRAIN_SOURCES, BatchSize, Checkpoint, Device, ExitZero, JsonOutput, Precision, ScheduleSpec, Seed, \
+from .options import Threads
     StepsPerUnit, TimeInput, TokenizerName, TrustRemoteCode, Weights, check_out_dir, load_options, print_json, \
     require_stdout, resolve_device, write_report_set
 
@@ -37,6 +38,7 @@ def recover(
     schedule: ScheduleSpec = None,
     out: Optional[Path] = typer.Option(None, "--out", help="Write recovery.parquet + summary.json here."),
     device: Device = "auto",
+    threads: Threads = None,
     exit_zero: ExitZero = False,
     json_output: JsonOutput = False,
     pattern: str = typer.Option("uniform", "--pattern", help="Conditioning patterns, comma-separated: uniform "
@@ -51,6 +53,9 @@ def recover(
     """Token recovery of training vs held-out examples: the ground truth of the regime.
 
     Exit codes: 0 generalizing · 1 memorizing · 3 inconclusive · 2 usage · 4 load · 5 runtime."""
+    from .. import threads as torch_threads
+
+    torch_threads.enable(threads)
     from ..recovery import recover as run_recovery
     from ..budget import parse_batch_size
     from ..experiments import parse_float_list

@@ -11,6 +11,7 @@ import typer
 from ..probe import ScanSettings
 from ..progress import console
 from .errors import UsageError, cli_errors
+from .options import Threads
 from .options import TRAIN_SOURCES, BatchSize, Checkpoints, Device, ExitZero, JsonOutput, MaxMemory, Precision, \
     N_TRAIN_MAX, SAMPLES_MAX, STEPS_MAX, RayAddress, Samples, ScheduleSpec, Seed, TimeInput, TokenizerName, \
     TrustRemoteCode, Weights, check_output_targets, load_options, print_json, require_stdout, resolve_device, write_report_set
@@ -57,6 +58,7 @@ def scan(
     time_input: TimeInput = None,
     schedule: ScheduleSpec = None,
     device: Device = "auto",
+    threads: Threads = None,
     batch_size: BatchSize = "auto",
     max_memory: MaxMemory = None,
     adaptive: bool = typer.Option(S.adaptive, "--adaptive/--no-adaptive", help="Sample in rounds (looks at "
@@ -99,6 +101,9 @@ def scan(
     test_data: Optional[Path] = typer.Option(None, "--test", help="Prompt-conditioned families: held-out "
                                              "prompt → response records (.jsonl), compared with --train."),
 ):
+    from .. import threads as torch_threads
+
+    torch_threads.enable(threads)
     from ..probe import scan as run_scan
     from ..report import REPORT_FILES, render_report
     from ..verdict import FAIL_ON, gate_exit_code, load_rule
@@ -125,7 +130,8 @@ def scan(
     if single and set("*?[") & set(checkpoints[0]):   # perhaps a glob: only then load the batch module
         from ..experiments.batch import is_glob
 
-        single = not is_glob(checkpoints[0])
+        # a glob, even one matching nothing (then a failed row, as docs/distributed.md says)
+        single = not is_glob(checkpoints[0]) and Path(checkpoints[0]).exists()
     if not single:
         from .scan_batch import scan_checkpoints
 

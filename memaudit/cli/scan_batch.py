@@ -35,6 +35,9 @@ def scan_checkpoints(arguments: list[str], from_list: Optional[Path], ray: Optio
         targets += [out / slugs[c] / name for c in checkpoints for name in REPORT_FILES]
         check_checkpoints_outside(checkpoints, out)
     check_output_targets(targets)
+    if out is None:
+        console.print(f"memaudit: warning: no --out: the {len(checkpoints)} reports, {TABLE_NAME} and {INDEX_NAME} "
+                      "are not saved (pass --out DIR to keep them)", highlight=False, soft_wrap=True, markup=False)
     backend = make_backend(ray)
     result = scan_many(checkpoints, settings, out=out, weights=weights,
                        device=resolve_device(device, remote=ray is not None), rule=load_rule(rule), backend=backend,

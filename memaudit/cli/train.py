@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from ..progress import console
 from .errors import EXIT_INTERRUPTED, UsageError, cli_errors
+from .options import Threads
 from .options import N_TRAIN_MAX, SAMPLES_MAX, Data, DataSeed, Device, JsonOutput, Preset, SeqLen, VocabSize, print_json, require_stdout, \
     resolve_device
 from .options import Seed as SeedOption
@@ -27,9 +29,16 @@ def train(
     data_seed: DataSeed = 0,
     seq_len: SeqLen = None,
     vocab_size: VocabSize = None,
-    checkpoint_every: int = typer.Option(500, "--checkpoint-every", min=1),
+    save_every: Optional[int] = typer.Option(
+        None, "--save-every", min=1, show_default=False,
+        help="Every N steps (and at the end) also keep the checkpoint as OUT/checkpoint-N/ (config, weights, "
+             "tokenizer, training state): a series that `memaudit scan 'OUT/checkpoint-*' --out DIR` plots "
+             "against the training step."),
+    keep: Optional[int] = typer.Option(None, "--keep", min=1, show_default=False,
+                                       help="With --save-every: keep only the newest K checkpoint-N folders."),
     resume: bool = typer.Option(False, "--resume", help="Continue the checkpoint in --out."),
     device: Device = "auto",
+    threads: Threads = None,
     json_output: JsonOutput = False,
     family: str = typer.Option("ddit", "--family", help="ddit (the UDLM NELBO, default) | diffusion_gemma: a tiny "
                                "DiffusionGemma-architecture reference with the family's objective on the built-in "
@@ -37,6 +46,9 @@ def train(
     n_test: int = typer.Option(8, "--n-test", min=0, help="diffusion_gemma: held-out pairs written beside the model."),
 ):
     """Train a reference uniform-state diffusion model (UDLM NELBO) on built-in or user data."""
+    from .. import threads as torch_threads
+
+    torch_threads.enable(threads)
     from rich.markup import escape
 
     from ..model import PRESETS
@@ -61,7 +73,9 @@ def train(
         return
     cfg = TrainConfig(data=data, n_train=n_train, preset=preset, steps=steps, batch_size=batch_size, lr=lr,
                       warmup=warmup, ema_decay=ema_decay, seed=seed, data_seed=data_seed, seq_len=seq_len,
-                      vocab_size=vocab_size, checkpoint_every=checkpoint_every, device=resolve_device(device))
+                      vocab_size=vocab_size, save_every=save_every, keep=keep, device=resolve_device(device))
+    if keep is not None and save_every is None:
+        raise UsageError("--keep needs --save-every (it limits the checkpoint-N folders that writes)")
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     result = run_training(cfg, out, resume=resume)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 from ..errors import UsageError
 from ..exit_codes import EXIT_RUNTIME, code_of
-RAY_INSTALL_HINT = "pip install 'memaudit[ray]'"
+RAY_INSTALL_HINT = "pip install 'memaudit-dlm[ray]'"
 DEFAULT_RETRIES = 2   # re-runs of a task whose worker or node was lost
 VIEW_PENDING_ROWS = 8
 
@@ -249,7 +249,7 @@ class TaskView:
 
             from ..progress import console
 
-            self.live = Live(self.render(), console=console, refresh_per_second=2, transient=False)
+            self.live = Live(self.render(), console=console, refresh_per_second=2, transient=True)
             self.live.__enter__()
         return self
 
@@ -264,6 +264,11 @@ class TaskView:
     def running(self, key: str) -> None:
         self.status[key] = "running"
         self._refresh()
+        if self.live is None and self.enabled is False:
+            from .. import heartbeat
+
+            if heartbeat.active():   # a log: one line as each task starts, as one when it ends
+                heartbeat.write_line(f"[{time.perf_counter() - self.t0:7.1f}s] {heartbeat.one_line(key)}: running")
 
     def finished(self, outcome: TaskOutcome) -> None:
         self.status[outcome.key] = "done" if outcome.ok else "failed"

@@ -145,8 +145,10 @@ def scan_task(checkpoint: str, settings_dict: dict, weights: str | None, device:
     from ..report.tables import summary_document
 
     settings = ScanSettings(**{**settings_dict, **(execution or {}), "t_profile": tuple(settings_dict["t_profile"])})
+    from ..progress import nested
+
     result = run_scan(checkpoint, settings=settings, weights=weights, device=device, rule=rule,
-                      show_progress=False)
+                      show_progress=nested())
     return {"files": render_report(result), "summary": summary_document(result), "timings": result.timings}
 
 
@@ -312,7 +314,10 @@ def scans_parquet(result: BatchResult) -> bytes:
     from ..report.tables import METADATA_KEY, parquet_bytes
 
     table = pa.Table.from_pandas(result.table(), preserve_index=False)
-    meta = {"memaudit_version": __version__, "settings": result.settings, "rule": result.rule,
+    from ..provenance import SCHEMA_VERSION
+
+    meta = {"schema_version": SCHEMA_VERSION, "memaudit_version": __version__, "settings": result.settings,
+            "rule": result.rule,
             "units": "nats; rates are fractions", "n_checkpoints": len(result.scans)}
     table = table.replace_schema_metadata({METADATA_KEY: json_text(meta, compact=True, ensure_ascii=True).encode()})
     return parquet_bytes(table)

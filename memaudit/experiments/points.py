@@ -105,6 +105,7 @@ def evaluate_point(settings: SweepSettings, out: Path, n: int, report=None,
     from ..recovery import recover
     from ..report import json_bytes, recovery_files, render_report
     from ..train import train
+    from ..progress import nested
 
     report = report or (lambda phase, **info: None)
     pdir = point_dir(out, n)
@@ -119,7 +120,7 @@ def evaluate_point(settings: SweepSettings, out: Path, n: int, report=None,
     if trained_now:
         report("training", steps=cfg.steps)
         started = time.perf_counter()
-        result = train(cfg, ckpt, resume=(state == "partial"), show_progress=False)
+        result = train(cfg, ckpt, resume=(state == "partial"), show_progress=nested())
         timings["train_s"] = time.perf_counter() - started
         if result.interrupted:
             if not allow_truncated:
@@ -138,7 +139,7 @@ def evaluate_point(settings: SweepSettings, out: Path, n: int, report=None,
     started = time.perf_counter()
     denoiser = load(ckpt, weights=settings.weights, device=settings.device)
     rec = recover(denoiser, "auto", "auto", t0=settings.t0, n=settings.recover_n,
-                  steps_per_unit=settings.steps_per_unit, seed=settings.seed, show_progress=False)
+                  steps_per_unit=settings.steps_per_unit, seed=settings.seed, show_progress=nested())
     files = {str(pdir / "recovery"): recovery_files(rec)}
     timings["recover_s"] = time.perf_counter() - started
 
@@ -147,7 +148,7 @@ def evaluate_point(settings: SweepSettings, out: Path, n: int, report=None,
     # all samples (no adaptive stop): the tables keep per-sample values, so that any rule, and the
     # adaptive stopping rule itself, can be replayed on them later
     sc = scan(denoiser, samples=settings.scan_samples, steps=settings.scan_steps, seed=settings.seed,
-              t_profile=tuple(settings.t_profile), show_progress=False, adaptive=False)
+              t_profile=tuple(settings.t_profile), show_progress=nested(), adaptive=False)
     files[str(pdir / "scan")] = render_report(sc, names=["samples.parquet", "summary.json"])
     timings["scan_s"] = time.perf_counter() - started
     raw_scan = None

@@ -191,6 +191,8 @@ def _run_parallel(jobs, workers, view, started, deadline_s, grace_s, allow_trunc
                 _handle(messages.get(timeout=0.5), view, finished, failed)
             except queue_mod.Empty:
                 pass
+            if hasattr(view, "tick"):
+                view.tick()
             if len(failed) >= min(FAIL_FAST, len(jobs)) and not finished:
                 first = next(iter(failed.values()))
                 raise SweepError(f"the first {len(failed)} points failed and none succeeded; stopping "
@@ -255,6 +257,27 @@ class SweepView:
         self.started: dict[tuple, float] = {}
         self.t0 = time.perf_counter()
         self.live = None
+        self.ticker = None
+        if not self.enabled:
+            from .. import heartbeat
+
+            self.ticker = heartbeat.Ticker() if heartbeat.active() else None
+
+    def tick(self) -> None:
+        """Without a terminal: a heartbeat line (points done, which are running, for how long)
+        every MEMAUDIT_HEARTBEAT_S seconds (30) while points run."""
+        if self.ticker is not None:
+            self.ticker.tick(self._heartbeat)
+
+    def _heartbeat(self) -> str:
+        from ..heartbeat import duration
+
+        now = time.perf_counter()
+        finished = sum(1 for s in self.status.values() if s in ("done", "reused", "failed") or s.startswith("skipped"))
+        running = [f"n_train={n} {self.status[(d, p, n)]} {duration(now - self.started[(d, p, n)])}"
+                   for (d, p, n) in self.started if self.status[(d, p, n)] not in ("done", "failed")]
+        return (f"memaudit: sweep {finished}/{len(self.status)} points finished · {duration(now - self.t0)} elapsed"
+                + (f" · running: {', '.join(running)}" if running else ""))
 
     def __enter__(self):
         if self.enabled:
@@ -262,7 +285,7 @@ class SweepView:
 
             from ..progress import console
 
-            self.live = Live(self._render(), console=console, refresh_per_second=2, transient=False)
+            self.live = Live(self._render(), console=console, refresh_per_second=2, transient=True)
             self.live.__enter__()
         return self
 

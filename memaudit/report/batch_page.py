@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 
-from .html import VERDICT_COLORS, esc, html_page, img, new_figure, table
+from .html import VERDICT_COLORS, VERDICT_PLOT_STYLE, esc, html_page, img, new_figure, table
 
 FAILED_COLOR = "#344054"
 
@@ -35,14 +35,15 @@ def across_figure(frame):
             if not _isna(x):
                 top.axvline(x, color=FAILED_COLOR, alpha=0.3, linestyle=":")
             continue
-        colour = VERDICT_COLORS.get(row["verdict"], FAILED_COLOR)
+        style = VERDICT_PLOT_STYLE.get(row["verdict"], {"color": FAILED_COLOR, "marker": "s"})
         lo, hi = row.get("mean_entropy_lo"), row.get("mean_entropy_hi")
         yerr = None
         if not _isna(lo) and not _isna(hi):
             yerr = [[max(row["mean_entropy"] - lo, 0.0)], [max(hi - row["mean_entropy"], 0.0)]]
-        top.errorbar([x], [row["mean_entropy"]], yerr=yerr, fmt="o", color=colour, capsize=3)
+        top.errorbar([x], [row["mean_entropy"]], yerr=yerr, fmt=style["marker"], color=style["color"], capsize=3,
+                     markersize=7)
         if not _isna(row.get("basin_return_rate")):
-            bottom.plot([x], [row["basin_return_rate"]], "s", color=colour)
+            bottom.plot([x], [row["basin_return_rate"]], style["marker"], color=style["color"], markersize=7)
     if len(scanned) > 1:
         xs = scanned["step"] if by_step else [i for i, s in enumerate(frame["status"]) if s == "scanned"]
         top.plot(list(xs), list(scanned["mean_entropy"]), color="#98a2b3", linewidth=1, zorder=0)
@@ -53,11 +54,24 @@ def across_figure(frame):
     if not by_step:
         bottom.set_xticks(list(range(len(frame))))
         bottom.set_xticklabels([str(s)[:18] for s in frame["slug"]], rotation=30, ha="right", fontsize=7)
-    handles = [top.plot([], [], "o", color=c, label=v)[0] for v, c in VERDICT_COLORS.items()]
+    first = first_memorizing_step(frame) if by_step else None
+    if first is not None:   # where the run starts to memorize, on both panels
+        for ax in (top, bottom):
+            ax.axvline(first, color=VERDICT_PLOT_STYLE["memorizing"]["color"], linestyle="--", linewidth=1.2)
+        top.annotate(f"first memorizing: step {first:g}", xy=(first, 1.0), xycoords=("data", "axes fraction"),
+                     xytext=(4, -12), textcoords="offset points", fontsize=8,
+                     color=VERDICT_PLOT_STYLE["memorizing"]["color"])
+    handles = [top.plot([], [], s["marker"], color=s["color"], label=v)[0] for v, s in VERDICT_PLOT_STYLE.items()]
     top.legend(handles=handles, loc="best", fontsize=8)
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
     return fig
+
+
+def first_memorizing_step(frame):
+    """The smallest training step with a memorizing verdict (None when no checkpoint with a step is)."""
+    memorizing = frame[(frame["verdict"] == "memorizing") & frame["step"].notna()]
+    return None if not len(memorizing) else float(memorizing["step"].min())
 
 
 def _isna(value) -> bool:

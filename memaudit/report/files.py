@@ -10,6 +10,8 @@ A new format adds one render function to REPORT_FILES or passes its own mapping 
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -42,10 +44,22 @@ def write_files(out_dir: str | Path, files: dict[str, bytes]) -> dict[str, Path]
     return {name: out_dir / name for name in files}
 
 
+def file_manifest(files: dict[str, bytes]) -> dict:
+    """summary.json's `report_files`: the SHA-256 and size of each Parquet file beside it
+    (what `memaudit verify` checks the files against)."""
+    return {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+            for name, data in sorted(files.items()) if name.endswith(".parquet")}
+
+
 def render_report(result, names: list[str] | None = None) -> dict[str, bytes]:
-    """The report files (all of REPORT_FILES, or the named ones) as bytes, nothing written."""
+    """The report files (all of REPORT_FILES, or the named ones) as bytes, nothing written.
+    summary.json is rendered after the Parquet files and records their hashes (`report_files`)."""
     chosen = REPORT_FILES if names is None else {n: REPORT_FILES[n] for n in names}
-    return {name: render(result) for name, render in chosen.items()}
+    files = {name: render(result) for name, render in chosen.items() if name != "summary.json"}
+    if "summary.json" in chosen:
+        doc = json.loads(chosen["summary.json"](result))
+        files["summary.json"] = json_bytes({**doc, "report_files": file_manifest(files)})
+    return {name: files[name] for name in chosen}
 
 
 def write_report(result, out_dir: str | Path, names: list[str] | None = None) -> dict[str, Path]:
@@ -57,8 +71,10 @@ def recovery_files(result) -> dict[str, bytes]:
     """The files of `memaudit recover --out`: recovery.parquet and summary.json."""
     from ..io import finite_json
 
-    doc = {**result.summary(include_timings=False), "provenance": finite_json(result.provenance())}
-    return {"recovery.parquet": parquet_bytes(result.table()), "summary.json": json_bytes(doc)}
+    table = {"recovery.parquet": parquet_bytes(result.table())}
+    doc = {**result.summary(include_timings=False), "provenance": finite_json(result.provenance()),
+           "report_files": file_manifest(table)}
+    return {**table, "summary.json": json_bytes(doc)}
 
 
 def write_recovery_report(result, out_dir: str | Path) -> dict[str, Path]:

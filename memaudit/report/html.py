@@ -39,6 +39,11 @@ REPORT_NAME = "report.html"
 LOWEST_SAMPLES = 8          # lowest-entropy samples shown as text
 HEATMAP_MAX_ROWS = 256      # heat-map rows (samples) drawn at most; evenly spaced when there are more
 VERDICT_COLORS = {"memorizing": "#b42318", "generalizing": "#067647", "inconclusive": "#b54708"}
+# Figures: a colour-blind-safe palette (Okabe & Ito) and a marker of its own per verdict, so the
+# verdicts stay apart in greyscale and for every common colour-vision deficiency.
+VERDICT_PLOT_STYLE = {"memorizing": {"color": "#D55E00", "marker": "X"},     # vermillion, cross
+                      "generalizing": {"color": "#0072B2", "marker": "o"},   # blue, circle
+                      "inconclusive": {"color": "#CC79A7", "marker": "^"}}   # reddish purple, triangle
 
 
 # ----------------------------------------------------------------------------- page building

@@ -128,9 +128,11 @@ class Evidence:
     vocab_size: int | None = None
     seq_len: int | None = None
     n_parameters: int | None = None
+    confidence: float | None = None          # the level of the intervals above (None: the rule's)
 
     @classmethod
-    def from_stats(cls, stats: dict, steps: int | None = None, n_parameters: int | None = None) -> "Evidence":
+    def from_stats(cls, stats: dict, steps: int | None = None, n_parameters: int | None = None,
+                   confidence: float | None = None) -> "Evidence":
         return cls(n_samples=int(stats["n_samples"]), mean_entropy=float(stats["mean_entropy"]),
                    mean_entropy_ci=tuple(stats["mean_entropy_ci"]), max_entropy=float(stats["max_entropy"]),
                    near_zero_sample_fraction=float(stats["near_zero_sample_fraction"]),
@@ -149,7 +151,8 @@ class Evidence:
                    position_information=_float(stats.get("position_information")),
                    position_information_p=_float(stats.get("position_information_p")),
                    layout=stats.get("layout"),
-                   vocab_size=stats.get("vocab_size"), seq_len=stats.get("seq_len"), n_parameters=n_parameters)
+                   vocab_size=stats.get("vocab_size"), seq_len=stats.get("seq_len"), n_parameters=n_parameters,
+                   confidence=confidence)
 
     @property
     def basins_measured(self) -> bool:
@@ -263,6 +266,12 @@ class Rule:
                 "evidence": self.evidence, "domain": self.domain}
 
     # -- the decision -------------------------------------------------------------------------
+    def interval_label(self, ev: Evidence) -> tuple[str, str]:
+        """("95% CI", "95%"): the level of the intervals the evidence was taken at (99.9% at an
+        adaptive scan's early look, memaudit.verdict.sequential), for every sentence that quotes one."""
+        level = f"{100 * (self.confidence if ev.confidence is None else ev.confidence):.10g}%"
+        return f"{level} CI", level
+
     def decide(self, ev: Evidence, entropy_only: bool = False) -> Decision:
         """The verdict on `ev`. entropy_only: skip the stored-set evidence (coincidences, basins)
         and the domain check, as the 2026-11 rule did; only the fitting of thresholds uses it."""
@@ -271,6 +280,7 @@ class Rule:
         f_lo, f_hi = ev.near_zero_sample_fraction_ci
         r_lo = ev.entropy_ratio_ci[0]
         fmt = _fmt
+        ci, _ = self.interval_label(ev)
 
         if ev.n_samples < self.min_samples:
             return Decision("inconclusive", "too_few_samples",
@@ -299,10 +309,10 @@ class Rule:
             repeats, attractors, outside, locked = "", "", [], ""
             ev = replace(ev, basin_return_rate=math.nan)
         if low_by_mean or low_by_share:
-            entropy_says = (f"mean entropy {fmt(ev.mean_entropy)} nats, CI [{fmt(h_lo)}, {fmt(h_hi)}] below "
+            entropy_says = (f"mean entropy {fmt(ev.mean_entropy)} nats, {ci} [{fmt(h_lo)}, {fmt(h_hi)}] below "
                             f"{fmt(th_m['mean_entropy_max'])}" if low_by_mean else
                             f"{ev.near_zero_sample_fraction:.0%} of samples have mean entropy < τ = {self.tau:g} "
-                            f"(CI lower bound {f_lo:.0%} > {th_m['near_zero_sample_fraction_min']:.0%})")
+                            f"({ci} lower bound {f_lo:.0%} > {th_m['near_zero_sample_fraction_min']:.0%})")
             if entropy_only:
                 return Decision("memorizing", "low_entropy", entropy_says)
             if repeats:
@@ -324,7 +334,7 @@ class Rule:
         few_dups = ev.duplicate_rate <= th_g["duplicate_rate_max"]
         stable_max = th_g.get("fixed_point_distance_max")
         if gen_by_mean and gen_by_share and few_dups:
-            finite = f"mean entropy {fmt(ev.mean_entropy)} nats, CI [{fmt(h_lo)}, {fmt(h_hi)}] above " \
+            finite = f"mean entropy {fmt(ev.mean_entropy)} nats, {ci} [{fmt(h_lo)}, {fmt(h_hi)}] above " \
                      f"{fmt(th_g['mean_entropy_min'])}"
             if repeats or attractors:
                 return Decision("inconclusive", "conflicting_signals",
@@ -350,7 +360,7 @@ class Rule:
                 if b_hi > self.evidence["basin_return_max"]:
                     return Decision("inconclusive", "conflicting_signals",
                                     f"{finite} looks generalizing, but {ev.basin_return_rate:.0%} of samples come back "
-                                    f"whole after re-noising at t = {self.evidence['basin_t']:g} (CI upper bound "
+                                    f"whole after re-noising at t = {self.evidence['basin_t']:g} ({ci} upper bound "
                                     f"{b_hi:.0%} > {self.evidence['basin_return_max']:.0%}); more samples or "
                                     "`memaudit recover` decide")
             elif outside:
@@ -372,14 +382,14 @@ class Rule:
         if gen_by_mean and not (gen_by_share and few_dups):
             problem = (f"{ev.duplicate_rate:.0%} duplicate samples (> {th_g['duplicate_rate_max']:.0%})"
                        if not few_dups else
-                       f"near-zero sample share CI upper bound {f_hi:.0%} ≥ {th_g['near_zero_sample_fraction_max']:.0%}")
+                       f"near-zero sample share {ci} upper bound {f_hi:.0%} ≥ {th_g['near_zero_sample_fraction_max']:.0%}")
             return Decision("inconclusive", "conflicting_signals",
                             f"mean entropy {fmt(ev.mean_entropy)} nats looks generalizing but {problem}")
         straddles = [name for name, value in (("memorizing", th_m["mean_entropy_max"]),
                                               ("generalizing", th_g["mean_entropy_min"])) if h_lo <= value <= h_hi]
         if straddles:
             return Decision("inconclusive", "ci_straddles_threshold",
-                            f"mean entropy CI [{fmt(h_lo)}, {fmt(h_hi)}] straddles the {straddles[0]} threshold "
+                            f"mean entropy {ci} [{fmt(h_lo)}, {fmt(h_hi)}] straddles the {straddles[0]} threshold "
                             f"{fmt(th_m['mean_entropy_max'] if straddles[0] == 'memorizing' else th_g['mean_entropy_min'])}"
                             " nats; more samples may decide")
         return Decision("inconclusive", "between_thresholds",
@@ -392,13 +402,14 @@ class Rule:
         repeats / attractors are empty strings when that evidence is absent; spread describes the
         samples' diversity for explanations."""
         th = self.evidence
+        ci, level = self.interval_label(ev)
         lo_n, hi_n = ev.distinct_sequences_ci
         repeats = ""
         if ev.colliding_pairs >= th["min_colliding_pairs"]:
             repeats = (f"{ev.colliding_pairs} identical pairs among {ev.n_samples} samples "
                        f"({ev.duplicate_rate:.0%} repeats): they are drawn from about "
                        f"{_count(ev.sample_pairs / ev.colliding_pairs)} sequences "
-                       f"(95% CI {_count(lo_n)}–{_count(hi_n)})")
+                       f"({ci} {_count(lo_n)}–{_count(hi_n)})")
         elif ev.near_pairs is not None and ev.near_pairs >= th["min_near_pairs"]:
             repeats = (f"{ev.near_pairs} pairs among {ev.n_samples} samples differ in at most "
                        f"{th['near_copy_fraction']:.0%} of their tokens ({ev.colliding_pairs} identical): "
@@ -406,12 +417,12 @@ class Rule:
         attractors = ""
         if ev.basins_measured and ev.basin_return_rate_ci[0] > th["basin_return_min"]:
             attractors = (f"{ev.basin_return_rate:.0%} come back whole after re-noising at t = {th['basin_t']:g} "
-                          f"(CI lower bound {ev.basin_return_rate_ci[0]:.0%} > {th['basin_return_min']:.0%})")
+                          f"({ci} lower bound {ev.basin_return_rate_ci[0]:.0%} > {th['basin_return_min']:.0%})")
         spread = f"{ev.colliding_pairs} identical pairs among {ev.n_samples} samples"
         if ev.near_pairs is not None:
             spread += f", {ev.near_pairs} within {th['near_copy_fraction']:.0%} of their tokens"
         if lo_n is not None:
-            spread += f", at least {_count(lo_n)} distinct sequences (95%)"
+            spread += f", at least {_count(lo_n)} distinct sequences ({level})"
         if ev.basins_measured:
             spread += f"; {ev.basin_return_rate:.0%} return whole after re-noising at t = {th['basin_t']:g}"
         return repeats, attractors, spread
