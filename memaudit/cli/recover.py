@@ -10,8 +10,8 @@ from ..progress import console
 from ..recovery import RecoverySettings
 from ..exit_codes import GATE_CODES
 from .errors import EXIT_INCONCLUSIVE, EXIT_OK, cli_errors
-from .options import SAMPLES_MAX, TRAIN_SOURCES, BatchSize, Checkpoint, Device, ExitZero, JsonOutput, Precision, ScheduleSpec, Seed, \
 from .options import Threads
+from .options import SAMPLES_MAX, TRAIN_SOURCES, BatchSize, Checkpoint, Device, ExitZero, JsonOutput, Precision, ScheduleSpec, Seed, \
     StepsPerUnit, TimeInput, TokenizerName, TrustRemoteCode, Weights, check_out_dir, load_options, print_json, \
     require_stdout, resolve_device, write_report_set
 
