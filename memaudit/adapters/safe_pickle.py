@@ -196,7 +196,7 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
     stride = _check_int_tuple(stride, "stride")
     if len(size) != len(stride) or storage_offset < 0 or any(s < 0 for s in size) or any(s < 0 for s in stride):
         raise pickle.UnpicklingError("malformed tensor geometry")
-    t = torch.empty((0,), dtype=storage.dtype)
+    t = torch.empty((0,), dtype=storage.dtype, device=storage.untyped.device)  # meta: _load_legacy's first pass
     numel = 1
     for n in size:
         numel *= n
@@ -699,71 +699,118 @@ def _load_zip(path: Path) -> Any:
 
 
 def _load_legacy(path: Path) -> Any:
-    file_size = path.stat().st_size
+    """A legacy (pre-zip) torch file: five pickles (magic number, protocol version, system info,
+    the object, the storage keys), then each storage as an 8-byte element count and its bytes.
+
+    Nothing is allocated from what the file declares: the pickles are read from the file's first
+    MAX_PICKLE_BYTES only (a pickle opcode claiming gigabytes fails on the short buffer instead of
+    reading them), every storage's extent is checked against the file's size, and the object is
+    unpickled twice — once with storages on the `meta` device (no memory) to learn their sizes and
+    order, once with each storage a slice of the memory-mapped file. A sparse file of gigabytes
+    therefore costs nothing until a tensor is read (big-endian files, which must be byte-swapped in
+    memory, may not declare more storage bytes than the blocks the file really occupies)."""
+    stat = path.stat()
+    file_size = stat.st_size
     with open(path, "rb") as f:
-        def no_storage(pid):
-            raise pickle.UnpicklingError("unexpected storage reference")
+        head = f.read(min(file_size, MAX_PICKLE_BYTES))
+    bio = io.BytesIO(head)
 
-        def small(what):
-            try:
-                return run_unpickler(f, no_storage)
-            except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
-                raise LoadError(f"{path}: corrupt legacy PyTorch file ({what}: {e})") from None
+    def no_storage(pid):
+        raise pickle.UnpicklingError("unexpected storage reference")
 
-        if small("magic number") != LEGACY_MAGIC:
-            raise LoadError(f"{path}: not a PyTorch checkpoint (bad magic number)")
-        if small("protocol version") != 1001:
-            raise LoadError(f"{path}: unsupported legacy PyTorch protocol version")
-        sys_info = small("system info")
-        little = not isinstance(sys_info, dict) or sys_info.get("little_endian", True)
-        pending: dict[str, tuple[torch.dtype, int, torch.UntypedStorage]] = {}
-        storages: dict[str, Storage] = {}
-        allocated = [0]
+    def corrupt(what: str, e: BaseException | str):
+        if file_size > len(head) and bio.tell() >= len(head) - 16:
+            return UnsafeSize(f"the pickles of this legacy PyTorch file are larger than the "
+                              f"{MAX_PICKLE_BYTES >> 20} MiB memaudit unpickles")
+        return LoadError(f"{path}: corrupt legacy PyTorch file ({what}: {e})")
 
-        def persistent_load(pid):
-            key, info = _pid_parts(pid, legacy=True)
-            if key == "module":
-                module_record = inert_class("legacy.module", refuse=False)
-                return module_record.__new__(module_record)
-            dtype, numel, view = info
-            if view is not None:
-                raise pickle.UnpicklingError("legacy storage views are not supported")
-            if key not in storages:
-                nbytes = numel * _element_size(dtype)
-                allocated[0] += nbytes
-                if nbytes > file_size:
-                    raise pickle.UnpicklingError(f"storage {key} larger than the file")
-                if allocated[0] > file_size:  # each storage's bytes follow the pickle in the file
-                    raise UnsafeSize(f"storages declared by the pickle total more than the {file_size:,}-byte "
-                                     f"file holds")
-                untyped = torch.UntypedStorage(nbytes)
-                pending[key] = (dtype, numel, untyped)
-                storages[key] = Storage(untyped, dtype)
-            return storages[key]
+    def small(what):
+        try:
+            return run_unpickler(bio, no_storage)
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+            raise corrupt(what, e) from None
 
-        result = run_unpickler(f, persistent_load)
-        keys = small("storage keys")
-        if not isinstance(keys, list):
-            raise LoadError(f"{path}: corrupt legacy PyTorch file (storage keys)")
+    if small("magic number") != LEGACY_MAGIC:
+        raise LoadError(f"{path}: not a PyTorch checkpoint (bad magic number)")
+    if small("protocol version") != 1001:
+        raise LoadError(f"{path}: unsupported legacy PyTorch protocol version")
+    sys_info = small("system info")
+    little = not isinstance(sys_info, dict) or sys_info.get("little_endian", True)
+    main_start = bio.tell()
+    declared: dict[str, tuple[torch.dtype, int]] = {}
+    total = [0]
+
+    def placeholder(pid):   # pass 1: sizes and dtypes only, storages on the meta device
+        key, info = _pid_parts(pid, legacy=True)
+        if key == "module":
+            module_record = inert_class("legacy.module", refuse=False)
+            return module_record.__new__(module_record)
+        dtype, numel, view = info
+        if view is not None:
+            raise pickle.UnpicklingError("legacy storage views are not supported")
+        if key not in declared:
+            nbytes = numel * _element_size(dtype)
+            total[0] += nbytes
+            if nbytes > file_size:
+                raise pickle.UnpicklingError(f"storage {key} larger than the file")
+            if total[0] > file_size:  # each storage's bytes follow the pickle in the file
+                raise UnsafeSize(f"storages declared by the pickle total more than the {file_size:,}-byte "
+                                 f"file holds")
+            declared[key] = (dtype, numel)
+        dtype, numel = declared[key]
+        return Storage(torch.UntypedStorage(numel * _element_size(dtype), device="meta"), dtype)
+
+    try:
+        run_unpickler(bio, placeholder)
+    except (pickle.UnpicklingError, EOFError) as e:
+        raise corrupt("object", e) from None
+    keys = small("storage keys")
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise LoadError(f"{path}: corrupt legacy PyTorch file (storage keys)")
+    offsets: dict[str, int] = {}
+    offset = bio.tell()
+    with open(path, "rb") as f:
         for key in keys:
-            if key not in pending:
-                raise LoadError(f"{path}: corrupt legacy PyTorch file (unknown storage {key})")
-            dtype, numel, untyped = pending[key]
+            if key not in declared or key in offsets:
+                raise LoadError(f"{path}: corrupt legacy PyTorch file (unknown storage {key:.40})")
+            dtype, numel = declared[key]
+            f.seek(offset)
             header = f.read(8)
             if len(header) != 8:
                 raise LoadError(f"{path}: truncated legacy PyTorch file")
-            count = struct.unpack("<q" if little else ">q", header)[0]
-            elsize = _element_size(dtype)
-            if count != numel:
-                raise LoadError(f"{path}: corrupt legacy PyTorch file (storage {key} size)")
-            raw = f.read(count * elsize)
-            if len(raw) != count * elsize:
+            if struct.unpack("<q" if little else ">q", header)[0] != numel:
+                raise LoadError(f"{path}: corrupt legacy PyTorch file (storage {key:.40} size)")
+            offsets[key] = offset + 8
+            offset += 8 + numel * _element_size(dtype)
+            if offset > file_size:
                 raise LoadError(f"{path}: truncated legacy PyTorch file")
-            buf = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
-            if not little and elsize > 1:
-                buf = buf.view(-1, elsize).flip(1).reshape(-1)
-            torch.empty(0, dtype=torch.uint8).set_(untyped).copy_(buf)
-    return result
+    if set(offsets) != set(declared):
+        raise LoadError(f"{path}: corrupt legacy PyTorch file (storages without data)")
+    swap = not little and any(_element_size(d) > 1 for d, _ in declared.values())
+    occupied = getattr(stat, "st_blocks", 0) * 512 or file_size
+    if swap and total[0] > occupied:
+        raise UnsafeSize(f"the big-endian storages ({total[0]:,} bytes) are larger than the {occupied:,} bytes the "
+                         f"file occupies on disk (a sparse file); refusing to read them into memory")
+    mapped = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=file_size) if declared else None
+    storages: dict[str, Storage] = {}
+
+    def mapped_storage(pid):   # pass 2: slices of the mapped file
+        key, info = _pid_parts(pid, legacy=True)
+        if key == "module":
+            module_record = inert_class("legacy.module", refuse=False)
+            return module_record.__new__(module_record)
+        if key not in storages:
+            dtype, numel = declared[key]
+            nbytes = numel * _element_size(dtype)
+            untyped = mapped[offsets[key]: offsets[key] + nbytes]
+            if not little and _element_size(dtype) > 1:
+                flipped = torch.empty(0, dtype=torch.uint8).set_(untyped).view(-1, _element_size(dtype)).flip(1)
+                untyped = flipped.contiguous().untyped_storage()
+            storages[key] = Storage(untyped, dtype)
+        return storages[key]
+
+    bio.seek(main_start)
+    return run_unpickler(bio, mapped_storage)
 
 
 def safe_load(path: str | Path) -> Any:
