@@ -322,16 +322,16 @@ def load_state_into(model: DDiT, state: dict[str, torch.Tensor], source: str) ->
 
 
 def load_tokenizer(path: Path):
-    from tokenizers import Tokenizer
+    """A tokenizer.json file, checked before the tokenizers library sees it (tokenizer_json.py)."""
+    from .tokenizer_json import tokenizer_from_json
 
     data = read_limited(path, MAX_TOKENIZER_BYTES)
     try:
-        return Tokenizer.from_str(data.decode("utf-8"))
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise LoadError(f"{path}: unreadable tokenizer (not UTF-8: {e})") from None
-    except Exception as e:  # tokenizers raises a bare Exception on malformed JSON
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise LoadError(f"{path}: unreadable tokenizer ({first})") from None
+    del data
+    return tokenizer_from_json(text, str(path))
 
 
 def _tokenizer_file(path: Path, entry) -> Path | None:
