@@ -500,7 +500,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                               measured["basin"], denoiser.vocab_size, early, t_values,
                               measured["near_earlier"], near_fraction, measured["tokens"])
             decision = rule.decide(Evidence.from_stats(stats, steps=settings.steps,
-                                                       n_parameters=model.get("n_parameters")))
+                                                       n_parameters=model.get("n_parameters"), schedule_eps=_schedule_eps(model)))
             timings["looks"].append({"samples": look, "verdict": decision.verdict})
             if sequential.stops(decision):
                 break
@@ -527,13 +527,13 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                                                              stream=stream, batch_size=batch.batch_size)[0].numpy(),
             seed=settings.seed, resamples=settings.bootstrap_resamples, confidence=settings.confidence)
         timings["training_evidence_s"] = time.perf_counter() - t0
-    evidence = Evidence.from_stats(stats, steps=settings.steps, n_parameters=model.get("n_parameters"))
+    evidence = Evidence.from_stats(stats, steps=settings.steps, n_parameters=model.get("n_parameters"), schedule_eps=_schedule_eps(model))
     if n_used < planned[-1]:
         decision_settings = replace(settings, confidence=sequential.EARLY_CONFIDENCE)
         early_stats = summarize(entropy, top1, dup_of, fp_dist, basin, denoiser.vocab_size, decision_settings,
                                 t_values, near_earlier, near_fraction, tokens_np)
         decision = rule.decide(Evidence.from_stats(early_stats, steps=settings.steps,
-                                                   n_parameters=model.get("n_parameters")))
+                                                   n_parameters=model.get("n_parameters"), schedule_eps=_schedule_eps(model)))
     else:
         decision = rule.decide(evidence)
     stop = sequential.stopping(settings.adaptive, planned, n_used, decision.verdict)
@@ -546,6 +546,13 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                       near_copies_earlier=near_earlier, stats=stats, stopping=stop.describe(),
                       domain=rule.domain_check(evidence), timings=timings,
                       decode=denoiser.decode if denoiser.tokenizer is not None else None, training=training)
+
+
+def _schedule_eps(model: dict) -> float | None:
+    """ε of the checkpoint's log-linear or cosine schedule (the rule's domain checks it), else None."""
+    schedule = model.get("schedule") if isinstance(model.get("schedule"), dict) else {}
+    eps = schedule.get("eps") if schedule.get("name") in ("loglinear", "cosine") else None
+    return float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
 
 
 def probe_round(denoiser: Denoiser, settings: ScanSettings, t_values: list[float], first: int, n: int,
