@@ -64,7 +64,9 @@ def exit_code_for(e: BaseException) -> tuple[str, int]:
         return str(e), EXIT_RUNTIME
     if isinstance(e, KeyboardInterrupt):
         return "interrupted", EXIT_INTERRUPTED
-    if isinstance(e, MemoryError):
+    if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e)):
+        # torch's allocator raises RuntimeError("[enforce fail at alloc_cpu.cpp] … DefaultCPUAllocator:
+        # can't allocate memory …"): the documented line, not torch's text
         return "out of memory; lower --batch-size or --samples", EXIT_RUNTIME
     text = str(e).splitlines()[0] if str(e) else ""
     return f"runtime failure: {type(e).__name__}: {text}", EXIT_RUNTIME

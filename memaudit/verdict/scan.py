@@ -259,6 +259,8 @@ class Rule:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise RuleError(f"rule file {path}: not valid JSON ({e})") from None
+        except RecursionError:   # json recurses once per level: 100,000 nested brackets
+            raise RuleError(f"rule file {path}: nested too deeply to be a rule") from None
         return cls.from_dict(data, sha256=hashlib.sha256(raw).hexdigest(), origin=f"rule file {path}")
 
     def describe(self) -> dict:
