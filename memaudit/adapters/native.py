@@ -219,10 +219,28 @@ def safetensors_header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     return out
 
 
+def load_safetensors_file(path: Path) -> dict[str, torch.Tensor]:
+    """safetensors' load_file, also for a path that is not UTF-8 (a directory named with byte 0xff:
+    safetensors takes only str paths it can encode; the file is then read through its descriptor)."""
+    name = str(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        if not os.path.isdir("/proc/self/fd"):
+            raise LoadError(f"{name.encode('utf-8', 'backslashreplace').decode()}: the path is not valid UTF-8, "
+                            f"which the safetensors library cannot open") from None
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return load_file(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+    return load_file(name)
+
+
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     regular_file(path)
     try:
-        return load_file(str(path))
+        return load_safetensors_file(path)
     except FileNotFoundError:
         raise LoadError(f"{path}: file missing") from None
     except PermissionError:
