@@ -135,6 +135,7 @@ class Evidence:
     @classmethod
     def from_stats(cls, stats: dict, steps: int | None = None, n_parameters: int | None = None,
                    schedule_eps: float | None = None) -> "Evidence":
+        eps = schedule_eps if schedule_eps is not None else stats.get("schedule_eps")
         return cls(n_samples=int(stats["n_samples"]), mean_entropy=float(stats["mean_entropy"]),
                    mean_entropy_ci=tuple(stats["mean_entropy_ci"]), max_entropy=float(stats["max_entropy"]),
                    near_zero_sample_fraction=float(stats["near_zero_sample_fraction"]),
@@ -154,8 +155,7 @@ class Evidence:
                    position_information_p=_float(stats.get("position_information_p")),
                    layout=stats.get("layout"),
                    vocab_size=stats.get("vocab_size"), seq_len=stats.get("seq_len"), n_parameters=n_parameters,
-                   schedule_eps=_float(schedule_eps if schedule_eps is not None else stats.get("schedule_eps"))
-                   if (schedule_eps if schedule_eps is not None else stats.get("schedule_eps")) is not None else None)
+                   schedule_eps=eps if eps is None else float(eps))
 
     @property
     def basins_measured(self) -> bool:
