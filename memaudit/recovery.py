@@ -361,7 +361,11 @@ def resolve_examples(spec, denoiser: Denoiser, split: str, n: int, seed: int = 0
 
     eos = denoiser.tokenizer.token_to_id(EOS_TOKEN)
     ids: list[int] = []
-    for enc in denoiser.tokenizer.encode_batch(documents, add_special_tokens=False):
+    from .adapters.tokenizer_json import contained
+
+    with contained("the checkpoint's tokenizer"):   # a panic of the native library: one line, exit 4
+        encodings = denoiser.tokenizer.encode_batch(documents, add_special_tokens=False)
+    for enc in encodings:
         ids.extend(enc.ids)
         if eos is not None:
             ids.append(eos)
