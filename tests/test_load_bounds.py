@@ -116,6 +116,16 @@ def test_str_of_a_repeated_memoized_string_is_charged_by_size(tmp_path):
     check_refused(["inspect", path], 4, "repeat.ckpt", "MiB of values")
 
 
+def test_list_of_a_memoized_string_called_again_and_again_is_charged(tmp_path):
+    """2,000 × list(s) of one memoized 100,000-character string: a 112 KB pickle, 1.6 GB of lists
+    (1.8 GB peak before the build budget)."""
+    s = b"a" * 100_000
+    pkl = (b"\x80\x02cbuiltins\nlist\nq\x01X" + struct.pack("<I", len(s)) + s + b"q\x020]("
+           + b"h\x01h\x02\x85R" * 2000 + b"e.")
+    path = torch_archive(tmp_path / "lists.ckpt", pkl)
+    check_refused(["inspect", path], 4, "lists.ckpt", "builtins.list")
+
+
 def test_bytearray_with_a_size_is_refused_before_allocating(tmp_path):
     pkl = b"\x80\x02cbuiltins\nbytearray\n\x8a\x06\x00\x10\xa5\xd4\xe8\x00\x85R."   # bytearray(10**12)
     path = torch_archive(tmp_path / "ba.ckpt", pkl)
