@@ -59,8 +59,9 @@ class Schedule(Protocol):
 
 def check_eps(eps, where: str = "schedule.eps") -> float:
     """The one validation of a schedule's ε, for every checkpoint format: a finite number with
-    0 < ε < 1 (ε = 0 makes σ_1 infinite; ε ≥ 1 leaves no noise). → float(eps), or ValueError naming
-    `where`."""
+    MIN_EPS ≤ ε < 1 (ε = 0 makes σ_1 infinite, and so does any ε lost in float32; ε ≥ 1 leaves no
+    noise). → float(eps), or ValueError naming `where`. Which ε the scan rule was validated with is
+    the rule's domain (verdict/scan.py, SCHEDULE_EPS_DOMAIN), not a load error."""
     if isinstance(eps, bool) or not isinstance(eps, (int, float, str)):
         raise ValueError(f"{where} must be a number in (0, 1), found {eps!r:.60}")
     try:
@@ -69,7 +70,13 @@ def check_eps(eps, where: str = "schedule.eps") -> float:
         raise ValueError(f"{where} must be a number in (0, 1), found {eps!r:.60}") from None
     if not (math.isfinite(value) and 0 < value < 1):
         raise ValueError(f"{where} must be a number in (0, 1), found {value}")
+    if value < MIN_EPS:  # α_1 = ε: below float32's resolution of 1 − (1 − ε)t it rounds to 0, σ_1 = ∞
+        raise ValueError(f"{where} = {value:g} is below {MIN_EPS:g}: α_t = 1 − (1 − ε)t cannot be represented "
+                         f"in float32 near t = 1 (σ_1 would be infinite)")
     return value
+
+
+MIN_EPS = 1e-6   # check_eps: smaller ε are lost in float32 arithmetic (1 − ε rounds to 1 below ~6e-8)
 
 
 def check_float(value, where: str) -> float:

@@ -59,7 +59,9 @@ def code_of(e: BaseException) -> tuple[str, int]:
         for (module, name), code in _BY_CLASS.items():
             if cls.__name__ == name and cls.__module__.startswith(module):
                 return (f"runtime failure: {text}" if name == "NonFiniteOutput" else text), code
-    if isinstance(e, MemoryError):
+    if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e)):
+        # torch's allocator raises RuntimeError("[enforce fail at alloc_cpu.cpp] … DefaultCPUAllocator:
+        # can't allocate memory …"): the documented line, not torch's text
         return OUT_OF_MEMORY, EXIT_RUNTIME
     if isinstance(e, RecursionError):
         return "runtime failure: input nested too deeply (RecursionError)", EXIT_RUNTIME

@@ -509,7 +509,8 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
             if look == planned[-1]:
                 break
             _, decision = decide_on(measured, denoiser.vocab_size, settings, t_values, rule,
-                                    model.get("n_parameters"), sequential.EARLY_CONFIDENCE)
+                                    model.get("n_parameters"), sequential.EARLY_CONFIDENCE,
+                                    schedule_eps=_schedule_eps(model))
             timings["looks"].append({"samples": look, "verdict": decision.verdict})
             if sequential.stops(decision):
                 break
@@ -519,7 +520,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     near_earlier = measured["near_earlier"]
     n_used = len(tokens_np)
     stats, evidence, decision, stop = judge(measured, denoiser.vocab_size, settings, t_values, rule, planned,
-                                            model.get("n_parameters"))
+                                            model.get("n_parameters"), schedule_eps=_schedule_eps(model))
     training = None
     if training_docs is not None:
         from .extraction import training_evidence
@@ -555,7 +556,8 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
 
 
 def decide_on(measured: dict, vocab_size: int, settings: ScanSettings, t_values: list[float], rule,
-              n_parameters: int | None, confidence: float | None = None) -> tuple[dict, Any]:
+              n_parameters: int | None, confidence: float | None = None,
+              schedule_eps: float | None = None) -> tuple[dict, Any]:
     """(statistics, decision) of the rule on measured per-sample values (`join_rounds`' keys:
     tokens, entropy, top1, fp_dist, basin, duplicate_of, near_earlier), with every interval at
     `confidence` (None: the settings'). The one place a scan and `memaudit verify` judge."""
@@ -567,27 +569,37 @@ def decide_on(measured: dict, vocab_size: int, settings: ScanSettings, t_values:
                       measured["basin"], vocab_size, at, t_values, measured["near_earlier"], near_fraction,
                       measured["tokens"])
     return stats, rule.decide(Evidence.from_stats(stats, steps=settings.steps, n_parameters=n_parameters,
-                                                  confidence=at.confidence))
+                                                  confidence=at.confidence, schedule_eps=schedule_eps))
 
 
 def judge(measured: dict, vocab_size: int, settings: ScanSettings, t_values: list[float], rule,
-          planned: list[int], n_parameters: int | None) -> tuple[dict, Any, Any, Any]:
+          planned: list[int], n_parameters: int | None,
+          schedule_eps: float | None = None) -> tuple[dict, Any, Any, Any]:
     """What a scan reports from all the samples it drew (`measured`, as `decide_on`) after the looks
     `planned`: (statistics at the rule's confidence, their Evidence, the decision — at
     EARLY_CONFIDENCE when the scan stopped before the last look — and the Stopping record)."""
     from .verdict import Evidence, sequential
 
     n_used = len(measured["tokens"])
-    stats, decision = decide_on(measured, vocab_size, settings, t_values, rule, n_parameters)
+    stats, decision = decide_on(measured, vocab_size, settings, t_values, rule, n_parameters,
+                                schedule_eps=schedule_eps)
     if settings.n_train is not None:
         stats["n_train"] = settings.n_train
         stats["n_train_comparison"] = training_set_comparison(stats, settings.n_train,
                                                               int(rule.evidence["min_colliding_pairs"]))
-    evidence = Evidence.from_stats(stats, steps=settings.steps, n_parameters=n_parameters)
+    evidence = Evidence.from_stats(stats, steps=settings.steps, n_parameters=n_parameters,
+                                   schedule_eps=schedule_eps)
     if n_used < planned[-1]:
         _, decision = decide_on(measured, vocab_size, settings, t_values, rule, n_parameters,
-                                sequential.EARLY_CONFIDENCE)
+                                sequential.EARLY_CONFIDENCE, schedule_eps=schedule_eps)
     return stats, evidence, decision, sequential.stopping(settings.adaptive, planned, n_used, decision.verdict)
+
+
+def _schedule_eps(model: dict) -> float | None:
+    """ε of the checkpoint's log-linear or cosine schedule (the rule's domain checks it), else None."""
+    schedule = model.get("schedule") if isinstance(model.get("schedule"), dict) else {}
+    eps = schedule.get("eps") if schedule.get("name") in ("loglinear", "cosine") else None
+    return float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
 
 
 def probe_round(denoiser: Denoiser, settings: ScanSettings, t_values: list[float], first: int, n: int,

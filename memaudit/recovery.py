@@ -346,12 +346,7 @@ def resolve_examples(spec, denoiser: Denoiser, split: str, n: int, seed: int = 0
         return _auto_examples(denoiser, split, n)
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".npy":
-        if not path.is_file():
-            raise RecoveryError(f"--{split}: file not found: {path}")
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise RecoveryError(f"--{split}: {path} is not a readable .npy array ({e})") from None
+        arr = read_token_npy(path, split)
         tokens = _check_tokens(torch.as_tensor(arr), denoiser, split)
         return _seeded_subset(tokens, n, seed, split), {"source": "npy", "path": str(path.resolve()),
                                                         "n_available": int(tokens.shape[0])}
@@ -369,7 +364,11 @@ def resolve_examples(spec, denoiser: Denoiser, split: str, n: int, seed: int = 0
 
     eos = denoiser.tokenizer.token_to_id(EOS_TOKEN)
     ids: list[int] = []
-    for enc in denoiser.tokenizer.encode_batch(documents, add_special_tokens=False):
+    from .adapters.tokenizer_json import contained
+
+    with contained("the checkpoint's tokenizer"):   # a panic of the native library: one line, exit 4
+        encodings = denoiser.tokenizer.encode_batch(documents, add_special_tokens=False)
+    for enc in encodings:
         ids.extend(enc.ids)
         if eos is not None:
             ids.append(eos)
@@ -381,6 +380,48 @@ def resolve_examples(spec, denoiser: Denoiser, split: str, n: int, seed: int = 0
     tokens = _check_tokens(tokens, denoiser, split)
     return _seeded_subset(tokens, n, seed, split), {"source": "file", "path": str(resolved),
                                                     "n_available": int(n_blocks), "separator": EOS_TOKEN}
+
+
+def read_token_npy(path: Path, split: str) -> np.ndarray:
+    """A .npy file of token ids, its header checked before anything is allocated: an integer dtype
+    (not datetime, strings or objects), a shape whose bytes the file really holds, not sparse.
+    RecoveryError (exit 2, one line) otherwise."""
+    from .data import DataError
+    from .data.readers import check_not_sparse
+
+    if not path.exists():
+        raise RecoveryError(f"--{split}: file not found: {path}")
+    if not path.is_file():
+        raise RecoveryError(f"--{split}: {path} is not a regular file")
+    try:
+        check_not_sparse(path)
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+            offset = f.tell()
+    except DataError as e:
+        raise RecoveryError(f"--{split}: {e}") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise RecoveryError(f"--{split}: {path} is not a readable .npy array "
+                            f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if dtype.kind not in "iu" or dtype.hasobject:
+        raise RecoveryError(f"--{split}: {path} holds {dtype} values, not integer token ids")
+    numel = 1
+    for n in shape:
+        numel *= int(n)
+    if numel * dtype.itemsize > size - offset:
+        raise RecoveryError(f"--{split}: {path}: its header claims an array of shape {tuple(shape)} "
+                            f"({numel * dtype.itemsize:,} bytes) but the file holds {size - offset:,} bytes")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise RecoveryError(f"--{split}: {path} is not a readable .npy array ({e})") from None
 
 
 def _seeded_subset(tokens: torch.Tensor, n: int, seed: int, split: str) -> torch.Tensor:

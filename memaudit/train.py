@@ -225,8 +225,15 @@ def _restore(out_dir: Path, model, ema, optimizer, generator, cfg: TrainConfig) 
     for name in ema:
         ema[name].copy_(ema_saved[name])
     state = load_trainer_state(out_dir)
-    optimizer.load_state_dict(state["optimizer"])
-    generator.set_state(state["generator"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+    except (ValueError, RuntimeError, KeyError, TypeError) as e:
+        from .adapters import LoadError
+
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LoadError(f"{checkpoint_files(out_dir)['trainer_state']}: the saved optimizer or RNG state does not "
+                        f"fit this run ({first[:200]})") from None
     return int(state["step"])
 
 

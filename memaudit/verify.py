@@ -368,7 +368,7 @@ def _prefix(measured: dict, k: int) -> dict:
 
 
 def _reproduce(summary: dict, measured: dict, t_values: list[float], rule) -> None:
-    from .probe import ScanSettings, decide_on, judge
+    from .probe import ScanSettings, _schedule_eps, decide_on, judge
     from .verdict import sequential
 
     recorded = dict(summary["settings"])
@@ -388,6 +388,7 @@ def _reproduce(summary: dict, measured: dict, t_values: list[float], rule) -> No
                 else [settings.samples])
     _check(planned == expected, f"summary.json: stopping.looks {planned} are not the looks of the settings {expected}")
     n_parameters = (summary.get("model") or {}).get("n_parameters")
+    schedule_eps = _schedule_eps(summary.get("model") or {})
     vocab_size = int(summary["vocab_size"])
     n = len(measured["tokens"])
     if settings.adaptive:   # the scan stops at the first early look whose decision is settled
@@ -395,11 +396,12 @@ def _reproduce(summary: dict, measured: dict, t_values: list[float], rule) -> No
             if look >= n:
                 break
             _, early = decide_on(_prefix(measured, look), vocab_size, settings, t_values, rule, n_parameters,
-                                 sequential.EARLY_CONFIDENCE)
+                                 sequential.EARLY_CONFIDENCE, schedule_eps=schedule_eps)
             _check(not sequential.stops(early), f"verdict: the scan would have stopped at the look at {look} "
                                                 f"samples ({early.verdict}), the report used {n}")
     _check(n in planned, f"samples.parquet: {n} samples is not one of the planned looks {planned}")
-    stats, evidence, decision, stopping = judge(measured, vocab_size, settings, t_values, rule, planned, n_parameters)
+    stats, evidence, decision, stopping = judge(measured, vocab_size, settings, t_values, rule, planned, n_parameters,
+                                                schedule_eps=schedule_eps)
     for key, value in stats.items():
         _check(key in summary, f"summary.json: no {key}")
         _check(_same(summary[key], value), f"summary.json: {key} is {summary[key]!r}, recomputed {value!r}")

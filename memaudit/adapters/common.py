@@ -284,14 +284,15 @@ def build_model(arch: DDiTConfig, state: dict, source: str) -> DDiT:
 
 # ------------------------------------------------------------------------------------ tokenizers
 def _json_tokenizer(inert: Inert):
-    from tokenizers import Tokenizer
+    from .tokenizer_json import tokenizer_from_json
 
     raw = inert.state
     if isinstance(raw, (bytes, bytearray)):
         raw = bytes(raw).decode("utf-8", errors="strict")
     if not isinstance(raw, str):
         return None
-    return Tokenizer.from_str(raw)  # parses JSON into the Rust structs; nothing is executed
+    # checked, then parsed into the Rust structs (nothing is executed); padding and truncation off
+    return tokenizer_from_json(raw, "the pickled tokenizers.Tokenizer")
 
 
 def _added_tokens(state: dict) -> dict[int, str]:

@@ -61,8 +61,8 @@ def load_hf_weights(folder: Path) -> tuple[dict, Path]:
     Every file is checked to be a readable regular file, and their total size against the memory
     available, before any is read."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
+    from .native import load_safetensors_file
     from .safe_pickle import check_tensor_geometry, check_zip_members
 
     single = folder / "model.safetensors"
@@ -75,7 +75,7 @@ def load_hf_weights(folder: Path) -> tuple[dict, Path]:
         state: dict = {}
         for f in files:
             try:
-                state.update(load_file(str(f)))
+                state.update(load_safetensors_file(f))
             except (SafetensorError, OSError, ValueError, RuntimeError) as e:
                 raise LoadError(f"{f}: unreadable or truncated safetensors file ({str(e).splitlines()[0]})") from None
         return state

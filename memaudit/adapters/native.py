@@ -113,8 +113,31 @@ def read_training_timing(directory: str | Path) -> dict:
 
 def load_trainer_state(directory: str | Path) -> dict:
     """The trainer state (step, optimizer, RNG) that `memaudit train --resume` continues from;
-    tensors and plain containers only (weights_only=True)."""
-    return torch.load(checkpoint_files(directory)["trainer_state"], weights_only=True)
+    tensors and plain containers only (weights_only=True), archive members and tensor views
+    bounded as for weight files. LoadError (exit 4, one line) for a file torch refuses or one
+    without the step, optimizer state and RNG state a resume needs."""
+    from .safe_pickle import check_tensor_geometry, check_zip_members
+
+    path = checkpoint_files(directory)["trainer_state"]
+    regular_file(path)
+    check_zip_members(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - weights_only refusals and corrupt files alike
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+        refused = next((ln for ln in lines if ln.startswith(("WeightsUnpickler error", "Trying to load unsupported",
+                                                             "Unsupported"))), None)
+        if lines[0].startswith("Weights only load failed"):   # torch's first line advises weights_only=False; the reason is further down
+            raise LoadError(f"{path}: refusing to load: the trainer state is not plain tensors and containers "
+                            f"({(refused or 'torch.load(weights_only=True) refused it')[:200]})") from None
+        raise LoadError(f"{path}: cannot read the trainer state ({lines[0][:200]})") from None
+    step, optimizer, generator = (state.get(k) for k in ("step", "optimizer", "generator")) \
+        if isinstance(state, dict) else (None, None, None)
+    if not (isinstance(step, int) and not isinstance(step, bool) and step >= 0 and isinstance(optimizer, dict)
+            and isinstance(generator, torch.Tensor) and generator.dtype == torch.uint8):
+        raise LoadError(f"{path}: not a memaudit trainer state (step, optimizer state and RNG state)")
+    check_tensor_geometry(optimizer.get("state") if isinstance(optimizer.get("state"), dict) else {}, str(path))
+    return state
 
 
 def saved_tokenizer(directory: str | Path):
@@ -199,10 +222,28 @@ def safetensors_header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     return out
 
 
+def load_safetensors_file(path: Path) -> dict[str, torch.Tensor]:
+    """safetensors' load_file, also for a path that is not UTF-8 (a directory named with byte 0xff:
+    safetensors takes only str paths it can encode; the file is then read through its descriptor)."""
+    name = str(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        if not os.path.isdir("/proc/self/fd"):
+            raise LoadError(f"{name.encode('utf-8', 'backslashreplace').decode()}: the path is not valid UTF-8, "
+                            f"which the safetensors library cannot open") from None
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return load_file(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+    return load_file(name)
+
+
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     regular_file(path)
     try:
-        return load_file(str(path))
+        return load_safetensors_file(path)
     except FileNotFoundError:
         raise LoadError(f"{path}: file missing") from None
     except PermissionError:
@@ -317,7 +358,7 @@ def load_state_into(model: DDiT, state: dict[str, torch.Tensor], source: str) ->
         if not got.is_floating_point():
             raise LoadError(f"{source}: {name} has dtype {str(got.dtype).replace('torch.', '')}; "
                             f"DDiT weights must be real floating point")
-        if not torch.isfinite(got).all():
+        if not torch.isfinite(got if got.element_size() > 1 else got.float()).all():  # float8: no isfinite kernel
             raise LoadError(f"{source}: {name} contains NaN or infinite values")
     with torch.no_grad():
         for name, ref in expected.items():
@@ -325,16 +366,16 @@ def load_state_into(model: DDiT, state: dict[str, torch.Tensor], source: str) ->
 
 
 def load_tokenizer(path: Path):
-    from tokenizers import Tokenizer
+    """A tokenizer.json file, checked before the tokenizers library sees it (tokenizer_json.py)."""
+    from .tokenizer_json import tokenizer_from_json
 
     data = read_limited(path, MAX_TOKENIZER_BYTES)
     try:
-        return Tokenizer.from_str(data.decode("utf-8"))
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise LoadError(f"{path}: unreadable tokenizer (not UTF-8: {e})") from None
-    except Exception as e:  # tokenizers raises a bare Exception on malformed JSON
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise LoadError(f"{path}: unreadable tokenizer ({first})") from None
+    del data
+    return tokenizer_from_json(text, str(path))
 
 
 def _tokenizer_file(path: Path, entry) -> Path | None:
@@ -371,6 +412,10 @@ class NativeAdapter(Adapter):
         config_file = path / "config.json"
         if "model" not in config:
             raise LoadError(f"{config_file}: invalid model config (no 'model' entry)")
+        missing = [k for k in ("n_heads", "seq_len") if isinstance(config["model"], dict) and k not in config["model"]]
+        if missing:   # the two fields no weight shape can confirm: never a silent default
+            raise LoadError(f"{config_file}: model.{missing[0]} is missing (memaudit cannot infer the "
+                            f"{'head count' if missing[0] == 'n_heads' else 'sequence length'} from the weights)")
         try:
             arch = DDiTConfig.from_dict(config["model"], where="model")
             schedule = schedule_from_dict(config.get("schedule"), where="schedule")

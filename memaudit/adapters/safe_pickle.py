@@ -46,6 +46,8 @@ MAX_CONFIG_NODES = 250_000       # nodes visited when walking a config (a Hydra 
 MAX_INTERPOLATIONS = 100_000     # ${...} substitutions when resolving a config (a config has dozens)
 MAX_STRING_BYTES = 1 << 20       # one interpolated config string
 VIEW_SLACK_BYTES = 1 << 20       # how much larger than its storage a tensor view may be (stride 0)
+MAX_BUILT_BYTES = 256 << 20      # values built by the callables a pickle may call (BuildBudget)
+MAX_REPR_NODES = 1_000_000       # elements visited to bound one str(container) a pickle calls
 
 
 class NodeBudget:
@@ -53,15 +55,16 @@ class NodeBudget:
     file describe a tree of 2^40 nodes (a list holding the same list twice, forty levels deep);
     walking it would never end. Past `limit` visits: a LoadError."""
 
-    def __init__(self, limit: int = MAX_CONFIG_NODES, what: str = "config", message: str | None = None):
-        self.limit, self.what, self.count = limit, what, 0
+    def __init__(self, limit: int = MAX_CONFIG_NODES, what: str = "config", message: str | None = None,
+                 error: type = LoadError):
+        self.limit, self.what, self.count, self.error = limit, what, 0, error
         self.message = message or (f"{what} has more than {limit:,} nodes (shared references repeated "
                                    f"level after level?); refusing to expand it")
 
     def visit(self, n: int = 1) -> None:
         self.count += n
         if self.count > self.limit:
-            raise LoadError(self.message)
+            raise self.error(self.message)
 
 
 class UnsafePickle(LoadError):
@@ -193,7 +196,7 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
     stride = _check_int_tuple(stride, "stride")
     if len(size) != len(stride) or storage_offset < 0 or any(s < 0 for s in size) or any(s < 0 for s in stride):
         raise pickle.UnpicklingError("malformed tensor geometry")
-    t = torch.empty((0,), dtype=storage.dtype)
+    t = torch.empty((0,), dtype=storage.dtype, device=storage.untyped.device)  # meta: _load_legacy's first pass
     numel = 1
     for n in size:
         numel *= n
@@ -273,6 +276,9 @@ def _reconstructor(cls, base, state):
     # copyreg._reconstructor (protocol 0/1 objects): record the class, call nothing.
     if not _is_inert_class(cls):
         raise UnsafePickle("refusing to load: the pickle calls copyreg._reconstructor on a non-data class")
+    if cls._memaudit_refuse:   # subprocess.Popen, os.* …: only data classes may be instantiated this way
+        raise UnsafePickle(f"refusing to load: the pickle calls copyreg._reconstructor on {cls._memaudit_global} "
+                           f"(not a data class)")
     obj = cls.__new__(cls)
     obj.__dict__["args"] = (state,) if state is not None else ()
     return obj
@@ -296,6 +302,74 @@ def _getitem(obj, key):
     raise UnsafePickle(f"refusing to load: the pickle calls operator.getitem on {target}")
 
 
+class BuildBudget:
+    """Counts the bytes of every value the allowed callables build while one pickle is unpickled.
+
+    Opcodes alone cannot make a pickle larger than its own bytes (memo entries are references, not
+    copies), but the builtins a pickle may call can: `list(s)` turns a string of n characters into
+    n objects, `str(container)` writes out a container as often as it holds the same memoized
+    element, and rounds of `list(str(list(str(…))))` on memoized values grow fivefold each: 1 KB of
+    pickle describes gigabytes. Every call's result is estimated *before* it is built, from its
+    arguments, and charged here; past `limit` bytes in total the pickle is refused (UnsafeSize)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+
+    def charge(self, nbytes: int, what: str) -> None:
+        self.used += nbytes
+        if self.used > self.limit:
+            raise UnsafeSize(f"the pickle builds more than {self.limit >> 20} MiB of values through "
+                             f"{what} (a small pickle describing a huge object); refusing to build it")
+
+
+def _repr_bound(x, nodes: NodeBudget) -> int:
+    """An upper bound on the bytes of repr(x) (and of str(x) for a container), found without
+    building it: every element is visited as often as repr would visit it (shared references
+    count each time), at most MAX_REPR_NODES visits."""
+    nodes.visit()
+    if isinstance(x, str):
+        # escapes are up to 10 characters per code point, a UCS-4 string 4 bytes per character
+        return 16 + (len(x) + 2) * (1 if x.isascii() and x.isprintable() else 40)
+    if isinstance(x, (bytes, bytearray)):
+        return 16 + 4 * len(x) + 14
+    if isinstance(x, int) and not isinstance(x, bool):
+        return 16 + x.bit_length() // 3 + 2   # (decimal digits ≤ bits·log10 2 + 1)
+    if isinstance(x, (list, tuple, set, frozenset)):
+        return 16 + 2 * len(x) + 16 + sum(_repr_bound(v, nodes) for v in x)
+    if isinstance(x, dict):
+        return 16 + 4 * len(x) + sum(_repr_bound(k, nodes) + _repr_bound(v, nodes) for k, v in x.items())
+    return 64   # None, bools, floats, complex, slices, records (their repr is their name)
+
+
+def _build_cost(fn, args) -> int:
+    """Bytes the result of fn(*args) may take, estimated from the arguments without calling fn."""
+    if not args:
+        return 64
+    a = args[0]
+    if fn is str:
+        if isinstance(a, str):
+            return 0 if len(args) == 1 else 40 * len(a)
+        if isinstance(a, (bytes, bytearray)) and len(args) > 1:   # str(b, encoding): a decode
+            return 64 + 4 * len(a)
+        return 2 * _repr_bound(a, NodeBudget(MAX_REPR_NODES, message=(
+            f"the pickle calls builtins.str on a container of more than {MAX_REPR_NODES:,} elements "
+            f"(shared references repeated level after level?); refusing to build it"), error=UnsafeSize))
+    if fn in (bytes, bytearray):
+        return 64 + (4 * len(a) if isinstance(a, str) else len(a) if isinstance(a, (bytes, bytearray)) else 0)
+    if fn in (int, float, complex, bool, slice):
+        return 64 + (len(a) if isinstance(a, (str, bytes, bytearray)) else 0)
+    try:
+        n = len(a)
+    except TypeError:
+        return 64
+    per = 8                                # a pointer per element of a list / tuple
+    if isinstance(a, str) and not a.isascii():
+        per += 80                          # each non-Latin-1 character becomes its own object
+    if fn in (set, frozenset, dict):
+        per += 64                          # hash table slots (and a pair per dict entry)
+    return 64 + per * n
+
+
 def _safe_builtin(fn):
     def call(*args):
         for a in args:
@@ -308,6 +382,23 @@ def _safe_builtin(fn):
                                f"{type(args[0]).__name__} (a size or an iterable), not with bytes")
         return fn(*args)
     call.__name__ = fn.__name__
+    call.builds = fn   # what _Unpickler.find_class meters
+    return call
+
+
+def _metered(fn, budget: BuildBudget, what: str):
+    """fn, with the size of each result it would build charged to `budget` before it is built."""
+    inner = getattr(fn, "builds", None)
+
+    def call(*args):
+        if inner is not None:
+            cost = _build_cost(inner, args)
+        else:   # _codecs.encode(str, 'latin1') and OrderedDict(pairs): one copy of the argument
+            cost = 64 + sum(len(a) * (8 if isinstance(a, (list, tuple)) else 1) for a in args
+                            if isinstance(a, (str, bytes, bytearray, list, tuple)))
+        budget.charge(cost, what)
+        return fn(*args)
+
     return call
 
 
@@ -330,6 +421,8 @@ _ALLOWED = {
 }
 for _fn in (set, frozenset, tuple, list, dict, complex, slice, int, float, str, bool, bytes, bytearray):
     _ALLOWED[("builtins", _fn.__name__)] = _safe_builtin(_fn)
+# The allowed callables that build values whose size their arguments decide (BuildBudget).
+_METERED = {key for key in _ALLOWED if key[0] == "builtins"} | {("_codecs", "encode"), ("collections", "OrderedDict")}
 
 # Namespaces whose *classes* are plain data holders in checkpoints (configs, tokenizers, enums,
 # Lightning containers). Calling such a class is recorded, not executed. Functions (lower-case
@@ -379,27 +472,31 @@ def _map_py2_name(module: str, name: str, proto: int) -> tuple[str, str]:
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, file, persistent_load):
+    def __init__(self, file, persistent_load, budget: BuildBudget | None = None):
         super().__init__(file, fix_imports=False, encoding="utf-8")
         self._persistent = persistent_load
         self._proto = 2
+        self._budget = budget if budget is not None else BuildBudget(MAX_BUILT_BYTES)
 
     def find_class(self, module, name):
         if not isinstance(module, str) or not isinstance(name, str):
             raise pickle.UnpicklingError("malformed global")
         module, name = _map_py2_name(module, name, self._proto)
+        if (module, name) in _METERED:
+            return _metered(_ALLOWED[(module, name)], self._budget, f"{module}.{name}")
         return _policy(module, name)
 
     def persistent_load(self, pid):
         return self._persistent(pid)
 
 
-def run_unpickler(data: bytes | io.BufferedReader, persistent_load) -> Any:
+def run_unpickler(data: bytes | io.BufferedReader, persistent_load, budget: BuildBudget | None = None) -> Any:
     """Unpickle `data` (bytes or an open file) with the restricted policy; persistent_load(pid)
-    turns a storage id into a Storage. The memo indices are checked first."""
+    turns a storage id into a Storage. The memo indices are checked first; the values built by
+    the callables the pickle calls are charged to `budget` (a fresh MAX_BUILT_BYTES one if None)."""
     f = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
     _check_memo_indices(f)
-    return _Unpickler(f, persistent_load).load()
+    return _Unpickler(f, persistent_load, budget).load()
 
 
 def _check_memo_indices(f) -> None:
@@ -602,71 +699,118 @@ def _load_zip(path: Path) -> Any:
 
 
 def _load_legacy(path: Path) -> Any:
-    file_size = path.stat().st_size
+    """A legacy (pre-zip) torch file: five pickles (magic number, protocol version, system info,
+    the object, the storage keys), then each storage as an 8-byte element count and its bytes.
+
+    Nothing is allocated from what the file declares: the pickles are read from the file's first
+    MAX_PICKLE_BYTES only (a pickle opcode claiming gigabytes fails on the short buffer instead of
+    reading them), every storage's extent is checked against the file's size, and the object is
+    unpickled twice — once with storages on the `meta` device (no memory) to learn their sizes and
+    order, once with each storage a slice of the memory-mapped file. A sparse file of gigabytes
+    therefore costs nothing until a tensor is read (big-endian files, which must be byte-swapped in
+    memory, may not declare more storage bytes than the blocks the file really occupies)."""
+    stat = path.stat()
+    file_size = stat.st_size
     with open(path, "rb") as f:
-        def no_storage(pid):
-            raise pickle.UnpicklingError("unexpected storage reference")
+        head = f.read(min(file_size, MAX_PICKLE_BYTES))
+    bio = io.BytesIO(head)
 
-        def small(what):
-            try:
-                return run_unpickler(f, no_storage)
-            except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
-                raise LoadError(f"{path}: corrupt legacy PyTorch file ({what}: {e})") from None
+    def no_storage(pid):
+        raise pickle.UnpicklingError("unexpected storage reference")
 
-        if small("magic number") != LEGACY_MAGIC:
-            raise LoadError(f"{path}: not a PyTorch checkpoint (bad magic number)")
-        if small("protocol version") != 1001:
-            raise LoadError(f"{path}: unsupported legacy PyTorch protocol version")
-        sys_info = small("system info")
-        little = not isinstance(sys_info, dict) or sys_info.get("little_endian", True)
-        pending: dict[str, tuple[torch.dtype, int, torch.UntypedStorage]] = {}
-        storages: dict[str, Storage] = {}
-        allocated = [0]
+    def corrupt(what: str, e: BaseException | str):
+        if file_size > len(head) and bio.tell() >= len(head) - 16:
+            return UnsafeSize(f"the pickles of this legacy PyTorch file are larger than the "
+                              f"{MAX_PICKLE_BYTES >> 20} MiB memaudit unpickles")
+        return LoadError(f"{path}: corrupt legacy PyTorch file ({what}: {e})")
 
-        def persistent_load(pid):
-            key, info = _pid_parts(pid, legacy=True)
-            if key == "module":
-                module_record = inert_class("legacy.module", refuse=False)
-                return module_record.__new__(module_record)
-            dtype, numel, view = info
-            if view is not None:
-                raise pickle.UnpicklingError("legacy storage views are not supported")
-            if key not in storages:
-                nbytes = numel * _element_size(dtype)
-                allocated[0] += nbytes
-                if nbytes > file_size:
-                    raise pickle.UnpicklingError(f"storage {key} larger than the file")
-                if allocated[0] > file_size:  # each storage's bytes follow the pickle in the file
-                    raise UnsafeSize(f"storages declared by the pickle total more than the {file_size:,}-byte "
-                                     f"file holds")
-                untyped = torch.UntypedStorage(nbytes)
-                pending[key] = (dtype, numel, untyped)
-                storages[key] = Storage(untyped, dtype)
-            return storages[key]
+    def small(what):
+        try:
+            return run_unpickler(bio, no_storage)
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+            raise corrupt(what, e) from None
 
-        result = run_unpickler(f, persistent_load)
-        keys = small("storage keys")
-        if not isinstance(keys, list):
-            raise LoadError(f"{path}: corrupt legacy PyTorch file (storage keys)")
+    if small("magic number") != LEGACY_MAGIC:
+        raise LoadError(f"{path}: not a PyTorch checkpoint (bad magic number)")
+    if small("protocol version") != 1001:
+        raise LoadError(f"{path}: unsupported legacy PyTorch protocol version")
+    sys_info = small("system info")
+    little = not isinstance(sys_info, dict) or sys_info.get("little_endian", True)
+    main_start = bio.tell()
+    declared: dict[str, tuple[torch.dtype, int]] = {}
+    total = [0]
+
+    def placeholder(pid):   # pass 1: sizes and dtypes only, storages on the meta device
+        key, info = _pid_parts(pid, legacy=True)
+        if key == "module":
+            module_record = inert_class("legacy.module", refuse=False)
+            return module_record.__new__(module_record)
+        dtype, numel, view = info
+        if view is not None:
+            raise pickle.UnpicklingError("legacy storage views are not supported")
+        if key not in declared:
+            nbytes = numel * _element_size(dtype)
+            total[0] += nbytes
+            if nbytes > file_size:
+                raise pickle.UnpicklingError(f"storage {key} larger than the file")
+            if total[0] > file_size:  # each storage's bytes follow the pickle in the file
+                raise UnsafeSize(f"storages declared by the pickle total more than the {file_size:,}-byte "
+                                 f"file holds")
+            declared[key] = (dtype, numel)
+        dtype, numel = declared[key]
+        return Storage(torch.UntypedStorage(numel * _element_size(dtype), device="meta"), dtype)
+
+    try:
+        run_unpickler(bio, placeholder)
+    except (pickle.UnpicklingError, EOFError) as e:
+        raise corrupt("object", e) from None
+    keys = small("storage keys")
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise LoadError(f"{path}: corrupt legacy PyTorch file (storage keys)")
+    offsets: dict[str, int] = {}
+    offset = bio.tell()
+    with open(path, "rb") as f:
         for key in keys:
-            if key not in pending:
-                raise LoadError(f"{path}: corrupt legacy PyTorch file (unknown storage {key})")
-            dtype, numel, untyped = pending[key]
+            if key not in declared or key in offsets:
+                raise LoadError(f"{path}: corrupt legacy PyTorch file (unknown storage {key:.40})")
+            dtype, numel = declared[key]
+            f.seek(offset)
             header = f.read(8)
             if len(header) != 8:
                 raise LoadError(f"{path}: truncated legacy PyTorch file")
-            count = struct.unpack("<q" if little else ">q", header)[0]
-            elsize = _element_size(dtype)
-            if count != numel:
-                raise LoadError(f"{path}: corrupt legacy PyTorch file (storage {key} size)")
-            raw = f.read(count * elsize)
-            if len(raw) != count * elsize:
+            if struct.unpack("<q" if little else ">q", header)[0] != numel:
+                raise LoadError(f"{path}: corrupt legacy PyTorch file (storage {key:.40} size)")
+            offsets[key] = offset + 8
+            offset += 8 + numel * _element_size(dtype)
+            if offset > file_size:
                 raise LoadError(f"{path}: truncated legacy PyTorch file")
-            buf = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
-            if not little and elsize > 1:
-                buf = buf.view(-1, elsize).flip(1).reshape(-1)
-            torch.empty(0, dtype=torch.uint8).set_(untyped).copy_(buf)
-    return result
+    if set(offsets) != set(declared):
+        raise LoadError(f"{path}: corrupt legacy PyTorch file (storages without data)")
+    swap = not little and any(_element_size(d) > 1 for d, _ in declared.values())
+    occupied = getattr(stat, "st_blocks", 0) * 512 or file_size
+    if swap and total[0] > occupied:
+        raise UnsafeSize(f"the big-endian storages ({total[0]:,} bytes) are larger than the {occupied:,} bytes the "
+                         f"file occupies on disk (a sparse file); refusing to read them into memory")
+    mapped = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=file_size) if declared else None
+    storages: dict[str, Storage] = {}
+
+    def mapped_storage(pid):   # pass 2: slices of the mapped file
+        key, info = _pid_parts(pid, legacy=True)
+        if key == "module":
+            module_record = inert_class("legacy.module", refuse=False)
+            return module_record.__new__(module_record)
+        if key not in storages:
+            dtype, numel = declared[key]
+            nbytes = numel * _element_size(dtype)
+            untyped = mapped[offsets[key]: offsets[key] + nbytes]
+            if not little and _element_size(dtype) > 1:
+                flipped = torch.empty(0, dtype=torch.uint8).set_(untyped).view(-1, _element_size(dtype)).flip(1)
+                untyped = flipped.contiguous().untyped_storage()
+            storages[key] = Storage(untyped, dtype)
+        return storages[key]
+
+    bio.seek(main_start)
+    return run_unpickler(bio, mapped_storage)
 
 
 def safe_load(path: str | Path) -> Any:

@@ -62,6 +62,10 @@ def folder_tokenizer(folder: Path, trust_remote_code: bool):
     if not attempts:
         raise LoadError(f"{folder}: no tokenizer files (tokenizer.json, tokenizer_config.json, vocab.txt, "
                         f"vocab.json + merges.txt)")
+    if (folder / "tokenizer.json").is_file():   # transformers hands it to the tokenizers library unchecked
+        from .native import load_tokenizer
+
+        load_tokenizer(folder / "tokenizer.json")
     error = ""
     for kwargs in attempts:
         try:
@@ -77,7 +81,9 @@ def folder_tokenizer(folder: Path, trust_remote_code: bool):
         backend = getattr(tok, "backend_tokenizer", None)
         if backend is None:
             raise LoadError(f"{folder}: {type(tok).__name__} is not backed by a `tokenizers` tokenizer")
-        return backend
+        from .tokenizer_json import checked_backend
+
+        return checked_backend(backend, str(folder))
     raise LoadError(f"{folder}: unreadable tokenizer ({error})")
 
 

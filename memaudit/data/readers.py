@@ -34,7 +34,44 @@ def resolve_user_file(source: str) -> Path:
         raise DataError(f"Corpus file not found: {path}.")
     if not path.is_file():
         raise DataError(f"Corpus path {path} is not a regular file.")
+    check_not_sparse(path)
     return path.resolve()
+
+
+SPARSE_MIN_BYTES = 64 << 20   # smaller files are read whatever they hold
+
+
+def check_not_sparse(path: Path) -> None:
+    """DataError for a large file that is mostly holes (a sparse file: st_size says gigabytes, the
+    disk holds nothing). Its holes read as NUL bytes, which are neither text nor token data, and
+    reading them would allocate the whole size. Found with SEEK_DATA / SEEK_HOLE, which only
+    report holes that really exist (a compressed file system's files have none); where the file
+    system cannot tell, nothing is refused."""
+    import os
+
+    try:
+        size = path.stat().st_size
+        if size < SPARSE_MIN_BYTES or not hasattr(os, "SEEK_HOLE"):
+            return
+        data, pos = 0, 0
+        with open(path, "rb") as f:
+            fd = f.fileno()
+            for _ in range(100_000):   # extents visited; a file with more is treated as dense
+                try:
+                    start = os.lseek(fd, pos, os.SEEK_DATA)
+                except OSError:        # ENXIO: no data after pos
+                    break
+                end = os.lseek(fd, start, os.SEEK_HOLE)
+                data, pos = data + end - start, end
+                if pos >= size:
+                    break
+            else:
+                return
+    except OSError:
+        return
+    if data * 2 < size:
+        raise DataError(f"{path} is a sparse file: {size:,} bytes, of which only {data:,} are stored "
+                        f"(the rest are holes, read as NUL bytes); refusing to read it as data.")
 
 
 def read_user_file(path: Path) -> list[str]:

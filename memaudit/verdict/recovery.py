@@ -66,6 +66,8 @@ class RecoveryRule:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise RuleError(f"recovery rule file {path}: {e}") from None
+        except RecursionError:
+            raise RuleError(f"recovery rule file {path}: nested too deeply to be a rule") from None
         return cls.from_dict(data, origin=f"recovery rule file {path}")
 
     def thresholds(self) -> dict[str, float]:

@@ -52,6 +52,9 @@ fitted: the entropy thresholds are fitted with it switched off (decide(..., entr
 
 Decision, in order (the first that applies):
 
+    0. the noise schedule's ε outside domain.schedule_eps (default SCHEDULE_EPS_DOMAIN): the
+       entropies are measured at another noise level than the thresholds
+                                                      → inconclusive, reason "outside_domain"
     1. fewer than min_samples samples                 → inconclusive, reason "too_few_samples"
     2. t_eval differs from the rule's                 → inconclusive, reason "rule_mismatch"
     3. undertrained (entropy near ln V; or high and samples not fixed points of the model's own
@@ -129,10 +132,12 @@ class Evidence:
     seq_len: int | None = None
     n_parameters: int | None = None
     confidence: float | None = None          # the level of the intervals above (None: the rule's)
+    schedule_eps: float | None = None        # ε of a log-linear / cosine noise schedule (None: other schedules)
 
     @classmethod
     def from_stats(cls, stats: dict, steps: int | None = None, n_parameters: int | None = None,
-                   confidence: float | None = None) -> "Evidence":
+                   confidence: float | None = None, schedule_eps: float | None = None) -> "Evidence":
+        eps = schedule_eps if schedule_eps is not None else stats.get("schedule_eps")
         return cls(n_samples=int(stats["n_samples"]), mean_entropy=float(stats["mean_entropy"]),
                    mean_entropy_ci=tuple(stats["mean_entropy_ci"]), max_entropy=float(stats["max_entropy"]),
                    near_zero_sample_fraction=float(stats["near_zero_sample_fraction"]),
@@ -152,7 +157,7 @@ class Evidence:
                    position_information_p=_float(stats.get("position_information_p")),
                    layout=stats.get("layout"),
                    vocab_size=stats.get("vocab_size"), seq_len=stats.get("seq_len"), n_parameters=n_parameters,
-                   confidence=confidence)
+                   confidence=confidence, schedule_eps=eps if eps is None else float(eps))
 
     @property
     def basins_measured(self) -> bool:
@@ -224,7 +229,7 @@ class Rule:
                        rule.undertrained["entropy_ratio_min"], rule.undertrained["entropy_ratio_soft"],
                        rule.undertrained["fixed_point_fraction_max"],
                        th_g.get("fixed_point_distance_max", 0.0), *rule.evidence.values()]
-            for axis in DOMAIN_AXES:
+            for axis in (*DOMAIN_AXES, "schedule_eps"):
                 if axis in rule.domain:
                     lo, hi = rule.domain[axis]
                     numbers += [float(lo), float(hi)]
@@ -256,6 +261,8 @@ class Rule:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise RuleError(f"rule file {path}: not valid JSON ({e})") from None
+        except RecursionError:   # json recurses once per level: 100,000 nested brackets
+            raise RuleError(f"rule file {path}: nested too deeply to be a rule") from None
         return cls.from_dict(data, sha256=hashlib.sha256(raw).hexdigest(), origin=f"rule file {path}")
 
     def describe(self) -> dict:
@@ -282,6 +289,11 @@ class Rule:
         fmt = _fmt
         ci, _ = self.interval_label(ev)
 
+        schedule = [] if entropy_only else self._schedule_outside(ev)
+        if schedule:   # the noise level at t_eval is not the one the thresholds were measured at
+            return Decision("inconclusive", "outside_domain",
+                            f"the rule's thresholds are validated only for {schedule[0]}; at another ε the "
+                            f"model sees a different noise level at t = {self.t_eval:g}", settled=True)
         if ev.n_samples < self.min_samples:
             return Decision("inconclusive", "too_few_samples",
                             f"{ev.n_samples} samples < {self.min_samples} required by rule {self.name}")
@@ -458,10 +470,21 @@ class Rule:
         return (f"a token tells {ev.position_information:.2g} nats about its position, shift-permutation "
                 f"p = {ev.position_information_p:.2g} over {ev.n_samples} samples")
 
+    def _schedule_outside(self, ev: Evidence) -> list[str]:
+        """The schedule's ε outside the range the rule was validated with (the rule's
+        domain.schedule_eps, else SCHEDULE_EPS_DOMAIN) as ['noise schedule ε 1e-06–0.01 (this model:
+        0.5)'], else []."""
+        if ev.schedule_eps is None or not math.isfinite(ev.schedule_eps):
+            return []
+        lo, hi = self.domain.get("schedule_eps", SCHEDULE_EPS_DOMAIN)
+        if lo <= ev.schedule_eps <= hi:
+            return []
+        return [f"noise schedule ε {lo:g}–{hi:g} (this model: {ev.schedule_eps:g})"]
+
     def outside_domain(self, ev: Evidence) -> list[str]:
         """The axes along which the evidence lies outside the rule's validated domain, each as
         'vocabulary 32–2048 (this model: 50257)'. Empty inside it, or for a rule without a domain."""
-        out = []
+        out = self._schedule_outside(ev)
         for axis, value in (("vocab_size", ev.vocab_size), ("seq_len", ev.seq_len),
                             ("n_parameters", ev.n_parameters)):
             bounds = self.domain.get(axis)
@@ -480,6 +503,11 @@ class Rule:
 
 
 DOMAIN_AXES = {"vocab_size": "vocabulary", "seq_len": "sequence length", "n_parameters": "parameters"}
+# ε of the log-linear / cosine schedule a scan may have and still be judged by a rule whose domain
+# does not list schedule_eps: the reference models are trained with ε = 1e-3 (memaudit train, as Duo
+# and UDLM); ε ≤ 1e-2 moves α_t at the rule's t_eval by under 1 % of t_eval. The lower end is
+# diffusion.MIN_EPS, below which a checkpoint does not load.
+SCHEDULE_EPS_DOMAIN = (1e-6, 1e-2)
 DEFAULT_EVIDENCE = {"min_colliding_pairs": 3, "near_copy_fraction": 0.25, "min_near_pairs": 3,
                     "basin_t": 0.5, "basin_return_min": 0.5, "basin_return_max": 0.25,
                     "position_information_max": 0.1, "position_information_p_max": 0.01,
