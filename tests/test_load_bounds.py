@@ -353,3 +353,10 @@ def test_resume_with_a_tampered_trainer_state_is_a_load_error(tmp_path):
     torch.save(state, out / "trainer_state.pt")
     line = check_refused(["train", *common, "--steps", "2", "--resume"], 4, "trainer_state.pt", "refusing to load")
     assert "weights_only` set to `False" not in line   # never advise the unsafe load
+
+
+# ------------------------------------------------------------------------------ --from-list
+def test_from_list_reads_a_bounded_prefix_of_an_endless_file(tmp_path):
+    """`--from-list /dev/zero` read 3.2 GB before failing; the list is read up to 16 MiB only."""
+    check_refused(["scan", "--from-list", "/dev/zero", "--out", tmp_path / "out"], 2, "--from-list", "MiB")
+    assert not (tmp_path / "out").exists()

@@ -57,14 +57,22 @@ def natural_key(text: str):
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]
 
 
+FROM_LIST_MAX_BYTES = 16 * 2**20   # 16 MiB: ~100,000 paths
+
+
 def expand_checkpoints(arguments: Sequence[str], from_list: str | Path | None = None) -> list[str]:
     """Paths, globs and hub ids, plus the lines of a list file (blank lines and # comments
     skipped), in the order given; a glob's matches in natural order; duplicates dropped. A glob
     that matches nothing stays as given (see is_glob)."""
     items = list(arguments)
     if from_list is not None:
-        try:
-            text = Path(from_list).read_text(encoding="utf-8")
+        try:   # a list of paths, read from a file the user names: bounded (/dev/zero, a FIFO, a sparse file)
+            with open(from_list, "rb") as handle:
+                raw = handle.read(FROM_LIST_MAX_BYTES + 1)
+            if len(raw) > FROM_LIST_MAX_BYTES:
+                raise BatchError(f"--from-list {from_list} is longer than {FROM_LIST_MAX_BYTES // 2**20} MiB; "
+                                 "a list of checkpoints is a few kilobytes")
+            text = raw.decode("utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise BatchError(f"cannot read --from-list {from_list}: {getattr(e, 'strerror', None) or e}") from None
         items += [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
