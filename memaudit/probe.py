@@ -510,7 +510,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                 break
             _, decision = decide_on(measured, denoiser.vocab_size, settings, t_values, rule,
                                     model.get("n_parameters"), sequential.EARLY_CONFIDENCE,
-                                    schedule_eps=_schedule_eps(model))
+                                    schedule_eps=schedule_eps_of(model))
             timings["looks"].append({"samples": look, "verdict": decision.verdict})
             if sequential.stops(decision):
                 break
@@ -520,7 +520,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     near_earlier = measured["near_earlier"]
     n_used = len(tokens_np)
     stats, evidence, decision, stop = judge(measured, denoiser.vocab_size, settings, t_values, rule, planned,
-                                            model.get("n_parameters"), schedule_eps=_schedule_eps(model))
+                                            model.get("n_parameters"), schedule_eps=schedule_eps_of(model))
     training = None
     if training_docs is not None:
         from .extraction import training_evidence
@@ -595,7 +595,7 @@ def judge(measured: dict, vocab_size: int, settings: ScanSettings, t_values: lis
     return stats, evidence, decision, sequential.stopping(settings.adaptive, planned, n_used, decision.verdict)
 
 
-def _schedule_eps(model: dict) -> float | None:
+def schedule_eps_of(model: dict) -> float | None:
     """ε of the checkpoint's log-linear or cosine schedule (the rule's domain checks it), else None."""
     schedule = model.get("schedule") if isinstance(model.get("schedule"), dict) else {}
     eps = schedule.get("eps") if schedule.get("name") in ("loglinear", "cosine") else None

@@ -368,7 +368,7 @@ def _prefix(measured: dict, k: int) -> dict:
 
 
 def _reproduce(summary: dict, measured: dict, t_values: list[float], rule) -> None:
-    from .probe import ScanSettings, _schedule_eps, decide_on, judge
+    from .probe import ScanSettings, schedule_eps_of, decide_on, judge
     from .verdict import sequential
 
     recorded = dict(summary["settings"])
@@ -388,7 +388,7 @@ def _reproduce(summary: dict, measured: dict, t_values: list[float], rule) -> No
                 else [settings.samples])
     _check(planned == expected, f"summary.json: stopping.looks {planned} are not the looks of the settings {expected}")
     n_parameters = (summary.get("model") or {}).get("n_parameters")
-    schedule_eps = _schedule_eps(summary.get("model") or {})
+    schedule_eps = schedule_eps_of(summary.get("model") or {})
     vocab_size = int(summary["vocab_size"])
     n = len(measured["tokens"])
     if settings.adaptive:   # the scan stops at the first early look whose decision is settled
