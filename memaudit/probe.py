@@ -198,6 +198,13 @@ class ScanResult:
     timings: dict = field(default_factory=dict)   # seconds; never written to report files
     decode: Any = field(default=None, repr=False)  # ids → text (the model's tokenizer), for report.html
     training: Any = None   # memaudit.extraction.TrainingEvidence with --train: beside the verdict, never deciding it
+    stored: Any = None     # memaudit.stored.StoredResult: the stored-subset search, a finding beside the verdict
+
+    @property
+    def finding(self) -> str:
+        """The verdict with the stored-subset finding beside it ('generalizing, with a stored subset of ≈ 2 sequences')."""
+        found = getattr(self.stored, "finding", None) if self.stored is not None else None
+        return f"{self.verdict}, with {found}" if found else self.verdict
 
     # -- convenience accessors ----------------------------------------------------------------
     def __getattr__(self, name):
@@ -262,6 +269,9 @@ class ScanResult:
         }
         if self.training is not None:
             doc["training_data"] = self.training.summary()
+        if self.stored is not None:
+            doc["stored_subset"] = self.stored.summary()
+            doc["finding"] = self.finding
         if include_timings:
             doc["timings"] = self.timings
         return doc
@@ -438,7 +448,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
          bootstrap_resamples: int | None = None, grid: str | None = None, adaptive: bool = True,
          settings: ScanSettings | None = None, tokenizer: str | None = None, trust_remote_code: bool = False,
          time_input: str | None = None, schedule: str | None = None, train_data=None,
-         precision: str = "auto") -> ScanResult:
+         precision: str = "auto", stored="auto") -> ScanResult:
     """Probe a checkpoint (path, hub id or Denoiser) without training data and classify its regime.
 
     settings: a ScanSettings with everything the scan does (the keyword arguments are a shorthand
@@ -452,6 +462,8 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     train_data: optional training data ('auto', a file or token ids, as `recover`'s train): the
     samples are matched against it and the entropy gap measured (memaudit.extraction), reported
     beside the verdict in `result.training`; the verdict never reads it.
+    stored: the data-free stored-subset search (memaudit.stored) beside the verdict: 'auto' (the
+    default search, memaudit.stored.DEFAULT_SCAN), a StoredSettings, or None / 'off' to skip it.
     """
     from .budget import plan_batch
     from .verdict import Evidence, load_rule, sequential
@@ -527,6 +539,14 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                                                              stream=stream, batch_size=batch.batch_size)[0].numpy(),
             seed=settings.seed, resamples=settings.bootstrap_resamples, confidence=settings.confidence)
         timings["training_evidence_s"] = time.perf_counter() - t0
+    stored_result = None
+    if stored is not None and stored != "off":
+        from .stored import stored_settings_for, search_stored
+
+        t0 = time.perf_counter()
+        stored_result = search_stored(denoiser, stored_settings_for(stored, settings.seed), samples=tokens_np,
+                                      batch_size=batch.batch_size)
+        timings["stored_s"] = time.perf_counter() - t0
     evidence = Evidence.from_stats(stats, steps=settings.steps, n_parameters=model.get("n_parameters"))
     if n_used < planned[-1]:
         decision_settings = replace(settings, confidence=sequential.EARLY_CONFIDENCE)
@@ -545,7 +565,8 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                       is_fixed_point=fp_dist == 0, fixed_point_distance=fp_dist, basin_agreement=basin,
                       near_copies_earlier=near_earlier, stats=stats, stopping=stop.describe(),
                       domain=rule.domain_check(evidence), timings=timings,
-                      decode=denoiser.decode if denoiser.tokenizer is not None else None, training=training)
+                      decode=denoiser.decode if denoiser.tokenizer is not None else None, training=training,
+                      stored=stored_result)
 
 
 def probe_round(denoiser: Denoiser, settings: ScanSettings, t_values: list[float], first: int, n: int,

@@ -503,10 +503,11 @@ def load_rule(rule: "Rule | str | Path | dict | None" = None) -> Rule:
 
 
 GATE_CODES = {"generalizing": 0, "memorizing": 1, "inconclusive": 3}
-FAIL_ON = ("memorizing", "inconclusive")
+FAIL_ON = ("memorizing", "inconclusive", "stored-subset")
 
 
-def gate_exit_code(verdict: str, fail_on: str = "memorizing", exit_zero: bool = False) -> int:
+def gate_exit_code(verdict: str, fail_on: str = "memorizing", exit_zero: bool = False,
+                   stored_found: bool = False) -> int:
     """Exit code of a *completed* scan (errors have their own codes 2/4/5 and never reach here).
 
     fail_on="memorizing" (default): the code is the verdict's own: generalizing 0 (gate passed),
@@ -514,6 +515,8 @@ def gate_exit_code(verdict: str, fail_on: str = "memorizing", exit_zero: bool = 
         explicitly, e.g. `|| [ $? -eq 3 ]`).
     fail_on="inconclusive": inconclusive also fails the gate and exits 1 like memorizing, for
         pipelines that read 1 as "policy failure" and any other non-zero code as "tool problem".
+    fail_on="stored-subset": as "memorizing", and a stored-subset finding (memaudit.stored: the
+        data-free search found stored sequences; `stored_found`) fails the gate too, exit 1.
     exit_zero=True: 0 whatever the verdict (report-only runs); it overrides fail_on.
     """
     if fail_on not in FAIL_ON:
@@ -523,6 +526,8 @@ def gate_exit_code(verdict: str, fail_on: str = "memorizing", exit_zero: bool = 
     if exit_zero:
         return 0
     if verdict == "inconclusive" and fail_on == "inconclusive":
+        return 1
+    if fail_on == "stored-subset" and stored_found:
         return 1
     return GATE_CODES[verdict]
 
