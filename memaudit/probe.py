@@ -201,6 +201,15 @@ class ScanResult:
     stored: Any = None     # memaudit.stored.StoredResult: the stored-subset search, a finding beside the verdict
 
     @property
+    def stored_found(self) -> bool:
+        """A stored-subset finding: the data-free search found stored sequences, or (with --train)
+        training blocks restore above the model's own samples (memaudit.documents)."""
+        if self.stored is not None and self.stored.found:
+            return True
+        docs = (self.training.stats.get("documents") if self.training is not None else None) or {}
+        return bool(docs.get("n_stored"))
+
+    @property
     def finding(self) -> str:
         """The verdict with the stored-subset finding beside it ('generalizing, with a stored subset of ≈ 2 sequences')."""
         found = getattr(self.stored, "finding", None) if self.stored is not None else None
@@ -539,6 +548,13 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                                                              stream=stream, batch_size=batch.batch_size)[0].numpy(),
             seed=settings.seed, resamples=settings.bootstrap_resamples, confidence=settings.confidence)
         timings["training_evidence_s"] = time.perf_counter() - t0
+        from .documents import training_block_exposure
+
+        t0 = time.perf_counter()
+        training.stats["documents"] = training_block_exposure(
+            denoiser, training_docs[0], tokens_np, settings.seed, batch.batch_size,
+            denoiser.decode if denoiser.tokenizer is not None else None)
+        timings["documents_s"] = time.perf_counter() - t0
     stored_result = None
     if stored is not None and stored != "off":
         from .stored import stored_settings_for, search_stored

@@ -68,3 +68,23 @@ def test_repetition_attractors_are_not_findings():
     fake = MemoryDenoiser(torch.zeros((1, L), dtype=torch.int64), V, L, match=0.0, confidence=0.995)
     res = search_stored(fake, FAST, samples=typical_samples(), batch_size=16)
     assert res.found == 0
+
+
+def test_scan_reports_the_search_and_the_gate_reads_it():
+    from report_fixtures import TEST_RULE, tiny_denoiser
+
+    from memaudit.probe import scan
+    from memaudit.verdict import gate_exit_code
+
+    res = scan(tiny_denoiser(), samples=8, steps=2, seed=0, show_progress=False, bootstrap_resamples=50,
+               fixed_point_steps=1, rule=TEST_RULE, stored=FAST)
+    s = res.summary()
+    assert s["stored_subset"]["n_starts"] == 24 and s["finding"] == res.verdict   # no boundary starts: no tokenizer
+    assert res.stored_found is False
+    off = scan(tiny_denoiser(), samples=8, steps=2, seed=0, show_progress=False, bootstrap_resamples=50,
+               fixed_point_steps=1, rule=TEST_RULE, stored="off")
+    assert "stored_subset" not in off.summary()
+    assert gate_exit_code("generalizing", "stored-subset", stored_found=True) == 1
+    assert gate_exit_code("generalizing", "stored-subset", stored_found=False) == 0
+    assert gate_exit_code("generalizing", "memorizing", stored_found=True) == 0
+    assert gate_exit_code("generalizing", "stored-subset", exit_zero=True, stored_found=True) == 0

@@ -161,7 +161,7 @@ def scan(
     if json_output:
         print_json(summary)
     raise typer.Exit(gate_exit_code(result.verdict, fail_on=fail_on, exit_zero=exit_zero,
-                                    stored_found=bool(result.stored is not None and result.stored.found)))
+                                    stored_found=result.stored_found))
 
 
 def print_scan_summary(result, out: Optional[Path] = None) -> None:
