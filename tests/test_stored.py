@@ -88,3 +88,17 @@ def test_scan_reports_the_search_and_the_gate_reads_it():
     assert gate_exit_code("generalizing", "stored-subset", stored_found=False) == 0
     assert gate_exit_code("generalizing", "memorizing", stored_found=True) == 0
     assert gate_exit_code("generalizing", "stored-subset", exit_zero=True, stored_found=True) == 0
+
+
+def test_report_html_shows_the_search(tmp_path):
+    import json
+
+    from report_fixtures import TEST_RULE, tiny_denoiser, write_report
+
+    from memaudit.probe import scan
+
+    res = scan(tiny_denoiser(), samples=8, steps=2, seed=0, show_progress=False, bootstrap_resamples=50,
+               fixed_point_steps=1, rule=TEST_RULE, stored=FAST)
+    write_report(res, tmp_path)
+    assert "Stored subset (data-free search)" in (tmp_path / "report.html").read_text()
+    assert json.loads((tmp_path / "summary.json").read_text())["stored_subset"]["n_starts"] == 24
