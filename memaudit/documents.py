@@ -35,11 +35,24 @@ def dup_ngram(seq_len: int) -> int:
     return max(4, min(16, seq_len // 4))
 
 
+def ngram_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
+    """uint64 hashes of every n-gram along the last axis ([..., L] → [..., L − n + 1]): a wrapping
+    polynomial in the token ids, mixed (collisions ~2⁻⁶⁴ per pair, harmless for counting)."""
+    x = np.asarray(tokens).astype(np.uint64) + np.uint64(1)
+    m = x.shape[-1] - n + 1
+    h = np.zeros(x.shape[:-1] + (max(m, 0),), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(n):
+            h = h * np.uint64(0x9E3779B97F4A7C15) + x[..., k:k + m]
+        h ^= h >> np.uint64(31)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(29)
+    return h
+
+
 def duplication_counts(blocks: np.ndarray, corpus: np.ndarray) -> np.ndarray:
     """For each block [N, L], the median over its n-grams of the number of corpus blocks [M, L]
     that hold that n-gram (each corpus block counted once per n-gram). → [N] int."""
-    from .extraction import ngram_hashes
-
     n = dup_ngram(blocks.shape[1])
     corpus_h = ngram_hashes(np.asarray(corpus), n)                    # [M, L − n + 1]
     # each block once per n-gram: the distinct hashes of each row
