@@ -560,7 +560,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
         from .stored import stored_settings_for, search_stored
 
         t0 = time.perf_counter()
-        stored_result = search_stored(denoiser, stored_settings_for(stored, settings.seed), samples=tokens_np,
+        stored_result = search_stored(denoiser, stored_settings_for(stored, settings.seed, n_used), samples=tokens_np,
                                       batch_size=batch.batch_size)
         timings["stored_s"] = time.perf_counter() - t0
     evidence = Evidence.from_stats(stats, steps=settings.steps, n_parameters=model.get("n_parameters"))

@@ -378,17 +378,28 @@ def _contains(row: np.ndarray, core: np.ndarray) -> bool:
 
 
 # The scan's default search (bounded cost: docs/performance.md) and the deeper one of --stored-search deep.
-DEFAULT_SCAN = StoredSettings(starts=16, kinds=("boundary", "renoised", "shifted"))
+# 'auto' sizes the starts to the samples the scan drew (SAMPLES_PER_START samples per start of each
+# kind, between AUTO_MIN_STARTS and its `starts`), so that the search adds ≤ 30 % to a scan that
+# finds no candidate; basins are measured (at t0 = 0.5 only) just for the candidates found.
+DEFAULT_SCAN = StoredSettings(starts=16, kinds=("boundary", "renoised", "shifted"), basin_t0=(0.5,),
+                              max_candidates=4, baseline_windows=8)
+SAMPLES_PER_START = 10
+AUTO_MIN_STARTS = 4
 DEEP = StoredSettings(starts=64, kinds=START_KINDS, max_candidates=16)
 MODES = {"auto": DEFAULT_SCAN, "default": DEFAULT_SCAN, "deep": DEEP}
 
 
-def stored_settings_for(spec, seed: int) -> StoredSettings:
-    """The search settings of a scan: 'auto' / 'default' / 'deep', or a StoredSettings, at the scan's seed."""
+def stored_settings_for(spec, seed: int, n_samples: int | None = None) -> StoredSettings:
+    """The search settings of a scan: 'auto' (DEFAULT_SCAN with its starts sized to the scan's
+    n_samples) / 'default' / 'deep', or a StoredSettings, at the scan's seed."""
     from dataclasses import replace
 
     if isinstance(spec, StoredSettings):
         return replace(spec, seed=seed)
     if spec not in MODES:
         raise ValueError(f"stored search must be one of off, {', '.join(MODES)} (got {spec!r})")
-    return replace(MODES[spec], seed=seed)
+    settings = replace(MODES[spec], seed=seed)
+    if spec == "auto" and n_samples is not None:
+        starts = max(AUTO_MIN_STARTS, min(settings.starts, round(n_samples / SAMPLES_PER_START)))
+        settings = replace(settings, starts=starts)
+    return settings
