@@ -293,7 +293,7 @@ class CanaryResult:
 
 
 def run_canaries(denoiser: Denoiser, template: str, inserted: list[str], candidates: int = DEFAULT_CANDIDATES,
-                 seed: int = 0, estimator: str = "pll", threshold: float = DEFAULT_THRESHOLD,
+                 seed: int = 0, estimator: str = "clean", threshold: float = DEFAULT_THRESHOLD,
                  confidence: float = CONFIDENCE, batch_size: int = 64) -> CanaryResult:
     """Exposure of each inserted canary among `candidates` values drawn from `template`."""
     from .provenance import model_provenance

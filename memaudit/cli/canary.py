@@ -26,8 +26,10 @@ def canary(
                                                  "per line."),
     candidates: int = typer.Option(1000, "--candidates", min=10, help="Values drawn from the template to rank "
                                    "each canary among (the exposure resolvable grows as log2 of this)."),
-    estimator: str = typer.Option("pll", "--estimator", help="pll (pseudo-log-likelihood of the secret's tokens "
-                                  "given the rest; default) | clean | nelbo. docs/method.md compares them."),
+    estimator: str = typer.Option("clean", "--estimator", help="clean (log-likelihood of the secret's tokens given "
+                                  "the rest, from x̂ on the clean text; default: best separated on the planted "
+                                  "model) | pll (one secret token at a time replaced by noise) | nelbo. "
+                                  "docs/method.md compares them."),
     threshold: float = typer.Option(6.0, "--threshold", help="Exposure (bits) whose 95% lower bound fails the "
                                     "gate (exit 1)."),
     seed: Seed = 0,
