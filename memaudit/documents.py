@@ -9,8 +9,10 @@ level, same length, same positions: both are model-length blocks):
         `recover`) and, per conditioning pattern, its completion rate (regenerated tokens that
         come back), each as a percentile of the held-out distribution and as an excess over the
         held-out mean;
-    stored  = restoration rate above the held-out STORED_QUANTILE quantile (and above
-        MIN_RATE), with the pattern completions in the same direction when any were measured;
+    stored  = restoration rate above the held-out STORED_QUANTILE quantile and at least MIN_RATIO
+        times the held-out mean, with the pattern completions in the same direction when any were
+        measured; a *finding* when the number of stored blocks is more than 1 % false positives
+        explain (binomial tail < FINDING_P: 7 of 128, 5 of 64);
     share of the training set stored = (#stored − expected false positives) / n, with a Wilson
         interval; the expected false positive share is 1 − STORED_QUANTILE;
     duplication count of a block = the median, over its n-grams (n = 16 or L / 4), of how many
@@ -27,8 +29,26 @@ import math
 import numpy as np
 
 STORED_QUANTILE = 0.99
-MIN_RATE = 0.5
+MIN_RATIO = 2.0            # a stored block restores at least twice as well as the reference on average
+FINDING_P = 0.001          # the count of stored blocks must be this unlikely under 1 % false positives
 TOP = 10
+
+
+def stored_threshold(reference: np.ndarray) -> float:
+    ref = reference[np.isfinite(reference)]
+    if not len(ref):
+        return math.nan
+    return float(max(np.quantile(ref, STORED_QUANTILE), MIN_RATIO * np.mean(ref)))
+
+
+def significant(k: int, n: int) -> bool:
+    """k blocks above the reference's 99th percentile out of n: more than 1 % false positives explain
+    (binomial tail < FINDING_P)?"""
+    if n == 0 or k == 0:
+        return False
+    from scipy.stats import binom
+
+    return bool(binom.sf(k - 1, n, 1 - STORED_QUANTILE) < FINDING_P)
 
 
 def dup_ngram(seq_len: int) -> int:
@@ -90,7 +110,7 @@ def per_document_evidence(rows: dict, t0: float, pattern_rates: dict, corpus: np
     rate_tr, rate_te = rows["recovery_rate"][tr].astype(float), rows["recovery_rate"][te].astype(float)
     x0_tr = rows["x0"][tr]
     ok_te = rate_te[np.isfinite(rate_te)]
-    threshold = float(max(MIN_RATE, np.quantile(ok_te, STORED_QUANTILE))) if len(ok_te) else math.nan
+    threshold = stored_threshold(rate_te)
     stored = np.isfinite(rate_tr) & (rate_tr > threshold)
     patterns = sorted({p for p, _ in pattern_rates})
     for p in patterns:   # a stored block also completes better than held-out text under each pattern
@@ -118,7 +138,7 @@ def per_document_evidence(rows: dict, t0: float, pattern_rates: dict, corpus: np
         "t0": float(t0), "n_train": n, "n_test": int(te.sum()),
         "test_mean_restoration": float(np.nanmean(rate_te)) if len(ok_te) else math.nan,
         "stored_threshold": threshold, "stored_quantile": STORED_QUANTILE,
-        "n_stored": k, "stored_share": share, "stored_share_ci": [max(0.0, lo - false_share), max(0.0, hi - false_share)],
+        "n_stored": k, "finding": significant(k, n), "stored_share": share, "stored_share_ci": [max(0.0, lo - false_share), max(0.0, hi - false_share)],
         "duplication_ngram": dup_ngram(rows["x0"].shape[1]),
         "stored_duplication_median": float(np.median(dup_all[stored])) if dup_all is not None and k else math.nan,
         "test_completion_mean": {p: float(np.nanmean(pattern_rates[(p, "test")])) for p in patterns},
@@ -138,7 +158,7 @@ def training_block_exposure(denoiser, documents: np.ndarray, samples: np.ndarray
     others) against the restoration of the scan's own samples measured the same way (the model's
     typical text; its own samples restore at least as well as unseen text, so the comparison is
     conservative). A training block is stored when it restores above the samples' STORED_QUANTILE
-    quantile and above MIN_RATE. The stored share of the training set is extrapolated from the
+    quantile and MIN_RATIO times their mean; a finding when their number is significant. The stored share of the training set is extrapolated from the
     seeded half only (the duplicated half is chosen for exposure, not at random)."""
     import torch
 
@@ -169,7 +189,7 @@ def training_block_exposure(denoiser, documents: np.ndarray, samples: np.ndarray
 
     rate = restoration(documents[chosen], "train")
     ref = restoration(np.asarray(samples, dtype=np.int64), "samples")
-    threshold = float(max(MIN_RATE, np.quantile(ref, STORED_QUANTILE))) if len(ref) else MIN_RATE
+    threshold = stored_threshold(ref)
     stored = rate > threshold
     is_seeded = np.zeros(len(chosen), dtype=bool)
     is_seeded[half:] = True
@@ -184,6 +204,7 @@ def training_block_exposure(denoiser, documents: np.ndarray, samples: np.ndarray
         "n_measured": int(len(chosen)), "n_most_duplicated": int(half), "n_seeded": n,
         "samples_mean_restoration": float(np.mean(ref)) if len(ref) else math.nan,
         "stored_threshold": threshold, "n_stored": int(stored.sum()),
+        "finding": significant(int(stored.sum()), int(len(chosen))),
         "stored_share": max(0.0, k / n - false_share) if n else math.nan,
         "stored_share_ci": [max(0.0, lo - false_share), max(0.0, hi - false_share)] if n else [math.nan, math.nan],
         "duplication_ngram": dup_ngram(documents.shape[1]),

@@ -207,7 +207,7 @@ class ScanResult:
         if self.stored is not None and self.stored.found:
             return True
         docs = (self.training.stats.get("documents") if self.training is not None else None) or {}
-        return bool(docs.get("n_stored"))
+        return bool(docs.get("finding"))
 
     @property
     def finding(self) -> str:

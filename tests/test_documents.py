@@ -45,6 +45,10 @@ def test_most_exposed_block_is_the_stored_one():
     assert top["completion"]["infill:0.5"] == 0.95 and top["text"] == "32 tokens"
     assert doc["n_stored"] == 1 and doc["stored_share"] == pytest.approx(1 / 64 - 0.01)
     assert sum(e["stored"] for e in doc["most_exposed"]) == 1
+    assert doc["finding"] is False                  # one block above a 99th percentile is what 1 % predicts
+    rate[:7] = 0.9                                  # seven of 64: more than 1 % false positives explain
+    pattern_rates[("infill:0.5", "train")] = np.where(np.arange(n) < 7, 0.95, 0.2)
+    assert per_document_evidence(rows, 0.5, pattern_rates, corpus=None)["finding"] is True
 
 
 def test_recover_reports_documents_and_infill(tmp_path):
