@@ -213,7 +213,12 @@ class ScanResult:
     def finding(self) -> str:
         """The verdict with the stored-subset finding beside it ('generalizing, with a stored subset of ≈ 2 sequences')."""
         found = getattr(self.stored, "finding", None) if self.stored is not None else None
-        return f"{self.verdict}, with {found}" if found else self.verdict
+        text = f"{self.verdict}, with {found}" if found else self.verdict
+        docs = (self.training.stats.get("documents") if self.training is not None else None) or {}
+        if docs.get("finding"):
+            text += (f"; with training data, {docs['n_stored']} of {docs['n_measured']} measured training blocks "
+                     f"stored (≈ {docs['stored_share']:.1%} of the training set)")
+        return text
 
     # -- convenience accessors ----------------------------------------------------------------
     def __getattr__(self, name):
@@ -280,6 +285,7 @@ class ScanResult:
             doc["training_data"] = self.training.summary()
         if self.stored is not None:
             doc["stored_subset"] = self.stored.summary()
+        if self.stored is not None or self.training is not None:
             doc["finding"] = self.finding
         if include_timings:
             doc["timings"] = self.timings

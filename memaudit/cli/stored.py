@@ -10,7 +10,7 @@ def print_stored(result) -> None:
 
     stored = result.stored
     base = stored.baseline or {}
-    console.print(f"[bold]{escape(result.finding)}[/] · stored-subset search: {stored.n_starts} starts "
+    console.print(f"[bold]{escape(result.finding)}[/] · data-free stored-subset search: {stored.n_starts} starts "
                   f"({', '.join(f'{k} {v}' for k, v in stored.start_kinds.items())}), {len(stored.candidates)} "
                   f"low-entropy candidates, {stored.found} stored"
                   + (f" (typical basin at t0={base['t0']:g}: mean {base['mean']:.2f}, q95 {base['q95']:.2f})"
