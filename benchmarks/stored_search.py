@@ -23,4 +23,5 @@ print("baseline", res.baseline, "found", res.found, "estimate", res.estimate, re
 for c in res.candidates:
     planted = any(k in (c["text"] or "") for k in ("sk_live", "billing", "northwind", "RETRY", "deployment"))
     print(f"  stored={c['stored']} planted={planted} len={c['length']} rec={c['recurrence']} kinds={c['start_kinds']} basin={c['basin']} H={c['mean_entropy']:.3f} :: {c['text'][:100]!r}")
+print("low-entropy starts:", {k: (v["n"], v["of"], round(v["median_entropy"], 2), [round(e["mean_entropy"], 2) for e in v["examples"]], [e["text"][:60] for e in v["examples"]][:1]) for k, v in res.low_entropy_starts.items()})
 print("samples containing planted:", sum(any(k in den.decode(s) for k in ("sk_live", "billing", "northwind")) for s in samples))

@@ -57,6 +57,7 @@ BASIN_TRIALS = 4
 BASIN_STEPS = 16
 T_ENTROPY = 1e-5
 START_KINDS = ("noise", "boundary", "renoised", "shifted")
+OUTLIER_RATIO = 0.6
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,9 @@ class StoredResult:
     estimate_ci: list = field(default_factory=list)
     network_calls: int = 0                                # rows × steps, a cost measure
     start_kinds: dict = field(default_factory=dict)
+    # A sequence-level signal, reported only (its false-finding rate is not measured yet): starts
+    # whose converged sequence has a mean entropy below OUTLIER_RATIO × the median of their kind.
+    low_entropy_starts: dict = field(default_factory=dict)
 
     @property
     def finding(self) -> str | None:
@@ -327,6 +331,18 @@ def search_stored(denoiser: Denoiser, settings: StoredSettings = StoredSettings(
 
     result = StoredResult(settings=settings.to_dict(), n_starts=len(conv_np),
                           start_kinds={k: kinds.count(k) for k in dict.fromkeys(kinds)})
+    means = ent.mean(axis=1)
+    kinds_arr = np.asarray(kinds)
+    for kind in result.start_kinds:
+        sel = np.flatnonzero(kinds_arr == kind)
+        median = float(np.median(means[sel]))
+        low = sel[means[sel] < OUTLIER_RATIO * median]
+        low = low[np.argsort(means[low], kind="stable")]
+        result.low_entropy_starts[kind] = {
+            "n": int(len(low)), "of": int(len(sel)), "median_entropy": median,
+            "examples": [{"mean_entropy": float(means[i]),
+                          "text": denoiser.decode(conv_np[i]) if getattr(denoiser, "tokenizer", None) is not None
+                          else None} for i in low[:3]]}
     if cands:
         # Baseline: windows of typical sequences (the scan's samples, else converged starts without
         # a candidate), same length as the longest candidate, measured the same way.

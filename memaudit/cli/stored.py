@@ -15,6 +15,11 @@ def print_stored(result) -> None:
                   f"low-entropy candidates, {stored.found} stored"
                   + (f" (typical basin at t0={base['t0']:g}: mean {base['mean']:.2f}, q95 {base['q95']:.2f})"
                      if base else ""), highlight=False, soft_wrap=True)
+    low = {k: v for k, v in (stored.low_entropy_starts or {}).items() if v["n"]}
+    if low:
+        console.print("low-entropy starts (reported only, not a finding): " + ", ".join(
+            f"{k} {v['n']} of {v['of']} below 0.6 × median {v['median_entropy']:.2f} nats" for k, v in low.items()),
+            highlight=False, soft_wrap=True)
     shown = [c for c in stored.candidates if c["stored"]][:5]
     if not shown:
         return

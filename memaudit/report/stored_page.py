@@ -26,7 +26,9 @@ def stored_section(summary: dict) -> str:
                 ("estimated number held (Chao1, 95% CI)",
                  f"{_f(stored.get('estimate'), 1)} {[round(x, 1) for x in stored.get('estimate_ci') or []]}"),
                 ("typical basin (mean / q95)", f"{_f(base.get('mean'))} / {_f(base.get('q95'))}" if base else "–"),
-                ("network calls (rows)", str(stored.get("network_calls")))]
+                ("network calls (rows)", str(stored.get("network_calls"))),
+                ("low-entropy starts (reported only)", ", ".join(
+                    f"{k} {v['n']}/{v['of']}" for k, v in (stored.get("low_entropy_starts") or {}).items()) or "–")]
         parts.append(table(rows, ["field", "value"], mono_cols=(1,)))
         cands = stored.get("candidates") or []
         if cands:
