@@ -58,12 +58,12 @@ def planted_model():
 
 @pytest.mark.parametrize("estimator", ["pll", "clean", "nelbo"])
 def test_inserted_canary_is_exposed_and_a_control_is_not(planted_model, estimator):
-    res = run_canaries(planted_model, TEMPLATE, ["3f9a0c7e", "0123abcd"], candidates=300, seed=0,
-                       estimator=estimator)
+    res = run_canaries(planted_model, TEMPLATE, ["3f9a0c7e", "0123abcd"], candidates=150, seed=0,
+                       estimator=estimator, threshold=5.0)
     inserted, control = res.canaries
     assert inserted["outscored_by"] == 0 and inserted["exposed"], inserted
-    assert inserted["exposure_ci"][0] >= 6
-    assert not control["exposed"] and control["exposure"] < 6
+    assert inserted["exposure_ci"][0] >= 5
+    assert not control["exposed"] and control["exposure"] < 5
     assert res.verdict == "exposed"
     json.dumps(res.summary())
 
