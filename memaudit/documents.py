@@ -31,6 +31,8 @@ import numpy as np
 STORED_QUANTILE = 0.99
 MIN_RATIO = 2.0            # a stored block restores at least twice as well as the reference on average
 FINDING_P = 0.001          # the count of stored blocks must be this unlikely under 1 % false positives
+MIN_RATE = 0.5             # scan --train: a stored block restores at least this share (no held-out reference)
+MIN_DISTINCT = 0.35        # scan --train: … and at least this share of its tokens are distinct
 TOP = 10
 
 
@@ -189,8 +191,13 @@ def training_block_exposure(denoiser, documents: np.ndarray, samples: np.ndarray
 
     rate = restoration(documents[chosen], "train")
     ref = restoration(np.asarray(samples, dtype=np.int64), "samples")
-    threshold = stored_threshold(ref)
-    stored = rate > threshold
+    # Against the model's own samples (noisy text that restores poorly) the relative bar alone is too
+    # low: text the language determines (banner lines, blank runs) restores well in any model of it.
+    # Measured on a code model with nothing planted: 27 of 128 blocks, '#####…' banners first. So
+    # a stored block must also restore at least MIN_RATE and not be degenerate (few distinct tokens).
+    threshold = max(stored_threshold(ref), MIN_RATE)
+    distinct = np.array([len(np.unique(b)) / len(b) for b in documents[chosen]])
+    stored = (rate > threshold) & (distinct >= MIN_DISTINCT)
     is_seeded = np.zeros(len(chosen), dtype=bool)
     is_seeded[half:] = True
     k, n = int(stored[is_seeded].sum()), int(is_seeded.sum())
