@@ -9,8 +9,8 @@ level, same length, same positions: both are model-length blocks):
         `recover`) and, per conditioning pattern, its completion rate (regenerated tokens that
         come back), each as a percentile of the held-out distribution and as an excess over the
         held-out mean;
-    stored  = restoration rate above the held-out STORED_QUANTILE quantile and at least MIN_RATIO
-        times the held-out mean, with the pattern completions in the same direction when any were
+    stored  = restoration rate above the held-out STORED_QUANTILE quantile, at least MIN_RATIO
+        times the held-out mean and at least MIN_RATE, with the pattern completions in the same direction when any were
         measured; a *finding* when the number of stored blocks is more than 1 % false positives
         explain (binomial tail < FINDING_P: 7 of 128, 5 of 64);
     share of the training set stored = (#stored − expected false positives) / n, with a Wilson
@@ -31,7 +31,7 @@ import numpy as np
 STORED_QUANTILE = 0.99
 MIN_RATIO = 2.0            # a stored block restores at least twice as well as the reference on average
 FINDING_P = 0.001          # the count of stored blocks must be this unlikely under 1 % false positives
-MIN_RATE = 0.5             # scan --train: a stored block restores at least this share (no held-out reference)
+MIN_RATE = 0.5             # a stored block restores at least this share of its corrupted tokens
 MIN_DISTINCT = 0.35        # scan --train: … and at least this share of its tokens are distinct
 TOP = 10
 
@@ -112,7 +112,9 @@ def per_document_evidence(rows: dict, t0: float, pattern_rates: dict, corpus: np
     rate_tr, rate_te = rows["recovery_rate"][tr].astype(float), rows["recovery_rate"][te].astype(float)
     x0_tr = rows["x0"][tr]
     ok_te = rate_te[np.isfinite(rate_te)]
-    threshold = stored_threshold(rate_te)
+    # The floor: measured on a code model with nothing planted, the relative bar alone marked 3 of 96
+    # training blocks (restoration 0.19–0.30, duplication 1) — the tail of ordinary text.
+    threshold = max(stored_threshold(rate_te), MIN_RATE)
     stored = np.isfinite(rate_tr) & (rate_tr > threshold)
     patterns = sorted({p for p, _ in pattern_rates})
     for p in patterns:   # a stored block also completes better than held-out text under each pattern
