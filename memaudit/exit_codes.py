@@ -16,7 +16,7 @@ EXIT_RUNTIME = 5
 EXIT_INTERRUPTED = 130
 
 GATE_CODES = {"generalizing": EXIT_OK, "memorizing": EXIT_MEMORIZING, "inconclusive": EXIT_INCONCLUSIVE}
-FAIL_ON = ("memorizing", "inconclusive")
+FAIL_ON = ("memorizing", "inconclusive", "stored-subset")
 # The overall code of several results (multi-checkpoint scan): the first of these that any has.
 SEVERITY = (EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_LOAD, EXIT_USAGE, EXIT_MEMORIZING, EXIT_INCONCLUSIVE, EXIT_OK)
 OUT_OF_MEMORY = "out of memory; lower --batch-size or --samples"
@@ -70,7 +70,8 @@ def code_of(e: BaseException) -> tuple[str, int]:
     return f"runtime failure: {type(e).__name__}: {text}".rstrip(": "), EXIT_RUNTIME
 
 
-def gate_exit_code(verdict: str, fail_on: str = "memorizing", exit_zero: bool = False) -> int:
+def gate_exit_code(verdict: str, fail_on: str = "memorizing", exit_zero: bool = False,
+                   stored_found: bool = False) -> int:
     """Exit code of a *completed* scan (errors have their own codes 2/4/5 and never reach here).
 
     fail_on="memorizing" (default): the code is the verdict's own: generalizing 0 (gate passed),
@@ -78,6 +79,9 @@ def gate_exit_code(verdict: str, fail_on: str = "memorizing", exit_zero: bool = 
         explicitly, e.g. `|| [ $? -eq 3 ]`).
     fail_on="inconclusive": inconclusive also fails the gate and exits 1 like memorizing, for
         pipelines that read 1 as "policy failure" and any other non-zero code as "tool problem".
+    fail_on="stored-subset": as "memorizing", and a stored-subset finding (memaudit.stored: the
+        data-free search found stored sequences, or with --train training blocks restore above the
+        model's own samples; `stored_found`) fails the gate too, exit 1.
     exit_zero=True: 0 whatever the verdict (report-only runs); it overrides fail_on.
     """
     if fail_on not in FAIL_ON:
@@ -87,6 +91,8 @@ def gate_exit_code(verdict: str, fail_on: str = "memorizing", exit_zero: bool = 
     if exit_zero:
         return EXIT_OK
     if verdict == "inconclusive" and fail_on == "inconclusive":
+        return EXIT_MEMORIZING
+    if fail_on == "stored-subset" and stored_found:
         return EXIT_MEMORIZING
     return GATE_CODES[verdict]
 

@@ -200,6 +200,27 @@ class ScanResult:
     decode: Any = field(default=None, repr=False)  # ids → text (the model's tokenizer), for report.html
     training: Any = None   # memaudit.extraction.TrainingEvidence with --train: beside the verdict, never deciding it
     responses: Any = None  # prompt-conditioned families with --train: memaudit.sft evidence (a dict), beside the verdict
+    stored: Any = None     # memaudit.stored.StoredResult: the stored-subset search, a finding beside the verdict
+
+    @property
+    def stored_found(self) -> bool:
+        """A stored-subset finding: the data-free search found stored sequences, or (with --train)
+        training blocks restore above the model's own samples (memaudit.documents)."""
+        if self.stored is not None and self.stored.found:
+            return True
+        docs = (self.training.stats.get("documents") if self.training is not None else None) or {}
+        return bool(docs.get("finding"))
+
+    @property
+    def finding(self) -> str:
+        """The verdict with the stored-subset finding beside it ('generalizing, with a stored subset of ≈ 2 sequences')."""
+        found = getattr(self.stored, "finding", None) if self.stored is not None else None
+        text = f"{self.verdict}, with {found}" if found else self.verdict
+        docs = (self.training.stats.get("documents") if self.training is not None else None) or {}
+        if docs.get("finding"):
+            text += (f"; with training data, {docs['n_stored']} of {docs['n_measured']} measured training blocks "
+                     f"stored (≈ {docs['stored_share']:.1%} of the training set)")
+        return text
 
     # -- convenience accessors ----------------------------------------------------------------
     def __getattr__(self, name):
@@ -268,6 +289,10 @@ class ScanResult:
             doc["training_data"] = self.training.summary()
         if self.responses is not None:
             doc["sft_evidence"] = self.responses
+        if self.stored is not None:
+            doc["stored_subset"] = self.stored.summary()
+        if self.stored is not None or self.training is not None:
+            doc["finding"] = self.finding
         if include_timings:
             doc["timings"] = self.timings
         return doc
@@ -433,7 +458,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
          settings: ScanSettings | None = None, tokenizer: str | None = None, trust_remote_code: bool = False,
          time_input: str | None = None, schedule: str | None = None, train_data=None,
          precision: str = "auto", prompt: str | None = None, prompts_file: str | None = None,
-         test_data=None) -> ScanResult:
+         test_data=None, stored="auto") -> ScanResult:
     """Probe a checkpoint (path, hub id or Denoiser) without training data and classify its regime.
 
     settings: a ScanSettings with everything the scan does (the keyword arguments are a shorthand
@@ -451,6 +476,8 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
     train_data / test_data are prompt→response records (.jsonl) and the evidence is whether the
     model's own sampler reproduces the training responses (memaudit.sft, `result.responses`).
     A family the rule has not validated gets `inconclusive (outside_domain)` (prompted.family_gate).
+    stored: the data-free stored-subset search (memaudit.stored) beside the verdict: 'auto' (the
+    default search, memaudit.stored.DEFAULT_SCAN), a StoredSettings, or None / 'off' to skip it.
     """
     from .budget import plan_batch
     from .verdict import load_rule, sequential
@@ -533,6 +560,22 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                                                              stream=stream, batch_size=batch.batch_size)[0].numpy(),
             seed=settings.seed, resamples=settings.bootstrap_resamples, confidence=settings.confidence)
         timings["training_evidence_s"] = time.perf_counter() - t0
+        from .documents import training_block_exposure
+
+        t0 = time.perf_counter()
+        training.stats["documents"] = training_block_exposure(
+            denoiser, training_docs[0], tokens_np, settings.seed, batch.batch_size,
+            denoiser.decode if denoiser.tokenizer is not None else None)
+        timings["documents_s"] = time.perf_counter() - t0
+    stored_result = None
+    if stored is not None and stored != "off" and not getattr(denoiser, "own_sampler", False):
+        # (a family with its own sampler has no greedy reverse dynamics for the search to run)
+        from .stored import stored_settings_for, search_stored
+
+        t0 = time.perf_counter()
+        stored_result = search_stored(denoiser, stored_settings_for(stored, settings.seed, n_used), samples=tokens_np,
+                                      batch_size=batch.batch_size)
+        timings["stored_s"] = time.perf_counter() - t0
     domain = rule.domain_check(evidence)
     decision, domain = family_gate(rule, denoiser, decision, domain)
     responses = None
@@ -552,7 +595,7 @@ def scan(checkpoint_or_denoiser, samples: int = DEFAULT_SAMPLES, steps: int | No
                       near_copies_earlier=near_earlier, stats=stats, stopping=stop.describe(),
                       domain=domain, timings=timings,
                       decode=denoiser.decode if denoiser.tokenizer is not None else None, training=training,
-                      responses=responses)
+                      responses=responses, stored=stored_result)
 
 
 def decide_on(measured: dict, vocab_size: int, settings: ScanSettings, t_values: list[float], rule,

@@ -68,7 +68,8 @@ SPLITS = ("train", "test")
 # uniform = corruption at t0 (the protocol above); prefix:F / suffix:F keep the first / last
 # fraction F of the example clean and regenerate the rest from noise at t = 1 with the kept
 # positions clamped; span:F regenerates one random contiguous span of fraction F, the rest clamped.
-PATTERN_KINDS = ("uniform", "prefix", "suffix", "span")
+# infill:F keeps both ends and regenerates the middle round(F·L) positions (edge-conditioned infill).
+PATTERN_KINDS = ("uniform", "prefix", "suffix", "span", "infill")
 CATEGORIES = ("recovered", "stable", "unstable", "failed")
 
 
@@ -83,7 +84,8 @@ def parse_pattern(spec: str) -> tuple[str, float | None]:
     if kind == "uniform" and not value:
         return "uniform", None
     if kind not in PATTERN_KINDS[1:] or not value:
-        raise RecoveryError(f"--pattern must be uniform, prefix:F, suffix:F or span:F with 0 < F < 1 (got {text!r})")
+        raise RecoveryError(f"--pattern must be uniform, prefix:F, suffix:F, span:F or infill:F with 0 < F < 1 "
+                            f"(got {text!r})")
     try:
         fraction = float(value)
     except ValueError:
@@ -105,6 +107,9 @@ def pattern_keep_mask(kind: str, fraction: float, n: int, length: int, seed: int
         return np.broadcast_to(pos < size, (n, length)).copy()
     if kind == "suffix":
         return np.broadcast_to(pos >= length - size, (n, length)).copy()
+    if kind == "infill":
+        start = (length - size) // 2
+        return np.broadcast_to(~((pos >= start) & (pos < start + size)), (n, length)).copy()
     if kind == "span":
         start = np.random.default_rng(seed).integers(0, length - size + 1, size=n)
         return ~((pos >= start[:, None]) & (pos < start[:, None] + size))
@@ -176,6 +181,7 @@ class RecoverySettings:
     min_corrupted_tokens: float = RECOVERY_RULE.min_corrupted_tokens
     device: str = "cpu"
     patterns: tuple[str, ...] = ()   # conditioning patterns beside the verdict ('prefix:0.5', …; see PATTERN_KINDS)
+    documents: bool = True           # per-document evidence: the most exposed training blocks (memaudit.documents)
 
     @property
     def rule(self) -> RecoveryRule:
@@ -238,6 +244,7 @@ class RecoveryResult:
     timings: dict = field(default_factory=dict)   # seconds; never written to report files
     patterns: list[dict] = field(default_factory=list)       # one per pattern × split: exact completion
     pattern_gaps: list[dict] = field(default_factory=list)   # one per pattern: train − test exact completion
+    documents: dict | None = None   # per-document evidence (memaudit.documents): the most exposed training blocks
 
     def summary_for(self, split: str, t0: float) -> dict:
         for s in self.summaries:
@@ -283,6 +290,8 @@ class RecoveryResult:
         if self.patterns:
             doc["patterns"] = self.patterns
             doc["pattern_gaps"] = self.pattern_gaps
+        if self.documents is not None:
+            doc["documents"] = self.documents
         if include_timings:
             doc["timings"] = self.timings
         return finite_json(doc)
@@ -590,11 +599,26 @@ def recover(checkpoint_or_denoiser, train="auto", test="auto", t0=DEFAULT_T0, n:
     summaries = summarize(rows, settings)
     gaps = gap_table(rows, settings)
     decision = settings.rule.decide(summaries, gaps)   # uniform corruption only: patterns never decide
-    patterns, pattern_gaps = pattern_completion(denoiser, examples, settings, p_dtype, show_progress)
+    completions: dict = {}
+    patterns, pattern_gaps = pattern_completion(denoiser, examples, settings, p_dtype, show_progress, completions)
+    documents = None
+    if settings.documents:
+        from .documents import per_document_evidence
+
+        corpus = None
+        if train is not None and not isinstance(train, (torch.Tensor, np.ndarray)):
+            corpus = resolve_examples(train, denoiser, "train", 10 ** 9, settings.seed)[0].numpy()
+        elif train is not None:
+            corpus = np.asarray(train)
+        t_doc = max((t for t in settings.t0 if t <= 0.5), default=max(settings.t0))
+        documents = finite_json(per_document_evidence(
+            rows, t_doc, completions, corpus, denoiser.decode if denoiser.tokenizer is not None else None,
+            settings.confidence))
     return RecoveryResult(verdict=decision.verdict, reason=decision.reason, explanation=decision.explanation,
                           settings=settings, model=model_provenance(denoiser), data=finite_json(data, default=str), rows=rows,
                           summaries=summaries, gaps=gaps, timings={"total_s": time.perf_counter() - started},
-                          patterns=finite_json(patterns), pattern_gaps=finite_json(pattern_gaps))
+                          patterns=finite_json(patterns), pattern_gaps=finite_json(pattern_gaps),
+                          documents=documents)
 
 
 def complete_with_pattern(denoiser: Denoiser, x0: torch.Tensor, spec: str, settings: RecoverySettings, split: str,
@@ -611,7 +635,8 @@ def complete_with_pattern(denoiser: Denoiser, x0: torch.Tensor, spec: str, setti
 
 
 def pattern_completion(denoiser: Denoiser, examples: dict, settings: RecoverySettings,
-                       posterior_dtype: torch.dtype, show_progress: bool | None = None) -> tuple[list, list]:
+                       posterior_dtype: torch.dtype, show_progress: bool | None = None,
+                       per_example: dict | None = None) -> tuple[list, list]:
     """Exact completion of training vs held-out examples under each conditioning pattern: the share
     of examples whose regenerated positions all come back (Wilson CI), the share of regenerated
     tokens that come back (bootstrap CI over examples), and train − test of the exact rate."""
@@ -627,6 +652,8 @@ def pattern_completion(denoiser: Denoiser, examples: dict, settings: RecoverySet
             free = (~keep).sum(axis=1)
             exact[split] = correct.all(axis=1)
             accuracy = ((x_final == x0) & ~keep).sum(axis=1) / np.maximum(free, 1)
+            if per_example is not None:
+                per_example[(spec, split)] = accuracy
             rate, ci, _ = proportion(exact[split], settings.confidence)
             rows.append({"pattern": spec, "kind": kind, "fraction": fraction, "split": split, "n": int(x0.shape[0]),
                          "steps": steps_for(1.0, settings.steps_per_unit),

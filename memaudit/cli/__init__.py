@@ -1,6 +1,6 @@
 """The `memaudit` command line: a thin Typer app over the Python API.
 
-The root only composes: one module per command (scan, recover, train, sweep, calibrate, validate,
+The root only composes: one module per command (scan, recover, canary, train, sweep, calibrate, validate,
 inspect, sample, demo), options shared by several commands declared once (options.py), one table from
 exceptions to exit codes (errors.py). Logs, tables and progress go to stderr; --json prints exactly
 one JSON document on stdout (nothing on failure). The console script starts in
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from . import calibrate, demo, inspect, recover, sample, scan, sweep, train, validate, verify
+from . import calibrate, canary, demo, inspect, recover, sample, scan, sweep, train, validate, verify
 from .errors import (EXIT_INCONCLUSIVE, EXIT_INTERRUPTED, EXIT_LOAD, EXIT_MEMORIZING, EXIT_OK,  # noqa: F401
                      EXIT_RUNTIME, EXIT_USAGE, MemauditGroup, OutputError, UsageError, cli_errors, emit_error, fail)
 from .options import print_json  # noqa: F401
@@ -43,6 +43,7 @@ app.command("train")(train.train)
 app.command("sample")(sample.sample)
 app.command("inspect")(inspect.inspect)
 app.command("recover")(recover.recover)
+app.command("canary")(canary.canary)
 app.command("sweep")(sweep.sweep)
 app.command("calibrate")(calibrate.calibrate)
 app.command("validate")(validate.validate)

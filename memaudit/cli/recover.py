@@ -44,7 +44,8 @@ def recover(
     pattern: str = typer.Option("uniform", "--pattern", help="Conditioning patterns, comma-separated: uniform "
                                 "(corruption at each t0: the verdict's protocol, always run) | prefix:F | suffix:F "
                                 "(keep the first / last fraction F clean, regenerate the rest from noise, kept "
-                                "positions clamped) | span:F (regenerate one random contiguous span of fraction F). "
+                                "positions clamped) | span:F (regenerate one random contiguous span of fraction F) | infill:F (keep "
+                                "both ends, regenerate the middle fraction F). "
                                 "Exact completion of train vs test per pattern, beside the verdict (never changes "
                                 "it or the exit code)."),
     prompt: str = typer.Option(None, "--prompt", help="Prompt of a prompt-conditioned family (DiffusionGemma; "
@@ -106,6 +107,8 @@ def print_recovery(result, out) -> None:
                   soft_wrap=True)
     if result.patterns:
         print_patterns(result)
+    if result.documents is not None:
+        print_documents(result.documents)
     if out is not None:
         console.print(f"report → {escape(str(out))}", highlight=False)
 
@@ -126,3 +129,25 @@ def print_patterns(result) -> None:
     for g in result.pattern_gaps:
         console.print(f"{g['pattern']}: train − test exact completion = {g['gap']:+.3f} "
                       f"[{g['gap_ci'][0]:+.3f}, {g['gap_ci'][1]:+.3f}]", highlight=False)
+
+
+def print_documents(doc: dict) -> None:
+    """The most exposed training blocks (memaudit.documents), labelled as beside the verdict."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"most exposed training blocks at t0={doc['t0']:g} (held-out mean restoration "
+                        f"{doc['test_mean_restoration']:.3f}) · beside the verdict")
+    for col in ("example", "restoration", "pct vs test", "completion", "duplication", "stored", "text"):
+        table.add_column(col)
+    for e in doc["most_exposed"][:5]:
+        comp = ", ".join(f"{k} {v:.2f}" for k, v in e["completion"].items()) or "–"
+        text = (e["text"] or "")[:60].replace("\n", "⏎")
+        table.add_row(str(e["example_id"]), f"{e['restoration_rate']:.3f}",
+                      f"{e['restoration_percentile_vs_test']:.2f}", comp, str(e["duplication_count"]),
+                      "yes" if e["stored"] else "no", escape(text))
+    console.print(table)
+    lo, hi = doc["stored_share_ci"]
+    console.print(f"stored training blocks: {doc['n_stored']} of {doc['n_train']} (above the held-out "
+                  f"{doc['stored_quantile']:.0%} quantile {doc['stored_threshold']:.3f}); share of the training set "
+                  f"stored ≈ {doc['stored_share']:.3f} [{lo:.3f}, {hi:.3f}]", highlight=False)

@@ -23,6 +23,7 @@ Gate (exit code of a completed scan):
   generalizing   0
   memorizing     1
   inconclusive   3; 1 with --fail-on inconclusive
+  stored subset  1 with --fail-on stored-subset (a stored-subset finding beside any verdict; memorizing fails too)
   --exit-zero    0 for any verdict (overrides --fail-on)
 Could not check, never 0: 2 usage, 4 load failure/unsupported, 5 runtime.
 
@@ -50,7 +51,11 @@ def scan(
     out: Optional[Path] = typer.Option(None, "--out", help="Write the report files into this directory."),
     json_output: JsonOutput = False,
     fail_on: str = typer.Option("memorizing", "--fail-on", help="memorizing | inconclusive: the least severe "
-                                "verdict that fails the gate with exit 1 (see exit codes above)."),
+                                "verdict that fails the gate with exit 1 (see exit codes above) | stored-subset: "
+                                "memorizing or a stored-subset finding fails it."),
+    stored_search: str = typer.Option("auto", "--stored-search", help="Data-free search for stored sequences "
+                                      "beside the verdict (docs/method.md): auto (bounded cost) | deep (more starts "
+                                      "of every kind) | off."),
     exit_zero: ExitZero = False,
     weights: Weights = None,
     tokenizer: TokenizerName = None,
@@ -113,7 +118,9 @@ def scan(
     if any(not str(c).strip() for c in checkpoints or []):
         raise UsageError("CHECKPOINT is empty (give a path, glob or hub id; '.' for the current directory)")
     if fail_on not in FAIL_ON:
-        raise UsageError(f"--fail-on must be memorizing or inconclusive (got {fail_on!r})")
+        raise UsageError(f"--fail-on must be memorizing, inconclusive or stored-subset (got {fail_on!r})")
+    if stored_search not in ("auto", "deep", "off"):
+        raise UsageError(f"--stored-search must be auto, deep or off (got {stored_search!r})")
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
     try:
@@ -149,7 +156,7 @@ def scan(
     targets = ([out / name for name in REPORT_FILES] if out is not None else []) + [p for p in (junit, summary_md) if p]
     check_output_targets(targets)
     result = run_scan(checkpoint, settings=settings, weights=weights, device=resolve_device(device),
-                      rule=load_rule(rule), train_data=train_data, prompt=prompt,
+                      rule=load_rule(rule), train_data=train_data, stored=stored_search, prompt=prompt,
                       prompts_file=None if prompts is None else str(prompts),
                       test_data=None if test_data is None else str(test_data),
                       **load_options(tokenizer, trust_remote_code, time_input, schedule))
@@ -172,9 +179,14 @@ def scan(
         from ..sft import print_response_evidence
 
         print_response_evidence(result.responses)
+    if result.stored is not None:
+        from .stored import print_stored
+
+        print_stored(result)
     if json_output:
         print_json(summary)
-    raise typer.Exit(gate_exit_code(result.verdict, fail_on=fail_on, exit_zero=exit_zero))
+    raise typer.Exit(gate_exit_code(result.verdict, fail_on=fail_on, exit_zero=exit_zero,
+                                    stored_found=result.stored_found))
 
 
 def print_scan_summary(result, out: Optional[Path] = None) -> None:

@@ -260,6 +260,9 @@ def scan_html(summary: dict, samples, tokens, decode: Callable[[list[int]], str 
 
     if "training_data" in summary:
         parts.append(training_section(summary["training_data"], samples, decode))
+    from .stored_page import stored_section
+
+    parts.append(stored_section(summary))
 
     # -- rule
     parts.append("<h2>Decision rule</h2>")
