@@ -566,11 +566,12 @@ def test_n_train_is_compared_with_the_distinct_sample_count(tiny_ckpt):
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["n_train"] == 5
-    # The random-weight model collapses onto a few sequences (measured: 211 identical pairs of
-    # C(40, 2) = 780); the comparison must take the branch its own CI dictates.
+    # The random-weight model collapses onto a few sequences (many identical pairs among the
+    # samples the adaptive scan used); the comparison must take the branch its own CI dictates.
     pairs, lo, hi = doc["colliding_pairs"], *doc["distinct_sequences_ci"]
-    assert doc["sample_pairs"] == 780 and pairs >= 3
-    assert lo < 780 / pairs < hi                                     # the point estimate inside its CI
+    n = doc["n_samples"]
+    assert doc["sample_pairs"] == n * (n - 1) // 2 and pairs >= 3
+    assert lo < doc["sample_pairs"] / pairs < hi                                    # the point estimate inside its CI
     text = doc["n_train_comparison"]
     if hi < 5:
         assert text.startswith("the samples come from fewer sequences (95% CI"), text
