@@ -64,6 +64,21 @@ def test_wilson_interval_matches_the_textbook(k, n, lo, hi):
     assert got == pytest.approx((lo, hi), abs=1e-4)
 
 
+def test_basin_return_rate_ci_is_the_95_percent_wilson_interval():
+    """The basin evidence's CI (scan_statistics → Evidence.basin_return_rate_ci) at the scan's
+    confidence: 15 of 148 samples return whole (agreement 1.0), the rest partly."""
+    from memaudit.stats import basin_statistics
+
+    agreement = [1.0] * 15 + [0.75] * 133
+    b = basin_statistics(agreement, 0.95, len(agreement))
+    assert b["basin_return_rate"] == pytest.approx(15 / 148)
+    assert b["basin_return_rate_ci"] == pytest.approx([0.0624, 0.1605], abs=1e-4)
+    n = len(agreement)
+    s = scan_statistics(np.full(n, 1.0), [-1] * n, np.zeros(n, bool), np.zeros(n), vocab_size=32, tau=0.3,
+                        t_eval=0.05, seed=0, resamples=20, confidence=0.95, basin_agreement=agreement)
+    assert s["basin_return_rate_ci"] == pytest.approx([0.0624, 0.1605], abs=1e-4)
+
+
 def test_wilson_interval_edges():
     assert all(math.isnan(v) for v in wilson_interval(0, 0, 0.95))
     lo, hi = wilson_interval(10, 10, 0.95)
