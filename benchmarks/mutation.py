@@ -142,7 +142,7 @@ def mutmut_config(files: list[str], tests: list[str]) -> str:
             f"only_mutate = {toml_list(files)}\n"
             f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
             'pytest_add_cli_args = ["-p", "no:cacheprovider", "-x", "-q"]\n'
-            'process_isolation = "forkserver"\n'
+            'process_isolation = "fork"\n'
             "use_git_change_detection = false\n")
 
 
