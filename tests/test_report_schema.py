@@ -78,13 +78,13 @@ def scan_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def train_scan_dir(tmp_path_factory):
     """A real scan of a tiny untrained network with training data (token ids) and --n-train."""
-    from memaudit.probe import scan
+    from memaudit.probe import ScanSettings, scan
     from report_fixtures import TEST_RULE, tiny_denoiser
 
     den = tiny_denoiser()
     docs = np.random.default_rng(0).integers(0, den.vocab_size, size=(20, den.seq_len))
-    result = scan(den, samples=8, steps=2, seed=0, show_progress=False, bootstrap_resamples=50,
-                  fixed_point_steps=1, rule=TEST_RULE, train_data=docs, n_train=20)
+    settings = ScanSettings(samples=8, steps=2, seed=0, bootstrap_resamples=50, fixed_point_steps=1, n_train=20)
+    result = scan(den, settings=settings, show_progress=False, rule=TEST_RULE, train_data=docs)
     out = tmp_path_factory.mktemp("train-scan")
     write_report(result, out)
     return out
