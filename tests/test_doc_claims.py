@@ -90,3 +90,11 @@ def test_readme_claims_match_validation_json(groups):
     assert f"the {everything['points']} points have {everything['wrong_convention']} wrong definite verdicts, " \
            f"{post['wrong_convention']} post-hoc and {new['wrong_convention']} untouched" in text
     assert "out of sample on 40 models" not in text and "0 wrong verdicts" not in text
+
+
+def test_ci_sets_ci_true():
+    """.ci/run exports CI=true before the tests, so no test can skip for want of a browser in CI."""
+    lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert "export CI=true" in lines
+    assert lines.index("export CI=true") < len(lines) - 1            # before the test command (the last line)
