@@ -271,3 +271,60 @@ def test_schedule_derivative_is_the_formulas(schedule):
     h = 1e-3                                       # the geometric schedule computes in float32
     numeric = (schedule.alpha(t + h).double() - schedule.alpha(t - h).double()) / (2 * h)
     assert torch.allclose(schedule.dalpha_dt(t).double(), numeric, rtol=2e-3, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- batch planning
+def test_sizes_parse_to_bytes():
+    assert budget.parse_size("4GiB") == 4 * GIB and budget.parse_size("500MB") == 500 * 10**6
+    assert budget.parse_size(" 2.5g ") == int(2.5e9) and budget.parse_size("123456") == 123456
+    assert budget.parse_size("1kib") == 1024 and budget.parse_size(None) is None and budget.parse_size(7) == 7
+    for bad in ("4 parsecs", "GiB", "-1GB", "0"):
+        with pytest.raises(budget.BudgetError):
+            budget.parse_size(bad)
+    assert budget.parse_batch_size("auto") is None and budget.parse_batch_size(None) is None
+    assert budget.parse_batch_size(" AUTO ") is None and budget.parse_batch_size("8") == 8
+    for bad in ("0", "-2", "eight"):
+        with pytest.raises(budget.BudgetError):
+            budget.parse_batch_size(bad)
+    assert budget.fmt_bytes(3 * GIB) == "3.0 GiB" and budget.fmt_bytes(1536 * 1024) == "1.5 MiB"
+    assert budget.fmt_bytes(2048) == "2.0 KiB" and budget.fmt_bytes(100) == "100 B"
+
+
+def _fake_denoiser(vocab=1000, length=100, hidden=64, heads=4, device="cpu"):
+    from types import SimpleNamespace
+    config = SimpleNamespace(hidden_size=hidden, n_heads=heads)
+    return SimpleNamespace(vocab_size=vocab, seq_len=length, device=device, model=SimpleNamespace(config=config))
+
+
+def test_bytes_per_sequence_by_hand():
+    # 4 bytes × L × (4 V + 14 d + heads × L) = 4 × 100 × (4,000 + 896 + 400) = 2,118,400
+    assert budget.bytes_per_sequence(1000, 100, 64, 4) == 2_118_400
+    assert budget.model_shape(_fake_denoiser()) == (64, 4)
+    from types import SimpleNamespace
+    assert budget.model_shape(SimpleNamespace()) == (1024, 16)              # the conservative guess
+
+
+def test_plan_batch_by_hand():
+    den = _fake_denoiser()                                   # 2,118,400 bytes per sequence
+    per = 2_118_400
+    plan = budget.plan_batch(den, None, max_memory=10 * per)
+    assert (plan.batch_size, plan.per_sequence, plan.budget, plan.chosen) == (10, per, 10 * per, "auto")
+    assert "batch 10 (auto" in plan.describe()
+    assert budget.plan_batch(den, None, max_memory=10 * per + per - 1).batch_size == 10          # floor
+    assert budget.plan_batch(den, None, max_memory=100 * per).batch_size == 40    # CPU: 4,096 tokens // L = 100 → 40
+    assert budget.plan_batch(den, None, max_memory=100 * per, work=7).batch_size == 7
+    assert budget.plan_batch(_fake_denoiser(length=8), None, max_memory=10**12).batch_size == budget.MAX_AUTO_BATCH
+    given = budget.plan_batch(den, 3, max_memory=3 * per)
+    assert (given.batch_size, given.chosen) == (3, "given")
+    with pytest.raises(budget.BudgetError, match="≤ 3"):
+        budget.plan_batch(den, 4, max_memory=3 * per + 1)
+    with pytest.raises(budget.BudgetError, match="not even one sequence"):
+        budget.plan_batch(den, 1, max_memory=per - 1)
+    with pytest.raises(budget.BudgetError, match="one sequence needs"):
+        budget.plan_batch(den, None, max_memory=per - 1)
+
+
+def test_plan_batch_default_budget_is_half_the_available(monkeypatch):
+    monkeypatch.setattr(budget, "available_memory", lambda device: 20 * 2_118_400)
+    plan = budget.plan_batch(_fake_denoiser(), None, max_memory=None)
+    assert plan.budget == 10 * 2_118_400 and plan.batch_size == 10

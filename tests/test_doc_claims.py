@@ -98,3 +98,37 @@ def test_ci_sets_ci_true():
              if line.strip() and not line.startswith("#")]
     assert "export CI=true" in lines
     assert lines.index("export CI=true") < len(lines) - 1            # before the test command (the last line)
+
+
+def test_screenshot_shows_the_current_rule():
+    """docs/report-screenshot.png is made by benchmarks/report_screenshot.py from a real scan and
+    names the rule it was made with; when the default rule changes, the picture is stale: run
+    `python benchmarks/report_screenshot.py` again."""
+    import importlib.util
+
+    from memaudit.verdict import load_rule
+
+    spec = importlib.util.spec_from_file_location("report_screenshot", ROOT / "benchmarks" / "report_screenshot.py")
+    shot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shot)
+    text = shot.png_text((DOCS / "report-screenshot.png").read_bytes())
+    assert text.get("memaudit-rule") == shot.rule_stamp(load_rule()), text
+    assert text.get("memaudit-command", "").startswith("python benchmarks/report_screenshot.py")
+
+
+def test_png_text_chunks_round_trip():
+    import importlib.util
+    import struct
+    import zlib
+
+    spec = importlib.util.spec_from_file_location("report_screenshot", ROOT / "benchmarks" / "report_screenshot.py")
+    shot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shot)
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    png = shot.PNG_MAGIC + chunk(b"IHDR", bytes(13)) + chunk(b"IEND", b"")
+    stamped = shot.with_text(png, {"memaudit-rule": "r v1 abc"})
+    assert shot.png_text(stamped) == {"memaudit-rule": "r v1 abc"}
+    assert [k for k, _ in shot.png_chunks(stamped)] == ["IHDR", "tEXt", "IEND"]
