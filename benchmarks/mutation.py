@@ -164,10 +164,15 @@ def run_module(name: str, workdir: Path, mutmut: str, max_children: int, fresh: 
             f.write(mutmut_config(files, tests))
     start = time.monotonic()
     cmd = [mutmut, "run", "--max-children", str(max_children), *(patterns or [])]
-    with open(root / "mutmut-run.log", "w", encoding="utf-8") as log:   # mutmut's own progress output
-        run = subprocess.run(cmd, cwd=root, env=env_for(root / "mutants"), stdout=log, stderr=subprocess.STDOUT)
+    # mutmut 3.8.1, here: the run that generates the mutants records no test for any of them ("Stopping
+    # early, because we could not find any test case"); a second run, on the generated mutants, does.
+    for attempt in (1, 2):
+        with open(root / f"mutmut-run-{attempt}.log", "w", encoding="utf-8") as log:   # mutmut's own output
+            run = subprocess.run(cmd, cwd=root, env=env_for(root / "mutants"), stdout=log, stderr=subprocess.STDOUT)
+        if run.returncode == 0:
+            break
     if run.returncode != 0:
-        print(f"{name}: mutmut exited {run.returncode}; see {root / 'mutmut-run.log'}", file=sys.stderr)
+        print(f"{name}: mutmut exited {run.returncode}; see {root}/mutmut-run-*.log", file=sys.stderr)
     res = subprocess.run([mutmut, "results", "--all", "true"], cwd=root, env=env_for(root / "mutants"),
                          capture_output=True, text=True)
     counts: dict[str, int] = {}
