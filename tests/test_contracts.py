@@ -328,3 +328,19 @@ def test_plan_batch_default_budget_is_half_the_available(monkeypatch):
     monkeypatch.setattr(budget, "available_memory", lambda device: 20 * 2_118_400)
     plan = budget.plan_batch(_fake_denoiser(), None, max_memory=None)
     assert plan.budget == 10 * 2_118_400 and plan.batch_size == 10
+
+
+def test_budget_reads_the_address_space_limit(monkeypatch):
+    asked = []
+    fake_files(monkeypatch, {"/proc/self/status": "VmSize: 1024 kB\n"})
+    monkeypatch.setattr(budget.resource, "getrlimit", lambda which: asked.append(which) or (GIB, resource.RLIM_INFINITY))
+    assert budget._address_space_available() == GIB - 1024 * 1024 and asked == [resource.RLIMIT_AS]
+
+
+def test_available_memory_defaults_to_the_cpu_and_asks_the_gpu_for_its_free_memory(monkeypatch):
+    fake_files(monkeypatch, {"/proc/meminfo": f"MemAvailable: {2 * GIB // 1024} kB\n"})
+    monkeypatch.setattr(budget.resource, "getrlimit", lambda which: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    assert budget.available_memory() == 2 * GIB                       # the default device is the CPU
+    asked = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: asked.append(device) or (3 * GIB, 80 * GIB))
+    assert budget.available_memory("cuda") == 3 * GIB and asked == [torch.device("cuda")]
