@@ -204,3 +204,84 @@ def test_outside_domain_only_without_basins():
     assert rule.decide(replace(outside, basin_return_rate=0.1, basin_return_rate_ci=(0.05, 0.2))).reason == \
         "finite_entropy"
     assert rule.decide(replace(outside, vocab_size=4096)).reason == "finite_entropy"
+
+
+# ------------------------------------------------------------------ evidence, exit codes, looks
+def test_evidence_from_stats_maps_every_field():
+    from memaudit.stats import scan_statistics
+
+    n = 12
+    dup = [-1, -1, -1, 0, 2, 1, -1, 0, 2, 2, -1, -1]
+    stats = scan_statistics([0.1 * i for i in range(n)], dup, [i % 2 == 0 for i in range(n)], [0.01 * i for i in range(n)],
+                            vocab_size=32, tau=0.3, t_eval=0.05, seed=0, resamples=50, confidence=0.95,
+                            basin_agreement=[1.0] * 3 + [0.5] * 9, seq_len=8, near_earlier=[0, 1] * 6,
+                            near_fraction=0.25, layout="stream")
+    stats["position_information"], stats["position_information_p"] = 0.2, 0.03
+    ev = Evidence.from_stats(stats, steps=16, n_parameters=1234)
+    assert (ev.n_samples, ev.steps, ev.n_parameters, ev.vocab_size, ev.seq_len, ev.layout) == (n, 16, 1234, 32, 8, "stream")
+    assert ev.mean_entropy == pytest.approx(0.55) and ev.max_entropy == pytest.approx(LN_V)
+    assert ev.mean_entropy_ci == tuple(stats["mean_entropy_ci"])
+    assert ev.near_zero_sample_fraction == pytest.approx(3 / 12)
+    assert ev.near_zero_sample_fraction_ci == tuple(stats["near_zero_sample_fraction_ci"])
+    assert ev.duplicate_rate == pytest.approx(0.5) and ev.fixed_point_fraction == pytest.approx(0.5)
+    assert ev.fixed_point_distance == pytest.approx(0.055) and ev.t_eval == 0.05
+    assert (ev.colliding_pairs, ev.near_pairs, ev.sample_pairs) == (10, 6, 66)
+    assert ev.distinct_sequences_ci == tuple(stats["distinct_sequences_ci"])
+    assert ev.basin_return_rate == pytest.approx(0.25) and ev.basin_return_rate_ci == tuple(stats["basin_return_rate_ci"])
+    assert (ev.position_information, ev.position_information_p) == (0.2, 0.03)
+    assert math.isnan(ev.low_entropy_fraction)
+    bare = Evidence.from_stats({k: v for k, v in stats.items() if k not in (
+        "near_pairs", "colliding_pairs", "sample_pairs", "distinct_sequences_ci", "basin_return_rate",
+        "basin_return_rate_ci", "position_information", "position_information_p", "mean_fixed_point_distance")})
+    assert bare.near_pairs is None and bare.colliding_pairs == 0 and bare.sample_pairs == 0 and bare.steps is None
+    assert math.isnan(bare.basin_return_rate) and math.isnan(bare.fixed_point_distance) and not bare.basins_measured
+    assert math.isnan(bare.position_information) and bare.distinct_sequences_ci == (None, None)
+
+
+@pytest.mark.parametrize("verdict,fail_on,exit_zero,code", [
+    ("generalizing", "memorizing", False, 0), ("memorizing", "memorizing", False, 1),
+    ("inconclusive", "memorizing", False, 3), ("inconclusive", "inconclusive", False, 1),
+    ("memorizing", "inconclusive", False, 1), ("generalizing", "inconclusive", False, 0),
+    ("memorizing", "memorizing", True, 0), ("inconclusive", "inconclusive", True, 0)])
+def test_gate_exit_code(verdict, fail_on, exit_zero, code):
+    from memaudit.verdict.scan import gate_exit_code
+
+    assert gate_exit_code(verdict, fail_on, exit_zero) == code
+
+
+def test_gate_exit_code_refuses_unknown_values():
+    from memaudit.verdict.scan import gate_exit_code
+
+    with pytest.raises(ValueError):
+        gate_exit_code("generalizing", "generalizing")
+    with pytest.raises(ValueError):
+        gate_exit_code("unsure")
+
+
+def test_looks_stopping_and_replay():
+    from memaudit.verdict import sequential
+    from memaudit.verdict.scan import Decision
+
+    assert sequential.looks(32, 256) == [32, 64, 128, 256] and sequential.looks(32, 100) == [32, 64, 100]
+    assert sequential.looks(64, 32) == [32] and sequential.looks(0, 5) == [1, 2, 4, 5]
+    assert sequential.is_definite("memorizing") and not sequential.is_definite("inconclusive")
+    fixed = sequential.stopping(False, [32, 64], 64, "memorizing")
+    assert (fixed.adaptive, fixed.stopped_early, fixed.samples_used) == (False, False, 64)
+    early = sequential.stopping(True, [32, 64, 128], 32, "memorizing")
+    assert early.stopped_early and early.describe()["early_error_bound"] == pytest.approx(0.002)
+    assert early.describe()["looks"] == [32, 64, 128] and early.describe()["design"] == sequential.DESIGN
+    assert "design" not in fixed.describe()
+    late = sequential.stopping(True, [32, 64], 64, "inconclusive")
+    assert not late.stopped_early and late.samples_used == 64
+    seen = []
+
+    def decide_at(k, confidence):
+        seen.append((k, confidence))
+        return Decision("memorizing" if k >= 64 else "inconclusive", "r", "")
+
+    decision, used = sequential.replay([32, 64, 128, 256], decide_at)
+    assert used == 64 and decision.verdict == "memorizing"
+    assert seen == [(32, sequential.EARLY_CONFIDENCE), (64, sequential.EARLY_CONFIDENCE)]
+    seen.clear()
+    decision, used = sequential.replay([32, 64], lambda k, c: seen.append((k, c)) or Decision("inconclusive", "r", ""))
+    assert used == 64 and seen == [(32, sequential.EARLY_CONFIDENCE), (64, None)]
