@@ -80,6 +80,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "report-screenshot.png")
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--checkpoint", help="scan this checkpoint instead of the memorizing reference model")
     args = ap.parse_args(argv)
 
     import memaudit
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
     from memaudit.verdict import load_rule
 
     binary = chromium()
-    checkpoint = ensure_reference_models(["memorizing"])["memorizing"]
+    checkpoint = args.checkpoint or ensure_reference_models(["memorizing"])["memorizing"]
     result = memaudit.scan(checkpoint, samples=args.samples, seed=args.seed, show_progress=False, adaptive=False)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -101,8 +102,10 @@ def main(argv=None) -> int:
             sys.exit(f"chromium failed ({run.returncode}): {run.stderr[-2000:]}")
         data = png.read_bytes()
     stamp = {"memaudit-rule": rule_stamp(load_rule()),
-             "memaudit-command": f"python benchmarks/report_screenshot.py --samples {args.samples} --seed {args.seed} "
-                                 f"(memorizing reference model; verdict {result.verdict}, reason {result.reason})"}
+             "memaudit-command": f"python benchmarks/report_screenshot.py --samples {args.samples} --seed {args.seed}"
+                                 + (f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
+                                 + f" ({'the given checkpoint' if args.checkpoint else 'memorizing reference model'}; "
+                                   f"verdict {result.verdict}, reason {result.reason})"}
     args.out.write_bytes(with_text(data, stamp))
     print(f"{args.out}: {len(data):,} bytes; {stamp['memaudit-rule']}; {result.verdict} ({result.reason})")
     return 0
