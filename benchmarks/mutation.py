@@ -15,6 +15,9 @@ Two parts, each against the tests that need no trained reference model
         the module's work directory prints the diff). The schedules of memaudit/diffusion.py are
         the only part of that file mutated (mutants named *Schedule*, schedule_from_dict,
         check_eps, check_float). MODULES says which tests run for which module, and what is left out.
+        Lines that start with a string literal (the continuation lines of explanations and error
+        messages) are not mutated: the tests assert verdicts, reasons, numbers and exit codes, not
+        wording. A mutant that no selected test reaches counts as 'no tests', not as killed.
 
 Nothing in the working tree is modified: everything runs under --workdir (default
 $TMPDIR/memaudit-mutation), which a later run reuses (mutmut caches results there). It is a
