@@ -55,7 +55,8 @@ MODULES = {
     "stats": (["memaudit/stats.py"], None,
               ["tests/test_contracts.py", "tests/test_stats.py", "tests/test_rule_bounds.py"]),
     "verdict": (["memaudit/verdict/scan.py", "memaudit/verdict/sequential.py", "memaudit/verdict/recovery.py"], None,
-                ["tests/test_rule_bounds.py", "tests/test_stats.py"]),
+                ["tests/test_rule_bounds.py", "tests/test_stats.py::test_recovery_rule_is_data_and_the_settings_default_to_it",
+                 "tests/test_stats.py::test_sweep_rejudges_stored_recovery_with_the_recovery_rule"]),
     "extraction": (["memaudit/extraction.py"], None, ["tests/test_extraction.py"]),
 }
 
