@@ -344,3 +344,37 @@ def test_available_memory_defaults_to_the_cpu_and_asks_the_gpu_for_its_free_memo
     asked = []
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: asked.append(device) or (3 * GIB, 80 * GIB))
     assert budget.available_memory("cuda") == 3 * GIB and asked == [torch.device("cuda")]
+
+
+def test_budget_edges_and_messages(monkeypatch):
+    """The edges of the budget's parsing and planning, and what its messages say (mutmut survivors)."""
+    assert budget.parse_size("1") == 1 and budget.parse_batch_size("1") == 1
+    with pytest.raises(budget.BudgetError, match=r"--max-memory: cannot read 'lots' as a size"):
+        budget.parse_size("lots")
+    with pytest.raises(budget.BudgetError, match=r"--max-memory must be positive \(got '0'\)"):
+        budget.parse_size("0")
+    with pytest.raises(budget.BudgetError, match=r"--batch-size must be 'auto' or a positive integer \(got 'x'\)"):
+        budget.parse_batch_size("x")
+    with pytest.raises(budget.BudgetError, match=r"--batch-size must be ≥ 1 \(got 0\)"):
+        budget.parse_batch_size("0")
+    assert budget.fmt_bytes(GIB) == "1.0 GiB" and budget.fmt_bytes(1024) == "1.0 KiB"
+    fake_files(monkeypatch, {"/proc/self/status": f"VmSize: {4 * GIB // 1024} kB\n"})
+    monkeypatch.setattr(budget.resource, "getrlimit", lambda which: (GIB, resource.RLIM_INFINITY))
+    assert budget._address_space_available() == 0                         # already past the limit
+    per = 2_118_400
+    den = _fake_denoiser()
+    assert budget.plan_batch(den, None, max_memory=per).batch_size == 1   # exactly one sequence fits
+    assert budget.plan_batch(den, None, max_memory=100 * per, work=50).batch_size == 40   # the CPU cap binds
+    assert budget.plan_batch(_fake_denoiser(length=5000), None, max_memory=10**15).batch_size == 1
+    given = budget.plan_batch(den, 3, max_memory=3 * per)
+    assert (given.per_sequence, given.budget) == (per, 3 * per)
+    with pytest.raises(budget.BudgetError, match=r"use --batch-size auto or ≤ 3 \)?$|≤ 3$") as e:
+        budget.plan_batch(den, 4, max_memory=3 * per + 1)
+    assert "(--max-memory)" in str(e.value) and "needs about 8.1 MiB" in str(e.value)
+    with pytest.raises(budget.BudgetError, match=r"use --batch-size auto or ≤ 1$"):
+        budget.plan_batch(den, 2, max_memory=per)
+    asked = []
+    monkeypatch.setattr(budget, "available_memory", lambda device: asked.append(device) or per)
+    with pytest.raises(budget.BudgetError, match=r"\(50% of the available memory\)"):
+        budget.plan_batch(den, None, max_memory=None)
+    assert asked == ["cpu"]
