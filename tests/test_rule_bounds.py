@@ -285,3 +285,48 @@ def test_looks_stopping_and_replay():
     seen.clear()
     decision, used = sequential.replay([32, 64], lambda k, c: seen.append((k, c)) or Decision("inconclusive", "r", ""))
     assert used == 64 and seen == [(32, sequential.EARLY_CONFIDENCE), (64, None)]
+
+
+# ------------------------------------------------------ equality at thresholds, the entropy-only rule
+def test_strict_and_inclusive_comparisons_at_each_threshold():
+    # memorizing: H̄ upper bound strictly below 0.5; share lower bound strictly above 0.2
+    assert decide(replace(LOW, mean_entropy=0.45, mean_entropy_ci=(0.40, 0.5), near_zero_sample_fraction=0.0,
+                          near_zero_sample_fraction_ci=(0.0, 0.0))) == ("inconclusive", "ci_straddles_threshold")
+    assert decide(replace(LOW, mean_entropy=0.6, mean_entropy_ci=(0.55, 0.65), near_zero_sample_fraction=0.3,
+                          near_zero_sample_fraction_ci=(0.2, 0.4))) == ("inconclusive", "between_thresholds")
+    # generalizing: H̄ lower bound strictly above 0.7; share upper bound strictly below 0.1
+    assert decide(replace(GEN, mean_entropy=0.75, mean_entropy_ci=(0.7, 0.8))) == ("inconclusive", "ci_straddles_threshold")
+    assert decide(replace(GEN, near_zero_sample_fraction=0.05, near_zero_sample_fraction_ci=(0.0, 0.1))) == \
+        ("inconclusive", "conflicting_signals")
+    # undertrained: lower bound of H̄ / ln V at or above 0.8 (many fixed points: not the soft test)
+    d = RULE.decide(replace(GEN, mean_entropy=0.85 * LN_V, mean_entropy_ci=(0.8 * LN_V, 0.9 * LN_V)))
+    assert (d.verdict, d.reason, d.settled) == ("inconclusive", "undertrained", True)
+    assert decide(replace(GEN, mean_entropy=0.85 * LN_V, mean_entropy_ci=(0.7999 * LN_V, 0.9 * LN_V))) == \
+        ("generalizing", "finite_entropy")
+    # t_eval compared with a relative tolerance of 1e-9
+    assert decide(replace(LOW, t_eval=0.05 * (1 + 1e-12))) == ("memorizing", "repeated_samples")
+    assert decide(replace(LOW, t_eval=0.05 * (1 + 1e-6))) == ("inconclusive", "rule_mismatch")
+
+
+def test_every_decision_is_a_full_triple():
+    d = RULE.decide(replace(LOW, n_samples=8))
+    assert (d.verdict, d.reason, d.settled) == ("inconclusive", "too_few_samples", False) and "8 samples" in d.explanation
+    d = RULE.decide(replace(GEN, position_information=0.15, position_information_p=0.005, layout="stream"))
+    assert (d.verdict, d.reason) == ("inconclusive", "position_locked_samples") and "fixed positions" in d.explanation
+    assert "--layout aligned" in RULE.decide(replace(GEN, position_information=0.15, position_information_p=0.005,
+                                                     layout="unknown")).explanation
+    d = RULE.decide(replace(LOW, colliding_pairs=0, position_information=0.15, position_information_p=0.005,
+                            layout="stream"))
+    assert (d.verdict, d.reason, d.settled) == ("memorizing", "position_locked_samples", True)
+
+
+def test_entropy_only_rule_ignores_the_stored_set_evidence():
+    """decide(entropy_only=True), used only to fit thresholds: low entropy alone is 'memorizing'."""
+    d = RULE.decide(replace(LOW, colliding_pairs=0), entropy_only=True)
+    assert (d.verdict, d.reason) == ("memorizing", "low_entropy") and "below" in d.explanation
+    gen_with_basins = replace(GEN, basin_return_rate=0.7, basin_return_rate_ci=(0.55, 0.8),
+                              position_information=0.15, position_information_p=0.005, layout="stream",
+                              colliding_pairs=50, vocab_size=10**6)
+    rule = load_rule({**RULE.describe(), "domain": {"vocab_size": [32, 4096]}})
+    assert rule.decide(gen_with_basins, entropy_only=True).reason == "finite_entropy"
+    assert rule.decide(gen_with_basins).reason == "conflicting_signals"
