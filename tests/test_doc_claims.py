@@ -100,30 +100,33 @@ def test_ci_sets_ci_true():
     assert lines.index("export CI=true") < len(lines) - 1            # before the test command (the last line)
 
 
+def screenshot_module():
+    """benchmarks/report_screenshot.py, imported from its file (benchmarks/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("report_screenshot", ROOT / "benchmarks" / "report_screenshot.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_screenshot_shows_the_current_rule():
     """docs/report-screenshot.png is made by benchmarks/report_screenshot.py from a real scan and
     names the rule it was made with; when the default rule changes, the picture is stale: run
     `python benchmarks/report_screenshot.py` again."""
-    import importlib.util
-
     from memaudit.verdict import load_rule
 
-    spec = importlib.util.spec_from_file_location("report_screenshot", ROOT / "benchmarks" / "report_screenshot.py")
-    shot = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(shot)
+    shot = screenshot_module()
     text = shot.png_text((DOCS / "report-screenshot.png").read_bytes())
     assert text.get("memaudit-rule") == shot.rule_stamp(load_rule()), text
     assert text.get("memaudit-command", "").startswith("python benchmarks/report_screenshot.py")
 
 
 def test_png_text_chunks_round_trip():
-    import importlib.util
     import struct
     import zlib
 
-    spec = importlib.util.spec_from_file_location("report_screenshot", ROOT / "benchmarks" / "report_screenshot.py")
-    shot = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(shot)
+    shot = screenshot_module()
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
