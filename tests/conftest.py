@@ -33,7 +33,12 @@ def _needs_reference_models(item, fixtures=REFERENCE_FIXTURES) -> bool:
 def pytest_collection_modifyitems(session, config, items):
     """Test files that use the reference models run after the others (each file's tests stay
     together and in order), so that the models train in the background while the others run
-    (see `_reference_training`)."""
+    (see `_reference_training`). With MEMAUDIT_TESTS_NO_MODELS=1 the tests that need the
+    reference models are deselected (benchmarks/mutation.py runs only tests that need none)."""
+    if os.environ.get("MEMAUDIT_TESTS_NO_MODELS") == "1":
+        keep = [item for item in items if not _needs_reference_models(item)]
+        config.hook.pytest_deselected(items=[item for item in items if _needs_reference_models(item)])
+        items[:] = keep
     needing = {item.module.__name__ for item in items if _needs_reference_models(item) and item.module}
     items.sort(key=lambda item: item.module.__name__ in needing if item.module else False)
 

@@ -401,7 +401,8 @@ def test_ctrl_c_during_sampling(ckpt, tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines() == ["memaudit: interrupted"]
-    assert proc.stdout == "" and not any(out.glob("*")) if out.exists() else True
+    assert proc.stdout == "", proc.stdout[-2000:]                     # no half-written JSON on stdout
+    assert not out.exists() or not any(out.iterdir()), list(out.iterdir())   # nothing half-written
 
 
 # ---------------------------------------------------------------------------- a closed stdout

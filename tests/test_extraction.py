@@ -28,13 +28,85 @@ runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
+def verbatim_span_oracle(sample, stream) -> int:
+    """The longest run of consecutive tokens of `sample` that occurs anywhere in `stream`, by plain
+    substring search over tuples (no numpy, nothing from memaudit.extraction): the length k
+    is binary-searched, as a substring of length k occurring implies one of every shorter length."""
+    sample, stream = [int(t) for t in sample], [int(t) for t in stream]
+
+    def occurs(k: int) -> bool:
+        grams = {tuple(stream[p:p + k]) for p in range(len(stream) - k + 1)}
+        return any(tuple(sample[i:i + k]) in grams for i in range(len(sample) - k + 1))
+
+    lo, hi = 0, len(sample)                      # occurs(lo) holds (k = 0); find the largest k
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if occurs(mid) else (lo, mid - 1)
+    return lo
+
+
 def brute_force(samples: np.ndarray, documents: np.ndarray):
-    """Every window of the packed stream against every sample: (Hamming [N, W], longest span [N])."""
+    """Every window of the packed stream against every sample: (Hamming [N, W], longest span [N]),
+    the span from `verbatim_span_oracle`, independent of the code under test."""
     stream = documents.reshape(-1)
     windows = np.lib.stride_tricks.sliding_window_view(stream, samples.shape[1])
     hamming = (windows[None] != samples[:, None]).sum(-1)
-    spans = np.array([longest_true_run(windows == s).max() for s in samples])
+    spans = np.array([verbatim_span_oracle(s, stream) for s in samples])
     return hamming, spans
+
+
+def assert_span_contract(found, truth, n: int) -> None:
+    """The index's contract (memaudit.extraction): the longest verbatim span is exact when it is
+    at least n tokens long, a lower bound below (0 when no n-gram of the sample occurs)."""
+    found, truth = np.asarray(found), np.asarray(truth)
+    long_enough = truth >= n
+    assert np.array_equal(found[long_enough], truth[long_enough]), (found, truth, n)
+    assert np.all(found[~long_enough] <= truth[~long_enough]), (found, truth, n)
+
+
+def test_verbatim_span_oracle_on_hand_counted_cases():
+    stream = np.array([5, 6, 7, 8, 9, 1, 2, 3, 4])
+    assert verbatim_span_oracle([0, 7, 8, 9, 1, 0], stream) == 4          # 7 8 9 1
+    assert verbatim_span_oracle([0, 0, 0], stream) == 0
+    assert verbatim_span_oracle([3, 4, 5, 6], stream) == 2                # 3 4 | 5 6: not joined
+    assert verbatim_span_oracle([5, 6, 7, 8, 9, 1, 2, 3, 4], stream) == 9
+
+
+def test_longest_true_run_against_a_loop_and_hand_counts():
+    hand = np.array([[0, 0, 0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 1, 1, 0], [0, 1, 1, 1, 0], [1, 0, 0, 0, 1]], dtype=bool)
+    assert longest_true_run(hand).tolist() == [0, 5, 2, 3, 1]
+    rng = np.random.default_rng(1)
+    mask = rng.random((200, 23)) < 0.6
+    expected = []
+    for row in mask:                                  # an independent loop: count, reset at False
+        best = run = 0
+        for v in row:
+            run = run + 1 if v else 0
+            best = max(best, run)
+        expected.append(best)
+    assert longest_true_run(mask).tolist() == expected
+
+
+def test_index_spans_meet_the_contract_against_the_oracle():
+    """Spans shorter and longer than n, at stream edges and across document boundaries, against
+    the independent oracle: exact from n tokens up, a lower bound below."""
+    rng = np.random.default_rng(3)
+    docs = rng.integers(0, 40, size=(30, 16))
+    stream = docs.reshape(-1)
+    n = ngram_size(16)
+    samples = rng.integers(40, 80, size=(12, 16))                      # tokens absent from the stream
+    plants = [(0, 0, 16), (1, 5, 3), (2, 7, n), (3, 0, n + 3), (4, 9, n - 1), (5, 2, 11), (6, 13, 3)]
+    for row, at, k in plants:
+        start = int(rng.integers(0, stream.size - k))
+        samples[row, at:at + k] = stream[start:start + k]
+    samples[7, :5] = stream[:5]                                         # the stream's first tokens
+    samples[8, 10:] = stream[-6:]                                       # its last tokens
+    samples[9, 2:2 + 2 * n] = stream[16 - n:16 + n]                     # across a document boundary
+    truth = np.array([verbatim_span_oracle(s, stream) for s in samples])
+    assert truth[0] == 16 and truth[3] >= n + 3 and truth[9] >= 2 * n and truth[10] <= 2
+    m = TrainingIndex.build(docs, n).match(samples)
+    assert_span_contract(m.longest_train_span, truth, n)
+    assert (truth >= n).sum() >= 5 and (truth < n).sum() >= 3          # both sides of the contract are tested
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +149,7 @@ def test_index_finds_exactly_the_brute_force_copies_on_the_memorizing_model(mem_
     near = hamming.min(axis=1) <= m.near_distance
     assert np.array_equal(m.is_near_copy, near)
     assert np.array_equal(m.nearest_train_distance[near], hamming.min(axis=1)[near])
-    assert np.array_equal(m.longest_train_span, spans)               # every span here is ≥ n tokens
+    assert_span_contract(m.longest_train_span, spans, ngram_size(mem_data.tokens.shape[1]))
     t = mem_data.summary()["training_data"]
     assert t["n_training_copies"] == int(truth.sum()) and t["extraction_rate"] == truth.mean()
     lo, hi = t["extraction_rate_ci"]

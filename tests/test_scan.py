@@ -129,15 +129,22 @@ def test_untrained_model_is_inconclusive_undertrained(untrained_checkpoint):
     assert "ln V" in r.explanation
 
 
-def test_generalizing_entropy_is_near_the_source_entropy(gen_result):
+def test_generalizing_entropy_is_near_the_source_entropy(gen_result, mem_result):
     """The generalizing model's x̂ entropy on its own samples is close to the true conditional
     entropy of the Markov source on the same samples (it learned the chain, not the examples)."""
     from memaudit.data import load_corpus
 
-    true_h = load_corpus("synthetic").source.conditional_entropy(torch.from_numpy(gen_result.tokens))
-    true_mean = float(torch.nanmean(true_h))
-    # |model - source|, training seeds 0-3: 0.35-0.40; the memorizing fixture, seeds 0-4: 0.60-0.61.
-    assert abs(gen_result.mean_entropy - true_mean) < 0.5
+    source = load_corpus("synthetic").source
+
+    def share_of_source_entropy(result) -> float:
+        true_mean = float(torch.nanmean(source.conditional_entropy(torch.from_numpy(result.tokens))))
+        return result.mean_entropy / true_mean
+
+    # A separation bar, not closeness to a measured value (which moves with the CPU family and the
+    # training seed): the generalizing model keeps most of the source's entropy on its own samples,
+    # the memorizing one almost none of it (it is certain on the sequences it stores).
+    gen, mem = share_of_source_entropy(gen_result), share_of_source_entropy(mem_result)
+    assert gen > 0.5 and mem < 0.1, (gen, mem)
 
 
 # --------------------------------------------------------------------------- result object / API
@@ -558,9 +565,20 @@ def test_n_train_is_compared_with_the_distinct_sample_count(tiny_ckpt):
     r = run_scan(tiny_ckpt, "--samples", 40, "--steps", 2, "--n-train", 5, "--json", "--exit-zero")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert doc["n_train"] == 5 and "5 training sequences" in doc["n_train_comparison"]
-    lo, hi = doc["distinct_sequences_ci"]
-    assert doc["colliding_pairs"] >= 0 and lo > 0 and (hi is None or hi >= lo)
+    assert doc["n_train"] == 5
+    # The random-weight model collapses onto a few sequences (many identical pairs among the
+    # samples the adaptive scan used); the comparison must take the branch its own CI dictates.
+    pairs, lo, hi = doc["colliding_pairs"], *doc["distinct_sequences_ci"]
+    n = doc["n_samples"]
+    assert doc["sample_pairs"] == n * (n - 1) // 2 and pairs >= 3
+    assert lo < doc["sample_pairs"] / pairs < hi                                    # the point estimate inside its CI
+    text = doc["n_train_comparison"]
+    if hi < 5:
+        assert text.startswith("the samples come from fewer sequences (95% CI"), text
+    elif lo > 5:
+        assert text.startswith("the samples repeat, but come from more sequences"), text
+    else:
+        assert text.startswith("consistent with drawing from the 5 training sequences"), text
     assert 0.0 <= doc["basin_return_rate"] <= 1.0 and doc["domain"]["validated"]
     r = run_scan(tiny_ckpt, "--samples", 40, "--steps", 2, "--n-train", 0)
     assert r.exit_code == 2 and "--n-train" in r.output
