@@ -43,7 +43,7 @@ def stored_section(summary: dict) -> str:
                      f"(mean {_f(docs.get('samples_mean_restoration'))}); stored above "
                      f"{_f(docs.get('stored_threshold'))}: {docs.get('n_stored')} of {docs.get('n_measured')} "
                      f"measured; stored share of the training set ≈ {_f(docs.get('stored_share'), 3)} "
-                     f"{[round(x, 3) for x in docs.get('stored_share_ci') or []]}.</p>")
+                     f"[{', '.join(_f(x, 3) for x in docs.get('stored_share_ci') or [])}].</p>")
         drow = [(str(e["document"]), _f(e["restoration_rate"]), str(e["duplication_count"]),
                  "yes" if e["stored"] else "no", (e.get("text") or "")[:200]) for e in docs.get("most_exposed") or []]
         parts.append(table(drow, ["block", "restoration", "duplication", "stored", "text"], mono_cols=(4,)))
