@@ -402,6 +402,16 @@ def _reproduce(summary: dict, measured: dict, t_values: list[float], rule) -> No
     _check(n in planned, f"samples.parquet: {n} samples is not one of the planned looks {planned}")
     stats, evidence, decision, stopping = judge(measured, vocab_size, settings, t_values, rule, planned, n_parameters,
                                                 schedule_eps=schedule_eps)
+    # a family the rule has not validated is gated as the scan gates it (memaudit.prompted.family_gate),
+    # by the family its report records
+    from types import SimpleNamespace
+
+    from .prompted import family_gate
+
+    family = (summary.get("model") or {}).get("calibration_family")
+    decision, domain = family_gate(rule, SimpleNamespace(calibration_family=family), decision,
+                                   rule.domain_check(evidence))
+    stopping = sequential.stopping(settings.adaptive, planned, n, decision.verdict)
     for key, value in stats.items():
         _check(key in summary, f"summary.json: no {key}")
         _check(_same(summary[key], value), f"summary.json: {key} is {summary[key]!r}, recomputed {value!r}")
@@ -410,4 +420,4 @@ def _reproduce(summary: dict, measured: dict, t_values: list[float], rule) -> No
         _check(summary.get(key) == value, f"summary.json: {key} is {summary.get(key)!r}, recomputed {value!r} "
                                           f"under rule {rule.name}")
     _check(_same(summary.get("stopping"), stopping.describe()), "summary.json: stopping differs from the replayed stop")
-    _check(_same(summary.get("domain"), rule.domain_check(evidence)), "summary.json: domain differs from the rule's check")
+    _check(_same(summary.get("domain"), domain), "summary.json: domain differs from the rule's check")

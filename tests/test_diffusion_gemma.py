@@ -230,6 +230,17 @@ def test_scan_cli_is_outside_domain_with_prompts_and_sft_evidence(tiny, tmp_path
     assert sft["train"]["records"] == 2 and sft["test"]["records"] == 1
     assert "beside the verdict" in sft["label"]
     assert (out / "samples.parquet").exists() and (out / "tokens.parquet").exists()
+    # the report verifies without the model, the family gate included; a report whose verdict was
+    # turned into the DDiT rule's reading does not
+    assert summary["model"]["calibration_family"] == "diffusion_gemma"
+    checked = CliRunner().invoke(app, ["verify", str(out)])
+    assert checked.exit_code == 0, checked.output
+    forged = tmp_path / "forged"
+    shutil.copytree(out, forged)
+    doc = json.loads((forged / "summary.json").read_text())
+    (forged / "summary.json").write_text(json.dumps({**doc, "verdict": "generalizing", "reason": "finite_entropy"}))
+    refused = CliRunner().invoke(app, ["verify", str(forged)])
+    assert refused.exit_code == 1 and "verdict" in refused.output, refused.output
 
 
 def test_prompt_errors_are_usage_errors(tiny):

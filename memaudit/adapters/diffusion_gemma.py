@@ -271,7 +271,8 @@ class DiffusionGemmaDenoiser(Denoiser):
 
     def describe(self) -> dict:
         out = super().describe()
-        out.update({"time_free": True, "prompt_conditioned": True, "self_conditioning": self.self_conditioning,
+        out.update({"time_free": True, "prompt_conditioned": True, "calibration_family": self.calibration_family,
+                    "self_conditioning": self.self_conditioning,
                     "prompt_source": self.prompt_source, "prompts": [list(p) for p in (self.prompts or
                                                                                       (self.prompt_ids,))],
                     "sampler": {"name": "entropy-bound", **self.generation}})
