@@ -272,12 +272,13 @@ def test_inspect_json_is_one_document(tmp_path, fakes):
     assert doc["n_parameters"] > 0 and doc["files"]
 
 
-def test_inspect_human_summary_goes_to_stderr(tmp_path, fakes):
+def test_inspect_human_summary_goes_to_stdout(tmp_path, fakes):
+    """inspect's description is its output: `> file` and `| grep` capture it (issue 29)."""
     path = save_duo(tmp_path / "h.ckpt", fakes)
     result = cli("inspect", path)
     assert result.exit_code == 0, result.output
-    assert result.stdout == ""
-    assert "scan would use" in result.stderr and "raw weights" in result.stderr
+    assert result.stderr == ""
+    assert "scan would use" in result.stdout and "raw weights" in result.stdout
 
 
 # ------------------------------------------------ the container: zipfile and public torch APIs only

@@ -264,7 +264,8 @@ def test_looks_stopping_and_replay():
 
     assert sequential.looks(32, 256) == [32, 64, 128, 256] and sequential.looks(32, 100) == [32, 64, 100]
     assert sequential.looks(64, 32) == [32] and sequential.looks(0, 5) == [1, 2, 4, 5]
-    assert sequential.is_definite("memorizing") and not sequential.is_definite("inconclusive")
+    assert sequential.stops(Decision("memorizing", "repeated_samples", "", settled=True))
+    assert not sequential.stops(Decision("inconclusive", "between_thresholds", "", settled=False))
     fixed = sequential.stopping(False, [32, 64], 64, "memorizing")
     assert (fixed.adaptive, fixed.stopped_early, fixed.samples_used) == (False, False, 64)
     early = sequential.stopping(True, [32, 64, 128], 32, "memorizing")

@@ -366,7 +366,7 @@ def test_without_transformers_tokenizer_free_loads_work_and_folders_say_what_to_
     monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` raises ImportError
     bare = udlm_dir(tmp_path / "bare", vocab=len(BERT_TOKENS))
     assert memaudit.load(bare).tokenizer is None
-    with pytest.raises(LoadError, match=r"needs transformers \(pip install 'memaudit\[hub\]'\)"):
+    with pytest.raises(LoadError, match=r"needs transformers \(pip install 'memaudit-dlm\[hub\]'\)"):
         memaudit.load(write_wordpiece(udlm_dir(tmp_path / "udlm", vocab=len(BERT_TOKENS))))
 
 

@@ -137,8 +137,10 @@ def scan(
     if single and set("*?[") & set(checkpoints[0]):   # perhaps a glob: only then load the batch module
         from ..experiments.batch import is_glob
 
-        # a glob, even one matching nothing (then a failed row, as docs/distributed.md says)
-        single = not is_glob(checkpoints[0]) and Path(checkpoints[0]).exists()
+        # a glob, even one with a wildcard matching nothing (then a failed row, as docs/distributed.md
+        # says); brackets alone matching nothing spell a path (a missing one: exit 4, one line)
+        arg = checkpoints[0]
+        single = Path(arg).exists() or (not is_glob(arg) and not set("*?") & set(arg))
     if not single:
         from .scan_batch import scan_checkpoints
 

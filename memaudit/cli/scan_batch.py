@@ -35,9 +35,6 @@ def scan_checkpoints(arguments: list[str], from_list: Optional[Path], ray: Optio
         targets += [out / slugs[c] / name for c in checkpoints for name in REPORT_FILES]
         check_checkpoints_outside(checkpoints, out)
     check_output_targets(targets)
-    if out is None:
-        console.print(f"memaudit: warning: no --out: the {len(checkpoints)} reports, {TABLE_NAME} and {INDEX_NAME} "
-                      "are not saved (pass --out DIR to keep them)", highlight=False, soft_wrap=True, markup=False)
     backend = make_backend(ray)
     result = scan_many(checkpoints, settings, out=out, weights=weights,
                        device=resolve_device(device, remote=ray is not None), rule=load_rule(rule), backend=backend,
@@ -57,6 +54,10 @@ def scan_checkpoints(arguments: list[str], from_list: Optional[Path], ray: Optio
     failed = [s for s in result.scans if s.summary is None]
     if len(failed) < len(result.scans):   # all failed: the one line below is the whole of stderr
         print_batch_summary(result, fail_on, exit_zero)
+        if out is None:   # said after the work, so that a run refused up front stays one line
+            console.print(f"memaudit: warning: no --out: the {len(result.scans)} reports, {TABLE_NAME} and "
+                          f"{INDEX_NAME} were not saved (pass --out DIR to keep them)", highlight=False,
+                          soft_wrap=True, markup=False)
     if json_output:
         print_json(result.summary(fail_on, exit_zero))
     if failed:
