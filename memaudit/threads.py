@@ -1,15 +1,17 @@
 """How many CPU threads torch uses, chosen by the work (docs/performance.md, "Threads").
 
-Measured (benchmarks/bench_threads.py): on a shared 2-core machine a nano model trains at 4,892
-tokens/s with 1 thread and 527 with 2, and scans 8.5 samples/s against 1.2: a small network's
-matrix products are too small to split, and a second thread that waits for a busy core stalls
-every operation. So a model under SMALL_MODEL_PARAMETERS runs on 1 thread; a larger one keeps
-torch's default (one per core).
+Measured (benchmarks/bench_threads.py, 2-core AMD EPYC, torch 2.13.0+cpu): idle, a nano model trains
+at 14,878 tokens/s on 1 thread and 24,542 on 2 (micro 5,853 / 9,760; scans alike) — the second
+core pays even at this size; with both cores busy with other work (load ≈ 10), nano trains at 4,892
+tokens/s on 1 thread and 527 on 2, because a thread that waits for a busy core stalls every operation
+of a small network. So what decides is how many cores are free, and a small model suffers most from
+asking for a busy one: a model under SMALL_MODEL_PARAMETERS runs on the cores the 1-minute load
+average leaves free (at least 1, at most torch's default); a larger one keeps torch's default.
 
 Who decides, first match wins:
     --threads N (or MEMAUDIT_THREADS=N)      the user
     OMP_NUM_THREADS / MKL_NUM_THREADS set    the user, through the environment: left alone
-    the model's size                         1 thread below SMALL_MODEL_PARAMETERS, else torch's default
+    the model's size and the machine's load  small: the free cores; larger: torch's default
 
 Only the command line applies it (`enable`); the Python API leaves torch's setting alone. A
 report never depends on the thread count.
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-SMALL_MODEL_PARAMETERS = 2_000_000   # nano (0.8 M) and micro (1.8 M) presets
+SMALL_MODEL_PARAMETERS = 2_000_000   # the nano preset (0.8 M at V 32); micro is 2.3 M there
 ENV = "MEMAUDIT_THREADS"
 _enabled = False
 _requested: int | None = None
@@ -52,15 +54,37 @@ def requested() -> int | None:
     return None
 
 
-def choose(n_parameters: int | None) -> int | None:
-    """The thread count for a model of n_parameters (None: leave torch's as it is)."""
+def free_cores(cores: int | None = None, load: float | None = None) -> int:
+    """Cores the 1-minute load average leaves free (≥ 1); cores: usable CPUs, load: the average
+    (both read from the machine when None)."""
+    if cores is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 1
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            load = 0.0
+    return max(1, int(cores) - int(round(load)))
+
+
+def choose(n_parameters: int | None, cores: int | None = None, load: float | None = None,
+           default: int | None = None) -> int | None:
+    """The thread count for a model of n_parameters (None: leave torch's as it is); cores, load and
+    default (torch's thread count) are read from the machine when None."""
     wanted = requested()
     if wanted is not None:
         return wanted
     if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
         return None
     if n_parameters is not None and n_parameters < SMALL_MODEL_PARAMETERS:
-        return 1
+        if default is None:
+            import torch
+
+            default = torch.get_num_threads()
+        return min(int(default), free_cores(cores, load))
     return None
 
 
