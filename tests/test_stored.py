@@ -102,3 +102,17 @@ def test_report_html_shows_the_search(tmp_path):
     write_report(res, tmp_path)
     assert "Stored subset (data-free search)" in (tmp_path / "report.html").read_text()
     assert json.loads((tmp_path / "summary.json").read_text())["stored_subset"]["n_starts"] == 24
+
+
+def test_batch_rows_gate_on_a_stored_subset_finding():
+    """A multi-checkpoint scan's exit code honours --fail-on stored-subset from each report, as a
+    single scan does (data-free finding, or the per-document finding with --train)."""
+    from memaudit.experiments.batch import CheckpointScan
+
+    plain = CheckpointScan("a", "a", None, summary={"verdict": "generalizing", "stored_subset": {"found": 0}})
+    found = CheckpointScan("b", "b", None, summary={"verdict": "generalizing", "stored_subset": {"found": 2}})
+    with_data = CheckpointScan("c", "c", None, summary={"verdict": "generalizing",
+                                                        "training_data": {"documents": {"finding": True}}})
+    assert [s.exit_code("stored-subset") for s in (plain, found, with_data)] == [0, 1, 1]
+    assert [s.exit_code("memorizing") for s in (plain, found, with_data)] == [0, 0, 0]
+    assert found.exit_code("stored-subset", exit_zero=True) == 0

@@ -193,7 +193,16 @@ class CheckpointScan:
     def exit_code(self, fail_on: str = "memorizing", exit_zero: bool = False) -> int:
         if self.summary is None:
             return self.failure_code
-        return gate_exit_code(self.verdict, fail_on=fail_on, exit_zero=exit_zero)
+        return gate_exit_code(self.verdict, fail_on=fail_on, exit_zero=exit_zero, stored_found=self.stored_found)
+
+    @property
+    def stored_found(self) -> bool:
+        """A stored-subset finding in this checkpoint's report (as probe.ScanResult.stored_found)."""
+        if self.summary is None:
+            return False
+        stored = self.summary.get("stored_subset") or {}
+        documents = (self.summary.get("training_data") or {}).get("documents") or {}
+        return bool(stored.get("found")) or bool(documents.get("finding"))
 
     def document(self, fail_on: str = "memorizing", exit_zero: bool = False) -> dict:
         """The entry of this checkpoint in `scan --json`'s list."""
