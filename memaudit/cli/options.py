@@ -63,8 +63,9 @@ RayAddress = Annotated[Optional[str], typer.Option(
     "--ray ray://HOST:PORT joins a cluster (docs/distributed.md).")]
 Threads = Annotated[Optional[int], typer.Option(
     "--threads", min=1, show_default=False,
-    help="CPU threads for torch. Default: 1 for models under 2 M parameters (faster: docs/performance.md), "
-         "else torch's default; OMP_NUM_THREADS or MEMAUDIT_THREADS, when set, are respected.")]
+    help="CPU threads for torch. Default: for models under 2 M parameters the cores the load average leaves "
+         "free (a busy core slows a small network 9x: docs/performance.md), else torch's default; "
+         "OMP_NUM_THREADS or MEMAUDIT_THREADS, when set, are respected.")]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (nothing on failure).")]
 Weights = Annotated[Optional[str], typer.Option("--weights", callback=_check_weights,
                                                 help="ema | raw (default: ema when present).")]
